@@ -1,0 +1,112 @@
+"""The ``aifactory`` command.
+
+Sub-commands are loaded lazily from the stage that owns them (``LAZY_COMMANDS``), so ``aifactory
+--help`` and ``aifactory info`` never import torch. A user mistake (:class:`AIFactoryError`) prints one
+line on stderr and exits 2; ``--events jsonl`` turns progress into JSON lines on stdout for the plugin.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from aifactory import __version__
+from aifactory.errors import AIFactoryError
+from aifactory.progress import BarReporter, JsonlReporter, Reporter, use_reporter
+
+#: command name -> "module:attribute"; each stage adds its own line.
+LAZY_COMMANDS: dict[str, str] = {
+    "info": "aifactory.io.commands:info",
+    "synth": "aifactory.io.commands:synth",
+    "demo": "aifactory.demo.commands:demo",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose sub-commands are imported only when used."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in LAZY_COMMANDS:
+            module_name, attribute = LAZY_COMMANDS[cmd_name].split(":")
+            command: click.Command = getattr(importlib.import_module(module_name), attribute)
+            return command
+        return super().get_command(ctx, cmd_name)
+
+
+def make_reporter(events: str, quiet: bool = False) -> Reporter:
+    if events == "jsonl":
+        return JsonlReporter(take_stdout=True)
+    if events == "none":
+        return Reporter()
+    return BarReporter(verbose=not quiet)
+
+
+def with_events(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Add ``--events bar|jsonl|none`` to a command and run it under the matching reporter.
+
+    In jsonl mode a final ``done`` (or ``error``) event closes the stream.
+    """
+
+    @click.option("--events", type=click.Choice(["bar", "jsonl", "none"]), default="bar", show_default=True,
+                  help="How to report progress: bars on stderr, JSON lines on stdout, or nothing.")
+    @functools.wraps(func)
+    def wrapper(*args: Any, events: str, **kwargs: Any) -> Any:
+        rep = make_reporter(events)
+        with use_reporter(rep):
+            try:
+                result = func(*args, **kwargs)
+            except AIFactoryError as exc:
+                rep.error(str(exc))
+                rep.done("failed")
+                raise
+            except KeyboardInterrupt:
+                rep.done("stopped")
+                raise
+            rep.done("ok")
+            return result
+
+    return wrapper
+
+
+def echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", prog_name="aifactory")
+def cli() -> None:
+    """AI Factory: datasets, training, prediction, post-processing and evaluation for EO imagery."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: returns the exit code (2 for user errors, never a traceback for them)."""
+    try:
+        cli.main(args=argv, prog_name="aifactory", standalone_mode=False)
+    except AIFactoryError as exc:
+        click.echo(f"aifactory: error: {exc}", err=True)
+        return exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("aifactory: aborted", err=True)
+        return 130
+    except KeyboardInterrupt:
+        click.echo("aifactory: interrupted", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""Atomic writes: a killed job leaves either nothing or a complete file (DESIGN.md, "Writes are atomic").
+
+Outputs are written to a hidden temporary path in the destination folder (same filesystem, so the final
+``os.replace`` is atomic) and renamed only when the writer finished without error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def temporary_sibling(final: str | os.PathLike[str], tag: str = "part") -> Path:
+    """A unique hidden path next to ``final`` keeping its suffix (GDAL picks drivers by suffix)."""
+    final = Path(final)
+    return final.with_name(f".{final.stem}.{uuid.uuid4().hex[:8]}.{tag}{final.suffix}")
+
+
+def remove_path(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    # sidecars GDAL/SQLite may leave next to a temporary file
+    for sidecar in (path.with_name(path.name + ext) for ext in (".aux.xml", "-journal", "-wal", "-shm", ".ovr")):
+        with contextlib.suppress(FileNotFoundError):
+            sidecar.unlink()
+
+
+@contextlib.contextmanager
+def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path to write to; on success it replaces ``final`` atomically.
+
+    Works for files and for directories (a directory destination is replaced whole). On any
+    exception, including KeyboardInterrupt, the temporary output is removed and ``final`` is untouched.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_sibling(final)
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise FileNotFoundError(f"the writer produced no output at {tmp}")
+        if tmp.is_dir() and final.is_dir():
+            # os.replace cannot replace a non-empty directory: move the old one aside first
+            old = temporary_sibling(final, "old")
+            os.replace(final, old)
+            os.replace(tmp, final)
+            remove_path(old)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        remove_path(tmp)
+        raise
+
+
+def write_text_atomic(final: str | os.PathLike[str], text: str) -> Path:
+    """Write a small text file atomically."""
+    with atomic_path(final) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(final)
+
+
+def write_bytes_atomic(final: str | os.PathLike[str], data: bytes) -> Path:
+    """Write a small binary file atomically."""
+    with atomic_path(final) as tmp:
+        tmp.write_bytes(data)
+    return Path(final)

@@ -1,0 +1,149 @@
+"""Streamed Cloud-Optimized GeoTIFF writer.
+
+Windows are written as they are produced into a tiled temporary GeoTIFF; closing the writer converts it
+with GDAL's COG driver (overviews, block layout) into a second temporary file and renames that into
+place. Memory is bounded by the window being written plus GDAL's block cache, never by the raster; a
+writer that fails or is interrupted removes its temporary files and leaves no partial output.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from affine import Affine
+from rasterio.errors import NotGeoreferencedWarning
+from rasterio.windows import Window
+
+from aifactory.io.atomic import remove_path, temporary_sibling
+from aifactory.progress import reporter
+
+#: GDAL block cache for writing and COG conversion (MB): bounds memory whatever the raster size.
+GDAL_CACHE_MB = 256
+
+
+def gdal_env(**options: Any) -> rasterio.Env:
+    """A rasterio environment with a bounded block cache and all-CPU compression threads."""
+    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB, GDAL_NUM_THREADS="ALL_CPUS", **options)
+
+
+class COGWriter:
+    """Write a raster window by window, finalize it as a COG (or tiled GeoTIFF) atomically.
+
+    Use as a context manager: the output appears at ``path`` only if the block exits without error.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], width: int, height: int, count: int, dtype: str,
+                 crs: Any = None, transform: Affine | None = None, nodata: float | None = None,
+                 blocksize: int = 512, compress: str = "ZSTD", cog: bool = True,
+                 band_descriptions: list[str] | None = None, predictor: int | None = None,
+                 progress_task: str | None = None) -> None:
+        self.path = Path(path)
+        self.cog = cog
+        self.compress = compress
+        self.blocksize = blocksize
+        self.progress_task = progress_task
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = temporary_sibling(self.path, "stream")
+        if predictor is None:
+            predictor = 3 if np.dtype(dtype).kind == "f" else 2
+        self._profile = {
+            "driver": "GTiff", "width": width, "height": height, "count": count, "dtype": dtype,
+            "crs": crs, "transform": transform or Affine.identity(), "nodata": nodata, "tiled": True,
+            "blockxsize": blocksize, "blockysize": blocksize, "compress": compress, "predictor": predictor,
+            "BIGTIFF": "IF_SAFER", "interleave": "pixel" if count <= 4 else "band",
+        }
+        self._env = gdal_env()
+        self._env.__enter__()
+        with warnings.catch_warnings():  # pixel-space rasters (identity transform, no CRS) are legitimate
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            self._ds = rasterio.open(self._tmp, "w", **self._profile)
+        if band_descriptions:
+            for index, description in enumerate(band_descriptions, start=1):
+                self._ds.set_band_description(index, description)
+        self._closed = False
+
+    @property
+    def width(self) -> int:
+        return int(self._profile["width"])
+
+    @property
+    def height(self) -> int:
+        return int(self._profile["height"])
+
+    def write(self, array: np.ndarray, window: Window) -> None:
+        """Write a (bands, h, w) or (h, w) array at ``window`` (clipped to the raster)."""
+        if array.ndim == 2:
+            array = array[np.newaxis]
+        self._ds.write(array, window=window)
+
+    def write_mask(self, mask: np.ndarray, window: Window) -> None:
+        """Write an internal validity mask (True = valid) for ``window``."""
+        self._ds.write_mask(np.where(mask, 255, 0).astype("uint8"), window=window)
+
+    def update_tags(self, **tags: str) -> None:
+        self._ds.update_tags(**tags)
+
+    def close(self) -> Path:
+        """Finalize: convert to COG (or keep tiled GeoTIFF with overviews) and rename into place."""
+        if self._closed:
+            return self.path
+        self._closed = True
+        self._ds.close()
+        final_tmp = temporary_sibling(self.path, "final")
+        try:
+            if self.cog:
+                rasterio.shutil.copy(self._tmp, final_tmp, driver="COG", COMPRESS=self.compress,
+                                     BLOCKSIZE=self.blocksize, OVERVIEWS="AUTO", BIGTIFF="IF_SAFER",
+                                     NUM_THREADS="ALL_CPUS", PREDICTOR="YES")
+                remove_path(self._tmp)
+            else:
+                with rasterio.open(self._tmp, "r+") as ds:
+                    factors = overview_factors(ds.width, ds.height, self.blocksize)
+                    if factors:
+                        ds.build_overviews(factors, rasterio.enums.Resampling.average)
+                os.replace(self._tmp, final_tmp)
+            os.replace(final_tmp, self.path)
+        except BaseException:
+            remove_path(final_tmp)
+            remove_path(self._tmp)
+            raise
+        finally:
+            self._env.__exit__(None, None, None)
+        if self.progress_task:
+            reporter().artifact("raster", self.path)
+        return self.path
+
+    def abort(self) -> None:
+        """Drop everything written so far."""
+        if not self._closed:
+            self._closed = True
+            self._ds.close()
+            self._env.__exit__(None, None, None)
+        remove_path(self._tmp)
+
+    def __enter__(self) -> COGWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def overview_factors(width: int, height: int, blocksize: int) -> list[int]:
+    """Powers of two until the smallest overview fits in one block."""
+    factors = []
+    factor = 2
+    while max(width, height) / factor >= blocksize / 2 and factor <= 4096:
+        factors.append(factor)
+        factor *= 2
+    return factors

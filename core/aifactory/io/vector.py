@@ -1,0 +1,108 @@
+"""Vector I/O: any OGR format (and CSV with a WKT column) read into GeoDataFrames aligned to a raster.
+
+Labels in another CRS than the raster are reprojected, never rejected. Pixel-space data (no CRS, the
+coordinates of a non-georeferenced image) is supported: it is used as is against a raster without
+georeferencing. Invalid geometries are repaired with ``make_valid`` and counted.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import pandas as pd
+import pyogrio
+import shapely
+from pyproj import CRS
+
+from aifactory.errors import InputError
+from aifactory.io.atomic import atomic_path
+from aifactory.io.raster import check_file
+from aifactory.progress import reporter
+
+WKT_COLUMNS = ("wkt", "WKT", "geometry", "geom", "the_geom")
+
+
+def _read_csv(path: Path, crs: Any = None) -> gpd.GeoDataFrame:
+    frame = pd.read_csv(path)
+    column = next((c for c in WKT_COLUMNS if c in frame.columns), None)
+    if column is None:
+        raise InputError(f"{path}: CSV has no WKT column (expected one of {', '.join(WKT_COLUMNS)})")
+    try:
+        geometry = shapely.from_wkt(frame[column].astype(str).to_numpy())
+    except shapely.errors.GEOSException as exc:
+        raise InputError(f"{path}: invalid WKT in column {column!r}: {exc}") from None
+    return gpd.GeoDataFrame(frame.drop(columns=[column]), geometry=geometry, crs=crs)
+
+
+def read_vector(path: str | Path, layer: str | int | None = None, crs: Any = None,
+                repair: bool = True) -> gpd.GeoDataFrame:
+    """Read a vector layer; ``crs`` is assigned to CSVs (and to layers that have none) when given."""
+    path = Path(path)
+    check_file(path, "vector file")
+    if path.suffix.lower() == ".csv":
+        frame = _read_csv(path, crs)
+    else:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                frame = pyogrio.read_dataframe(path, layer=layer)
+        except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
+            raise InputError(f"{path}: cannot read vector data: {str(exc).splitlines()[0]}") from None
+        if not isinstance(frame, gpd.GeoDataFrame):
+            raise InputError(f"{path}: layer has no geometry column")
+        if frame.crs is None and crs is not None:
+            frame = frame.set_crs(crs)
+    if repair:
+        frame = repair_geometries(frame, str(path))
+    return frame
+
+
+def repair_geometries(frame: gpd.GeoDataFrame, source: str = "") -> gpd.GeoDataFrame:
+    """Drop empty geometries and ``make_valid`` invalid ones, reporting how many of each."""
+    geometry = frame.geometry.array
+    missing = shapely.is_missing(geometry) | shapely.is_empty(geometry)
+    if missing.any():
+        reporter().warning(f"{source}: dropped {int(missing.sum())} empty or missing geometries")
+        frame = frame.loc[~missing].copy()
+    invalid = ~shapely.is_valid(frame.geometry.array)
+    if invalid.any():
+        frame = frame.copy()
+        frame.loc[invalid, frame.geometry.name] = shapely.make_valid(frame.geometry.array[invalid])
+        reporter().warning(f"{source}: repaired {int(invalid.sum())} invalid geometries")
+    return frame
+
+
+def align_to_crs(frame: gpd.GeoDataFrame, target_crs: Any, source: str = "") -> gpd.GeoDataFrame:
+    """Reproject ``frame`` into ``target_crs`` (None = pixel space of a non-georeferenced raster)."""
+    if target_crs is None:
+        if frame.crs is not None:
+            raise InputError(f"{source}: vector data has a CRS ({frame.crs.to_string()}) but the raster has no "
+                             "georeferencing; give pixel coordinates without a CRS")
+        return frame
+    target = CRS.from_user_input(target_crs)
+    if frame.crs is None:
+        reporter().warning(f"{source}: vector data has no CRS; assuming the raster's ({target.to_string()})")
+        return frame.set_crs(target)
+    if CRS.from_user_input(frame.crs) == target:
+        return frame
+    return frame.to_crs(target)
+
+
+def write_vector(frame: gpd.GeoDataFrame, path: str | Path, layer: str | None = None) -> Path:
+    """Write a GeoDataFrame atomically (GeoPackage unless the suffix says otherwise)."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        frame.to_file(tmp, layer=layer, engine="pyogrio")
+    return path
+
+
+def list_layers(path: str | Path) -> list[str]:
+    """Names of the layers of a vector data source."""
+    check_file(path, "vector file")
+    try:
+        return [str(name) for name, _ in pyogrio.list_layers(path)]
+    except pyogrio.errors.DataSourceError as exc:
+        raise InputError(f"{path}: cannot read vector data: {str(exc).splitlines()[0]}") from None
