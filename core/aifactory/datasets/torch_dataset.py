@@ -1,0 +1,66 @@
+"""Torch datasets over the on-disk dataset format (see :mod:`aifactory.datasets.format`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import torch
+from torch.utils.data import Dataset
+
+from aifactory.datasets.format import DatasetMeta, read_chips, read_meta
+
+Sample = dict[str, Any]
+
+
+class ChipDataset(Dataset[Sample]):
+    """Exported chips of one split.
+
+    Each sample is a dict: ``image`` float32 (C, H, W) normalised with the dataset statistics,
+    ``mask`` int64 (H, W) with the ignore index where unlabelled, ``boxes`` float32 (N, 4) as
+    x0, y0, x1, y1 in chip pixels, ``labels`` int64 (N), ``chip_id`` str. ``transform`` (if any)
+    receives and returns the sample dict (augmentations act on image, mask and boxes together).
+    """
+
+    def __init__(self, dataset_dir: str | Path, split: str, transform: Callable[[Sample], Sample] | None = None):
+        self.root = Path(dataset_dir)
+        self.meta: DatasetMeta = read_meta(self.root)
+        self.table = read_chips(self.root, split)
+        self.split = split
+        self.transform = transform
+        self._mean = np.asarray(self.meta.normalization.mean, dtype="float32")[:, None, None]
+        self._std = np.asarray(self.meta.normalization.std, dtype="float32")[:, None, None]
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def read_raw(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """The chip's image in source units and its mask, as numpy arrays."""
+        row = self.table.iloc[index]
+        with rasterio.open(self.root / row["image"]) as ds:
+            image = ds.read()
+        with rasterio.open(self.root / row["mask"]) as ds:
+            mask = ds.read(1)
+        return image, mask
+
+    def normalize(self, image: np.ndarray) -> np.ndarray:
+        return (image.astype("float32") - self._mean) / self._std
+
+    def __getitem__(self, index: int) -> Sample:
+        image, mask = self.read_raw(index)
+        row = self.table.iloc[index]
+        boxes = np.asarray([b[:4] for b in row["boxes"]], dtype="float32").reshape(-1, 4)
+        labels = np.asarray([b[4] for b in row["boxes"]], dtype="int64")
+        sample: Sample = {
+            "image": torch.from_numpy(self.normalize(image)),
+            "mask": torch.from_numpy(mask.astype("int64")),
+            "boxes": torch.from_numpy(boxes),
+            "labels": torch.from_numpy(labels),
+            "chip_id": str(row["chip_id"]),
+        }
+        if self.transform is not None:
+            sample = self.transform(sample)
+        return sample
