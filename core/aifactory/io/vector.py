@@ -94,7 +94,8 @@ def align_to_crs(frame: gpd.GeoDataFrame, target_crs: Any, source: str = "") -> 
 def write_vector(frame: gpd.GeoDataFrame, path: str | Path, layer: str | None = None) -> Path:
     """Write a GeoDataFrame atomically (GeoPackage unless the suffix says otherwise)."""
     path = Path(path)
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*crs.* was not provided")  # pixel-space data is legitimate
         frame.to_file(tmp, layer=layer, engine="pyogrio")
     return path
 
