@@ -25,6 +25,8 @@ LAZY_COMMANDS: dict[str, str] = {
     "info": "aifactory.io.commands:info",
     "synth": "aifactory.io.commands:synth",
     "demo": "aifactory.demo.commands:demo",
+    "run": "aifactory.pipeline.commands:run_command",
+    "tasks": "aifactory.pipeline.commands:tasks_command",
 }
 
 

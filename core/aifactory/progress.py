@@ -140,8 +140,7 @@ class BarReporter(Reporter):
         elif kind == "log" and (self.verbose or event.get("level") != "info"):
             prefix = "" if event.get("level", "info") == "info" else f"{event['level']}: "
             self._write(f"{prefix}{event['message']}")
-        elif kind == "error":
-            self._write(f"error: {event['message']}")
+        # "error" events are not rendered: the CLI prints the error line itself
 
     def _write(self, line: str) -> None:
         from tqdm import tqdm

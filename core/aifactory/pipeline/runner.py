@@ -1,0 +1,169 @@
+"""Running a pipeline: content-hash caching, resume after failure, ``--from``, dry runs.
+
+Each task gets a key: the hash of its kind, its parameters as written (references included), the keys
+of the tasks it depends on, the size and modification time of every existing file it names outside the
+run folder, and the aifactory version. A task whose key matches the one recorded in the run's state and
+whose outputs still exist is skipped; so a re-run skips everything, an edit re-runs the edited task and
+everything downstream, and a run that failed resumes at the task that failed. State is saved atomically
+after every task.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aifactory import __version__
+from aifactory.config import validate
+from aifactory.errors import ConfigError
+from aifactory.io.atomic import write_text_atomic
+from aifactory.pipeline import TASKS
+from aifactory.pipeline.spec import Pipeline, substitute
+from aifactory.progress import reporter
+
+STATE_FILE = ".pipeline-state.json"
+
+
+@dataclass
+class TaskContext:
+    """What a task needs besides its parameters."""
+
+    name: str
+    workdir: Path
+    base_dir: Path
+
+    def resolve(self, path: str | Path) -> Path:
+        """A path from the pipeline file, relative to the file's folder."""
+        path = Path(path).expanduser()
+        return path if path.is_absolute() else (self.base_dir / path)
+
+
+@dataclass
+class TaskPlan:
+    name: str
+    action: str  # "run" or "skip"
+    reason: str
+    key: str
+
+
+def _fingerprints(value: Any, base_dir: Path, workdir: Path) -> list[Any]:
+    """(path, size, mtime) of existing files named in the params, outside the run folder."""
+    found: list[Any] = []
+    if isinstance(value, str) and value and "${" not in value and len(value) < 4096:
+        path = Path(value).expanduser()
+        path = path if path.is_absolute() else base_dir / path
+        try:
+            if path.is_file() and workdir not in path.resolve().parents:
+                stat = path.stat()
+                found.append([str(path), stat.st_size, stat.st_mtime_ns])
+        except OSError:
+            pass
+    elif isinstance(value, dict):
+        for item in value.values():
+            found.extend(_fingerprints(item, base_dir, workdir))
+    elif isinstance(value, list):
+        for item in value:
+            found.extend(_fingerprints(item, base_dir, workdir))
+    return found
+
+
+def read_state(workdir: Path) -> dict[str, Any]:
+    path = workdir / STATE_FILE
+    if not path.is_file():
+        return {}
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+        return data
+    except json.JSONDecodeError:
+        reporter().warning(f"{path}: unreadable pipeline state, every task will run")
+        return {}
+
+
+def _outputs_exist(outputs: dict[str, Any]) -> bool:
+    for value in outputs.values():
+        if isinstance(value, str) and value.startswith("/") and not Path(value).exists():
+            return False
+    return True
+
+
+def plan(pipeline: Pipeline, from_task: str | None = None) -> list[TaskPlan]:
+    """What a run would do, task by task, without running anything."""
+    if from_task is not None and from_task not in pipeline.tasks:
+        raise ConfigError(f"--from: no task named {from_task!r} in {pipeline.source}")
+    forced = pipeline.downstream_of(from_task) if from_task else set()
+    state = read_state(pipeline.workdir)
+    keys: dict[str, str] = {}
+    plans = []
+    for name in pipeline.order:
+        task = pipeline.tasks[name]
+        payload = {
+            "kind": task.kind, "params": task.raw_params, "version": __version__,
+            "upstream": {up: keys[up] for up in sorted(task.depends_on)},
+            "files": _fingerprints(task.raw_params, pipeline.base_dir, pipeline.workdir),
+        }
+        key = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        keys[name] = key
+        recorded = state.get(name, {})
+        if name in forced:
+            plans.append(TaskPlan(name, "run", "--from", key))
+        elif recorded.get("status") != "done":
+            plans.append(TaskPlan(name, "run", "not run yet" if not recorded else recorded.get("status", "?"), key))
+        elif recorded.get("key") != key:
+            plans.append(TaskPlan(name, "run", "changed", key))
+        elif not _outputs_exist(recorded.get("outputs", {})):
+            plans.append(TaskPlan(name, "run", "outputs missing", key))
+        else:
+            plans.append(TaskPlan(name, "skip", "unchanged", key))
+    return plans
+
+
+def run(pipeline: Pipeline, from_task: str | None = None) -> dict[str, dict[str, Any]]:
+    """Run the tasks that need it, in order; returns every task's outputs."""
+    plans = plan(pipeline, from_task)
+    pipeline.workdir.mkdir(parents=True, exist_ok=True)
+    state = read_state(pipeline.workdir)
+    outputs: dict[str, dict[str, Any]] = {}
+    rep = reporter()
+    for index, step in enumerate(plans):
+        task = pipeline.tasks[step.name]
+        rep.progress("pipeline", index / len(plans), f"{step.name} ({task.kind})")
+        if step.action == "skip":
+            outputs[step.name] = state[step.name]["outputs"]
+            rep.log(f"{step.name}: skipped ({step.reason})")
+            continue
+        rep.log(f"{step.name}: running {task.kind} ({step.reason})")
+        entry = TASKS.get(task.kind)
+        params = validate(entry.params, substitute(task.raw_params, outputs),
+                          f"{pipeline.source}: tasks.{step.name}.params")
+        context = TaskContext(step.name, pipeline.workdir / step.name, pipeline.base_dir)
+        context.workdir.mkdir(parents=True, exist_ok=True)
+        started = time.time()
+        state[step.name] = {"status": "running", "key": step.key, "started": started}
+        _save(pipeline, state)
+        try:
+            produced = entry.func(params, context)
+        except BaseException:
+            state[step.name].update(status="failed", finished=time.time())
+            _save(pipeline, state)
+            raise
+        missing = [out for out in task.outputs if out not in produced]
+        if missing:
+            raise RuntimeError(f"task {task.kind} did not produce its declared outputs {missing}")
+        produced = {k: str(v) if isinstance(v, Path) else v for k, v in produced.items()}
+        outputs[step.name] = produced
+        state[step.name] = {"status": "done", "key": step.key, "outputs": produced, "started": started,
+                            "finished": time.time()}
+        _save(pipeline, state)
+        for value in produced.values():
+            if isinstance(value, str) and Path(value).is_file():
+                rep.artifact(step.name, value)
+    rep.progress("pipeline", 1.0, "done")
+    return outputs
+
+
+def _save(pipeline: Pipeline, state: dict[str, Any]) -> None:
+    write_text_atomic(pipeline.workdir / STATE_FILE, json.dumps(state, indent=2, default=str))

@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+from aifactory.errors import ConfigError
+from aifactory.pipeline.runner import plan, run
+from aifactory.pipeline.spec import load_pipeline
+
+
+def write(path, text):
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+PIPELINE = """
+    name: chain
+    tasks:
+      scene: {task: synth, params: {width: 200, height: 160, density: 0.5}}
+      check: {task: raster_info, params: {raster: "${scene.raster}"}}
+      other: {task: synth, params: {width: 100, height: 100, seed: 1}}
+"""
+
+
+def actions(pipeline, from_task=None):
+    return {step.name: step.action for step in plan(pipeline, from_task)}
+
+
+def test_run_rerun_edit_and_from(tmp_path):
+    path = write(tmp_path / "p.yaml", PIPELINE)
+    pipeline = load_pipeline(path)
+    assert actions(pipeline) == {"scene": "run", "check": "run", "other": "run"}
+    outputs = run(pipeline)
+    info = json.loads(Path(outputs["check"]["info"]).read_text())
+    assert (info["width"], info["height"]) == (200, 160)
+    # re-run: everything skipped
+    assert actions(load_pipeline(path)) == {"scene": "skip", "check": "skip", "other": "skip"}
+    # edit one task: it and its downstream re-run, the independent task does not
+    write(path, PIPELINE.replace("width: 200", "width: 220"))
+    edited = load_pipeline(path)
+    assert actions(edited) == {"scene": "run", "check": "run", "other": "skip"}
+    run(edited)
+    info = json.loads(Path(run(load_pipeline(path))["check"]["info"]).read_text())
+    assert info["width"] == 220
+    assert actions(load_pipeline(path), from_task="check") == {"scene": "skip", "check": "run", "other": "skip"}
+
+
+def test_resume_after_failure(tmp_path):
+    raster = tmp_path / "later.tif"
+    path = write(tmp_path / "p.yaml", f"""
+        tasks:
+          scene: {{task: synth, params: {{width: 64, height: 64}}}}
+          gate: {{task: raster_info, params: {{raster: "{raster}"}}, after: [scene]}}
+    """)
+    with pytest.raises(Exception, match="not found"):
+        run(load_pipeline(path))
+    state = json.loads((tmp_path / "runs" / "pipeline" / ".pipeline-state.json").read_text())
+    assert state["scene"]["status"] == "done" and state["gate"]["status"] == "failed"
+    # fix the input and resume: the finished task is not run again
+    from aifactory.io.synthetic import SceneSpec, generate_scene
+
+    generate_scene(SceneSpec(width=32, height=32), raster)
+    assert actions(load_pipeline(path)) == {"scene": "skip", "gate": "run"}
+    run(load_pipeline(path))
+    assert actions(load_pipeline(path)) == {"scene": "skip", "gate": "skip"}
+
+
+def test_changed_external_file_reruns_task(tmp_path):
+    from aifactory.io.synthetic import SceneSpec, generate_scene
+
+    raster = tmp_path / "in.tif"
+    generate_scene(SceneSpec(width=32, height=32), raster)
+    path = write(tmp_path / "p.yaml", "tasks:\n  gate: {task: raster_info, params: {raster: in.tif}}\n")
+    run(load_pipeline(path))
+    assert actions(load_pipeline(path)) == {"gate": "skip"}
+    generate_scene(SceneSpec(width=48, height=32), raster)
+    assert actions(load_pipeline(path)) == {"gate": "run"}
+
+
+@pytest.mark.parametrize("text, message", [
+    ("tasks:\n  a: {task: nope}\n", "tasks.a.task: unknown task 'nope'"),
+    ("tasks:\n  a: {task: synth, params: {widht: 3}}\n", "tasks.a.params: widht: unknown key"),
+    ("tasks:\n  a: {task: raster_info, params: {raster: '${b.info}'}}\n", "no task named 'b'"),
+    ("tasks:\n  a: {task: synth}\n  b: {task: raster_info, params: {raster: '${a.rastr}'}}\n", "has no output 'rastr'"),
+    ("tasks:\n  a: {task: raster_info, params: {raster: '${b.info}'}}\n"
+     "  b: {task: raster_info, params: {raster: '${a.info}'}}\n", "cycle"),
+    ("tasks: {}\n", "has no task"),
+])
+def test_bad_pipelines_fail_before_running(tmp_path, text, message):
+    path = write(tmp_path / "bad.yaml", text)
+    with pytest.raises(ConfigError, match=message.replace("$", r"\$").replace("{", r"\{")):
+        load_pipeline(path)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_cli_dry_run_and_exit_codes(cli, tmp_path):
+    path = write(tmp_path / "p.yaml", PIPELINE)
+    result = cli("run", str(path), "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "run   check (raster_info) after scene: not run yet" in result.stdout
+    bad = write(tmp_path / "bad.yaml", "tasks:\n  a: {task: synth, params: {width: -1}}\n")
+    result = cli("run", str(bad))
+    assert result.returncode == 2 and "tasks.a.params: width" in result.stderr and "Traceback" not in result.stderr
+    events = cli("run", str(path), "--events", "jsonl")
+    kinds = [json.loads(line)["event"] for line in events.stdout.splitlines()]
+    assert kinds[-1] == "done" and "artifact" in kinds
