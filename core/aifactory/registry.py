@@ -121,6 +121,12 @@ class Registry(Generic[F]):
 
     def resolve(self, spec: str | Mapping[str, Any], where: str) -> tuple[Entry[F], BaseModel]:
         """Resolve ``"name"`` or ``{"name": ..., **params}`` (or ``{name: {params}}``) to entry + params."""
+        name, raw = self.split_spec(spec, where)
+        entry = self.get(name, where)
+        return entry, entry.parse_params(raw, f"{where}.{name}" if where else name)
+
+    def split_spec(self, spec: str | Mapping[str, Any], where: str) -> tuple[str, Mapping[str, Any]]:
+        """The name and raw parameters of a spec in any form :meth:`resolve` accepts (not validated)."""
         if isinstance(spec, str):
             name, raw = spec, {}
         elif isinstance(spec, Mapping) and "name" in spec:
@@ -135,8 +141,7 @@ class Registry(Generic[F]):
             raise ConfigError(f"{where}: {self.kind} name must be a string, got {name!r}")
         if not isinstance(raw, Mapping):
             raise ConfigError(f"{where}.{name}: expected a mapping of parameters, got {raw!r}")
-        entry = self.get(name, where)
-        return entry, entry.parse_params(raw, f"{where}.{name}" if where else name)
+        return name, raw
 
     def describe_lines(self) -> list[str]:
         return [entry.describe() for entry in self]
