@@ -52,7 +52,7 @@ demo:
 	$(HEADLESS) $(AIF) demo -o $(DEMO_DIR)
 
 bench:
-	$(HEADLESS) $(PY) bench/run.py
+	$(HEADLESS) $(PY) bench/run.py $(if $(FULL),--full,)
 
 lint:
 	$(VENV)/bin/ruff check core aifactory_qgis tests bench
