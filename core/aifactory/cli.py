@@ -27,6 +27,11 @@ LAZY_COMMANDS: dict[str, str] = {
     "demo": "aifactory.demo.commands:demo",
     "run": "aifactory.pipeline.commands:run_command",
     "tasks": "aifactory.pipeline.commands:tasks_command",
+    "evaluate": "aifactory.evaluation.commands:evaluate",
+    "rps": "aifactory.evaluation.commands:rps",
+    "runs": "aifactory.evaluation.commands:runs",
+    "catalog": "aifactory.catalog.commands:catalog",
+    "dataset": "aifactory.datasets.commands:dataset",
 }
 
 

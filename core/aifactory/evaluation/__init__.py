@@ -1,0 +1,1 @@
+"""Evaluation: pixel and object metrics, COCO mAP, PR curves, RPS operating-point sweeps, reports, runs."""

@@ -1,0 +1,186 @@
+"""Pixel metrics (confusion matrix, IoU, precision, recall, F1 per class) streamed window by window.
+
+The prediction is either a scores raster (DESIGN.md: COG, one uint8 band per class, score × 255,
+nodata where not predicted) or a class raster (one band of class indices). Truth is a vector layer,
+rasterized one window at a time from an STRtree query, or a class raster on the same grid. Only one
+window of each is ever in memory; the confusion counts are the only state.
+
+Index space: 0 is the background, classes are 1..n. Scores rasters: a pixel takes the class of its
+highest band; when no band is called ``background`` (band descriptions name the classes) the bands are
+classes 1..n and a pixel whose best score is below ``threshold`` is background. Class rasters carry
+indices directly; their names come from ``classes`` (names of 1..n). Pixels that are nodata in the
+prediction, or ignored in a truth raster (its nodata, or 255), are left out of every count.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import geopandas as gpd
+import numpy as np
+import shapely
+from rasterio.features import rasterize
+from rasterio.windows import Window
+
+from aifactory.errors import InputError
+from aifactory.evaluation.metrics import f1, precision, recall
+from aifactory.io.raster import block_aligned, open_raster, read_valid_mask, read_window, window_transform
+from aifactory.io.vector import align_to_crs, read_vector
+from aifactory.progress import reporter
+
+IGNORE_VALUE = 255
+#: Truth given with one of these suffixes is a class raster, anything else is read as vectors.
+RASTER_SUFFIXES = {".tif", ".tiff", ".vrt", ".img", ".jp2", ".png", ".jpg", ".jpeg"}
+BACKGROUND = "background"
+
+
+@dataclass
+class PixelResult:
+    """Confusion matrix (rows truth, columns prediction, over ``labels``) and metrics derived from it."""
+
+    labels: list[str]
+    matrix: np.ndarray
+
+    def per_class(self) -> dict[str, dict[str, float | int]]:
+        m = self.matrix
+        out = {}
+        for i, name in enumerate(self.labels):
+            tp, fp, fn = int(m[i, i]), int(m[:, i].sum() - m[i, i]), int(m[i, :].sum() - m[i, i])
+            p, r = precision(tp, fp), recall(tp, fn)
+            union = tp + fp + fn
+            out[name] = {"iou": tp / union if union else 1.0, "precision": p, "recall": r, "f1": f1(p, r),
+                         "support": int(m[i, :].sum()), "predicted": int(m[:, i].sum())}
+        return out
+
+    def overall(self) -> dict[str, float | int]:
+        classes = self.per_class()
+        present = [c for c, v in classes.items() if v["support"] or v["predicted"]]
+        total = int(self.matrix.sum())
+        foreground = [c for c in present if c != BACKGROUND]
+        return {
+            "pixels": total,
+            "accuracy": float(np.trace(self.matrix) / total) if total else 1.0,
+            "miou": float(np.mean([classes[c]["iou"] for c in present])) if present else 1.0,
+            "miou_foreground": float(np.mean([classes[c]["iou"] for c in foreground])) if foreground else 1.0,
+            "mean_f1": float(np.mean([classes[c]["f1"] for c in present])) if present else 1.0,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mode": "pixel", "overall": self.overall(), "classes": self.per_class(),
+                "confusion": {"labels": self.labels, "matrix": self.matrix.tolist()}}
+
+
+def _names(descriptions: tuple[str | None, ...], count: int, classes: list[str] | None) -> list[str]:
+    """Labels of indices 0..n: background first, then the classes of the prediction."""
+    if classes:
+        names = list(classes)
+    elif any(descriptions):
+        names = [d or f"class_{i}" for i, d in enumerate(descriptions, start=1)]
+    else:
+        names = [f"class_{i}" for i in range(1, count + 1)]
+    if names and names[0].lower() == BACKGROUND:
+        names = names[1:]
+    return [BACKGROUND, *names]
+
+
+def _truth_codes(truth: gpd.GeoDataFrame, class_field: str, labels: list[str], source: str) -> np.ndarray:
+    """Index of each truth object's class; classes the prediction does not know get new labels."""
+    if class_field not in truth.columns:
+        if len(labels) <= 2:
+            labels[1:] = labels[1:] or ["object"]
+            return np.ones(len(truth), dtype="int64")
+        raise InputError(f"{source}: no class field {class_field!r} to tell the {len(labels) - 1} classes apart")
+    names = truth[class_field].astype(str).to_numpy()
+    for name in sorted(set(names) - set(labels)):
+        reporter().warning(f"{source}: class {name!r} is not among the predicted classes; its pixels count as "
+                           "missed")
+        labels.append(name)
+    index = {name: i for i, name in enumerate(labels)}
+    return np.array([index[n] for n in names], dtype="int64")
+
+
+def evaluate_pixels(pred: str | Path, truth: str | Path | gpd.GeoDataFrame, *, class_field: str = "class",
+                    classes: list[str] | None = None, threshold: float = 0.5,
+                    kind: Literal["auto", "scores", "classes"] = "auto", tile: int = 1024) -> PixelResult:
+    """Confusion matrix of a prediction raster against vector or raster truth, streamed by windows."""
+    if not 0 <= threshold <= 1:
+        raise InputError(f"threshold must be in [0, 1], got {threshold}")
+    with open_raster(pred) as ds:
+        is_scores = kind == "scores" or (kind == "auto" and ds.count > 1)
+        if not is_scores and ds.count != 1:
+            raise InputError(f"{pred}: a class raster has one band, this one has {ds.count}")
+        descriptions = tuple(ds.descriptions) if is_scores else ()
+        has_background = bool(descriptions) and (descriptions[0] or "").lower() == BACKGROUND
+        labels = _names(descriptions, ds.count if is_scores else 0, classes)
+        truth_ds_path: Path | None = None
+        truth_frame = None
+        if isinstance(truth, gpd.GeoDataFrame) or Path(truth).suffix.lower() not in RASTER_SUFFIXES:
+            frame = truth if isinstance(truth, gpd.GeoDataFrame) else read_vector(truth)
+            frame = align_to_crs(frame, ds.crs, str(truth))
+            # a class raster without names: truth names cannot be matched to its indices
+            if not is_scores and classes is None and class_field in frame.columns and frame[class_field].nunique() > 1:
+                raise InputError(f"{pred}: class raster without class names; pass classes=[...] (--classes) "
+                                     "to map its indices to the truth's classes")
+            codes = _truth_codes(frame, class_field, labels, str(truth))
+            truth_frame = (frame.geometry.to_numpy(), codes, shapely.STRtree(frame.geometry.to_numpy()))
+        else:
+            truth_ds_path = Path(truth)
+        counts: dict[int, int] = {}
+        # a partition (no overlap: each pixel is counted once), block-aligned for cheap reads
+        step = block_aligned(tile, ds.block_shapes[0][0])
+        windows = [Window(col, row, min(step, ds.width - col), min(step, ds.height - row))
+                   for row in range(0, ds.height, step) for col in range(0, ds.width, step)]
+        with open_raster(truth_ds_path) if truth_ds_path else contextlib.nullcontext() as tds:
+            if tds is not None and (tds.width, tds.height) != (ds.width, ds.height):
+                raise InputError(f"{truth}: truth raster is {tds.width}x{tds.height}, prediction is "
+                                 f"{ds.width}x{ds.height}; they must share the grid")
+            for window in reporter().track(windows, task="evaluate", message="pixels"):
+                valid = read_valid_mask(ds, window)
+                data = read_window(ds, window)
+                if is_scores:
+                    predicted = np.argmax(data, axis=0).astype("int64")
+                    if not has_background:
+                        predicted += 1
+                        predicted[data.max(axis=0) < threshold * 255] = 0
+                else:
+                    predicted = data[0].astype("int64")
+                if tds is not None:
+                    truth_px = read_window(tds, window)[0].astype("int64")
+                    valid &= read_valid_mask(tds, window) & (truth_px != IGNORE_VALUE)
+                else:
+                    assert truth_frame is not None
+                    truth_px = _burn(truth_frame, ds.transform, window)
+                pair = truth_px[valid] * (1 << 20) + predicted[valid]
+                values, n = np.unique(pair, return_counts=True)
+                for v, c in zip(values.tolist(), n.tolist(), strict=True):
+                    counts[v] = counts.get(v, 0) + c
+    return _result(counts, labels)
+
+
+def _burn(truth: tuple[np.ndarray, np.ndarray, shapely.STRtree], transform: Any, window: Window) -> np.ndarray:
+    """Truth class indices of one window (0 where no object), from the objects that touch it."""
+    geoms, codes, tree = truth
+    shape = (int(window.height), int(window.width))
+    wt = window_transform(transform, window)
+    x0, y0 = wt * (0, 0)
+    x1, y1 = wt * (shape[1], shape[0])
+    hits = tree.query(shapely.box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)))
+    if not len(hits):
+        return np.zeros(shape, dtype="int64")
+    burned = rasterize(zip(geoms[hits], codes[hits].tolist(), strict=True), out_shape=shape, transform=wt,
+                       fill=0, dtype="int32")
+    return burned.astype("int64")
+
+
+def _result(counts: dict[int, int], labels: list[str]) -> PixelResult:
+    """Confusion matrix over the labels, growing for indices seen but not named (class rasters)."""
+    pairs = [(k >> 20, k & ((1 << 20) - 1), c) for k, c in counts.items()]
+    top = max([len(labels) - 1, *(max(t, p) for t, p, _ in pairs)]) if pairs else len(labels) - 1
+    labels = labels + [f"class_{i}" for i in range(len(labels), top + 1)]
+    matrix = np.zeros((len(labels), len(labels)), dtype="int64")
+    for t, p, c in pairs:
+        matrix[t, p] += c
+    return PixelResult(labels, matrix)

@@ -1,0 +1,355 @@
+"""RPS: find the operating point (score threshold × minimum area × NMS IoU × post-processing parameters)
+from stored raw detections, without running the model again.
+
+How it stays cheap: detections are ranked by score once. Greedy matching by score and greedy NMS are
+both prefix-consistent (the result for the detections above a threshold is the prefix of the result
+for all of them), so one matching per combination of the *other* parameters yields every score
+threshold through cumulative sums. Candidate pairs (prediction × truth, prediction × prediction) are
+computed once per post-processing combination; NMS and the minimum area only mask them.
+
+Order applied, as prediction must reproduce it: post-processing chain → NMS (per class, IoU >
+``nms_iou``) → ``area ≥ min_area`` → ``score ≥ score``. ``min_area`` is a filter on predictions only
+(filtering the truth too would make large values look better by shrinking the task) and is in the
+units of the detections' CRS (pixels² without CRS; m² for a geographic CRS), the units of their
+``area`` field that the QGIS slider filters on.
+
+``operating_point.json`` (version 1), read by prediction, bundles and the QGIS slider::
+
+    {
+      "version": 1,
+      "criterion": "max_f1" | "max_recall_at_precision" | "max_precision",
+      "target_precision": 0.9 | null,   # given with --target-precision
+      "target_met": true,               # false: no point reached the target, the most precise is used
+      "iou": 0.5,                       # matching IoU of the evaluation
+      "score": 0.45,                    # keep detections with score >= this
+      "min_area": 4.0,                  # ... and area >= this (detections' CRS units²)
+      "nms_iou": 0.5 | null,            # per-class NMS at this IoU first; null = no NMS
+      "postprocess": {"OP.PARAM": 1.0}, # swept post-processing parameters ({} if none)
+      "precision": …, "recall": …, "f1": …, "tp": …, "fp": …, "fn": …,
+      "per_class": {"<class>": {"score", "min_area", "nms_iou", "postprocess", "precision", "recall",
+                                "f1", "tp", "fp", "fn"}},
+      "per_geofence": {"<zone>": {the fields above, per_class included}},   # only with a geofence
+      "by_class": false                 # true: per_class holds each class's own best parameters;
+                                        # false: the global parameters and each class's metrics there
+    }
+
+``points.csv`` holds every point: ``zone, class, score, min_area, nms_iou, <OP.PARAM…>, tp, fp, fn,
+precision, recall, f1`` (``zone`` and ``class`` are ``all`` for the pooled rows).
+"""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+
+from aifactory.errors import ConfigError, InputError
+from aifactory.evaluation import plots
+from aifactory.evaluation.matching import greedy_match, nms_keep, overlapping_pairs, rank_order, self_pairs
+from aifactory.evaluation.metrics import PRCurve, counts_at, curve_from_flags, vectorized_prf
+from aifactory.evaluation.objects import prepare
+from aifactory.io.atomic import atomic_path
+from aifactory.io.vector import align_to_crs
+from aifactory.progress import reporter
+
+VERSION = 1
+BUILTIN = ("score", "min_area", "nms_iou")
+DEFAULT_SCORES = "0.05:0.95:0.05"
+MAX_VALUES = 10_000
+ALL = "all"
+
+
+def parse_values(name: str, text: str, where: str) -> list[float]:
+    """``start:stop:step`` (inclusive) or ``v1,v2,…`` → sorted distinct floats; errors name ``where``."""
+    text = text.strip()
+    try:
+        if ":" in text:
+            parts = [float(v) for v in text.split(":")]
+            if len(parts) != 3:
+                raise ValueError
+            start, stop, step = parts
+            if step <= 0 or not all(math.isfinite(v) for v in parts):
+                raise ConfigError(f"{where}: step must be a positive number, got {text!r}")
+            count = math.floor((stop - start) / step + 1e-9) + 1
+            if count > MAX_VALUES:
+                raise ConfigError(f"{where}: {count} values is too many (at most {MAX_VALUES})")
+            values = [round(start + i * step, 10) for i in range(max(count, 0))]
+        else:
+            values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"{where}: expected start:stop:step or a comma-separated list of numbers, got {text!r}"
+                          ) from None
+    if not values:
+        raise ConfigError(f"{where}: the sweep has no points ({text!r})")
+    if not all(math.isfinite(v) for v in values):
+        raise ConfigError(f"{where}: values must be finite numbers, got {text!r}")
+    if name == "min_area" and min(values) < 0:
+        raise ConfigError(f"{where}: min_area values must be ≥ 0")
+    if name == "nms_iou" and not all(0 < v <= 1 for v in values):
+        raise ConfigError(f"{where}: nms_iou values must be in (0, 1]")
+    return sorted(set(values))
+
+
+def parse_sweeps(specs: list[str] | tuple[str, ...]) -> dict[str, list[float]]:
+    """``["score=0.1:0.9:0.1", "nms_iou=0.3,0.5", "OP.PARAM=1,2"]`` → {name: values}; score defaults to
+    ``0.05:0.95:0.05``, min_area to [0] and nms_iou to no NMS."""
+    grid: dict[str, list[float]] = {}
+    for spec in specs:
+        where = f"--sweep {spec}"
+        name, sep, text = spec.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise ConfigError(f"{where}: expected NAME=start:stop:step or NAME=v1,v2,…")
+        if name not in BUILTIN and (name.count(".") != 1 or not all(name.split("."))):
+            raise ConfigError(f"{where}: unknown parameter {name!r}; expected one of {', '.join(BUILTIN)} "
+                              "or OP.PARAM (a post-processing parameter)")
+        if name in grid:
+            raise ConfigError(f"{where}: {name} is swept twice")
+        grid[name] = parse_values(name, text, where)
+    grid.setdefault("score", parse_values("score", DEFAULT_SCORES, "default score sweep"))
+    return grid
+
+
+def _postprocess_chains(grid: dict[str, list[float]]) -> list[tuple[dict[str, float], list[dict[str, Any]]]]:
+    """Every combination of OP.PARAM values, as (flat params, chain of op specs) in first-seen op order."""
+    names = [n for n in grid if n not in BUILTIN]
+    if not names:
+        return [({}, [])]
+    try:
+        module = importlib.import_module("aifactory.postprocess")
+    except ImportError:
+        module = None
+    if module is None or not hasattr(module, "apply_chain"):
+        raise ConfigError(f"--sweep {names[0]}: post-processing sweeps need aifactory.postprocess.apply_chain, "
+                          "which this installation does not have")
+    out = []
+    for values in itertools.product(*(grid[n] for n in names)):
+        flat = dict(zip(names, values, strict=True))
+        ops: dict[str, dict[str, Any]] = {}
+        for key, value in flat.items():
+            op, param = key.split(".")
+            ops.setdefault(op, {"name": op})[param] = value
+        out.append((flat, list(ops.values())))
+    return out
+
+
+def _zone_masks(zones: gpd.GeoDataFrame | None, frame: gpd.GeoDataFrame, crs: Any) -> dict[str, np.ndarray]:
+    """Membership of each object (by its representative point) in the union of zones and in each zone."""
+    if zones is None:
+        return {ALL: np.ones(len(frame), dtype=bool)}
+    zones = align_to_crs(zones, crs, "geofence")
+    points = shapely.point_on_surface(frame.geometry.to_numpy())
+    zone_geoms = zones.geometry.to_numpy()
+    idx_point, idx_zone = shapely.STRtree(zone_geoms).query(points, predicate="within")
+    names = zone_names(zones)
+    masks = {ALL: np.zeros(len(frame), dtype=bool)}
+    masks[ALL][idx_point] = True
+    for z, name in enumerate(names):
+        mask = np.zeros(len(frame), dtype=bool)
+        mask[idx_point[idx_zone == z]] = True
+        masks[name] = mask
+    return masks
+
+
+def zone_names(zones: gpd.GeoDataFrame) -> list[str]:
+    """A zone's name: its ``name`` field when present and unique, else ``zone_<n>``."""
+    if "name" in zones.columns and zones["name"].notna().all() and zones["name"].is_unique:
+        return [str(v) for v in zones["name"]]
+    return [f"zone_{i}" for i in range(len(zones))]
+
+
+def _curves(prep_pred: gpd.GeoDataFrame, prep_truth: gpd.GeoDataFrame, areas: np.ndarray,
+            grid: dict[str, list[float]], iou: float, pred_zone: dict[str, np.ndarray],
+            truth_zone: dict[str, np.ndarray]) -> list[tuple[dict[str, Any], PRCurve]]:
+    """PR curves for each (zone, class, nms_iou, min_area): one greedy match per (nms_iou, min_area)."""
+    geoms_p, geoms_t = prep_pred.geometry.to_numpy(), prep_truth.geometry.to_numpy()
+    cls_p, cls_t = prep_pred["class"].to_numpy(), prep_truth["class"].to_numpy()
+    codes, uniques = pd.factorize(np.concatenate([cls_p, cls_t]), sort=True)
+    code_p, code_t = codes[:len(cls_p)], codes[len(cls_p):]
+    scores = prep_pred["score"].to_numpy()
+    n_p, n_t = len(prep_pred), len(prep_truth)
+    # pairs across zones are allowed to match: zones only select what is counted
+    pairs = overlapping_pairs(geoms_p, geoms_t, code_p, code_t)
+    order = rank_order(scores)
+    rank = np.empty(n_p, dtype="int64")
+    rank[order] = np.arange(n_p)
+    nms_values: list[float | None] = list(grid.get("nms_iou", [])) or [None]
+    nms_pairs = self_pairs(geoms_p, code_p) if nms_values != [None] else None
+    out = []
+    for nms in nms_values:
+        kept = nms_keep(nms_pairs, rank, n_p, nms) if nms is not None and nms_pairs is not None else \
+            np.ones(n_p, dtype=bool)
+        for min_area in grid.get("min_area", [0.0]):
+            keep = kept & (areas >= min_area)
+            matched, _ = greedy_match(pairs.subset(keep[pairs.a]), rank, n_p, n_t, iou)
+            hit = matched >= 0
+            for zone in pred_zone:
+                for c, name in [(-1, ALL), *enumerate(uniques.tolist())]:
+                    sel = keep & pred_zone[zone] & ((code_p == c) if c >= 0 else True)
+                    tsel = truth_zone[zone] & ((code_t == c) if c >= 0 else True)
+                    key = {"zone": zone, "class": name, "min_area": float(min_area), "nms_iou": nms}
+                    out.append((key, curve_from_flags(scores[sel], hit[sel], int(np.count_nonzero(tsel)))))
+    return out
+
+
+def sweep(pred: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, grid: dict[str, list[float]], *, iou: float = 0.5,
+          class_field: str = "class", score_field: str = "score", geofence: gpd.GeoDataFrame | None = None
+          ) -> pd.DataFrame:
+    """Every point of the grid (per zone and class) as a table; see the module docstring for the columns."""
+    if not 0 < iou <= 1:
+        raise InputError(f"iou must be in (0, 1], got {iou}")
+    grid = {**grid}
+    grid.setdefault("score", parse_values("score", DEFAULT_SCORES, "default score sweep"))
+    chains = _postprocess_chains(grid)
+    rep = reporter()
+    rows: list[dict[str, Any]] = []
+    thresholds = np.asarray(grid["score"], dtype="float64")
+    for k, (flat, chain) in enumerate(chains):
+        raw = pred
+        if chain:
+            apply_chain = importlib.import_module("aifactory.postprocess").apply_chain
+            raw = apply_chain(pred, chain)
+        prep = prepare(raw, truth, class_field=class_field, score_field=score_field)
+        areas = native_areas(raw, prep.pred, score_field)
+        pred_zone = _zone_masks(geofence, prep.pred, prep.crs)
+        truth_zone = _zone_masks(geofence, prep.truth, prep.crs)
+        for key, curve in _curves(prep.pred, prep.truth, areas, grid, iou, pred_zone, truth_zone):
+            counts = np.array([counts_at(curve, s) for s in thresholds])
+            p, r, f = vectorized_prf(counts[:, 0], counts[:, 1], counts[:, 2])
+            for i, s in enumerate(thresholds):
+                rows.append({**key, "score": float(s), **flat, "tp": int(counts[i, 0]), "fp": int(counts[i, 1]),
+                             "fn": int(counts[i, 2]), "precision": float(p[i]), "recall": float(r[i]),
+                             "f1": float(f[i])})
+        rep.progress("rps", (k + 1) / len(chains), f"{len(rows)} points")
+    columns = ["zone", "class", "score", "min_area", "nms_iou", *[n for n in grid if n not in BUILTIN],
+               "tp", "fp", "fn", "precision", "recall", "f1"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def native_areas(raw: gpd.GeoDataFrame, prepared: gpd.GeoDataFrame, score_field: str) -> np.ndarray:
+    """Area of each prepared prediction in the detections' own CRS units (evaluation CRS if geographic).
+
+    ``prepare`` keeps the rows of ``raw`` in order minus empty ones; areas are recomputed on the
+    prepared (repaired) geometries brought back to the detections' CRS.
+    """
+    if raw.crs is None or prepared.crs is None or raw.crs.is_geographic:
+        return np.asarray(shapely.area(prepared.geometry.to_numpy()))
+    return np.asarray(shapely.area(prepared.to_crs(raw.crs).geometry.to_numpy()))
+
+
+def _best(points: pd.DataFrame, target: float | None) -> tuple[pd.Series, str, bool]:
+    """The chosen row: max F1, or max recall with precision ≥ target (most precise if none reaches it).
+
+    Ties go to higher precision, then to the higher score threshold, the smaller area, the lower NMS IoU.
+    """
+    if points.empty:
+        raise InputError("the sweep produced no points")
+    ranked = points.assign(_nms=points["nms_iou"].fillna(2.0))
+    tie = ["precision", "score", "min_area", "_nms"]
+    tie_up = [False, False, True, True]
+    if target is None:
+        row = ranked.sort_values(["f1", *tie], ascending=[False, *tie_up], kind="stable").iloc[0]
+        return row, "max_f1", True
+    ok = ranked[ranked["precision"] >= target]
+    if ok.empty:
+        row = ranked.sort_values(["precision", "recall", "score", "min_area", "_nms"],
+                                 ascending=[False, False, False, True, True], kind="stable").iloc[0]
+        return row, "max_precision", False
+    row = ok.sort_values(["recall", *tie], ascending=[False, *tie_up], kind="stable").iloc[0]
+    return row, "max_recall_at_precision", True
+
+
+def _point(row: pd.Series, post: list[str]) -> dict[str, Any]:
+    nms = row["nms_iou"]
+    return {"score": float(row["score"]), "min_area": float(row["min_area"]),
+            "nms_iou": None if nms is None or pd.isna(nms) else float(nms),
+            "postprocess": {n: float(row[n]) for n in post},
+            "precision": float(row["precision"]), "recall": float(row["recall"]), "f1": float(row["f1"]),
+            "tp": int(row["tp"]), "fp": int(row["fp"]), "fn": int(row["fn"])}
+
+
+def _same_params(points: pd.DataFrame, point: dict[str, Any], post: list[str]) -> pd.Series:
+    mask = np.isclose(points["score"], point["score"]) & np.isclose(points["min_area"], point["min_area"])
+    mask &= points["nms_iou"].isna() if point["nms_iou"] is None else np.isclose(points["nms_iou"].astype(float),
+                                                                                  point["nms_iou"])
+    for n in post:
+        mask &= np.isclose(points[n], point["postprocess"][n])
+    return mask
+
+
+def choose_operating_point(points: pd.DataFrame, *, target_precision: float | None = None, by_class: bool = False,
+                           iou: float = 0.5) -> dict[str, Any]:
+    """The operating point dict (module docstring schema) from a :func:`sweep` table."""
+    post = [c for c in points.columns if "." in c]
+
+    def for_zone(zone_points: pd.DataFrame) -> dict[str, Any]:
+        pooled = zone_points[zone_points["class"] == ALL]
+        row, criterion, met = _best(pooled, target_precision)
+        point = {"criterion": criterion, "target_precision": target_precision, "target_met": met, **_point(row, post)}
+        per_class = {}
+        for name, class_points in zone_points[zone_points["class"] != ALL].groupby("class", sort=True):
+            if by_class:
+                per_class[str(name)] = _point(_best(class_points, target_precision)[0], post)
+            else:
+                same = class_points[_same_params(class_points, point, post)]
+                per_class[str(name)] = _point(same.iloc[0], post)
+        point["per_class"] = per_class
+        return point
+
+    result: dict[str, Any] = {"version": VERSION, "iou": float(iou), **for_zone(points[points["zone"] == ALL])}
+    zones = [z for z in points["zone"].unique() if z != ALL]
+    if zones:
+        result["per_geofence"] = {str(z): for_zone(points[points["zone"] == z]) for z in zones}
+    result["by_class"] = by_class
+    return result
+
+
+def run_rps(pred: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, grid: dict[str, list[float]], out_dir: str | Path, *,
+            iou: float = 0.5, target_precision: float | None = None, by_class: bool = False,
+            geofence: gpd.GeoDataFrame | None = None, class_field: str = "class",
+            score_field: str = "score") -> dict[str, Any]:
+    """Sweep, choose, and write ``points.csv``, ``operating_point.json``, ``pr_curve.png``, ``f1_curve.png``
+    into ``out_dir`` (replaced atomically as a whole). Returns the operating point."""
+    if target_precision is not None and not 0 <= target_precision <= 1:
+        raise InputError(f"target precision must be in [0, 1], got {target_precision}")
+    points = sweep(pred, truth, grid, iou=iou, class_field=class_field, score_field=score_field, geofence=geofence)
+    op = choose_operating_point(points, target_precision=target_precision, by_class=by_class, iou=iou)
+    out_dir = Path(out_dir)
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir(parents=True)
+        points.to_csv(tmp / "points.csv", index=False, float_format="%.6g")
+        (tmp / "operating_point.json").write_text(json.dumps(op, indent=2), encoding="utf-8")
+        _plot(points, op, tmp)
+    reporter().artifact("operating_point", out_dir / "operating_point.json")
+    return op
+
+
+MAX_LINES = 8
+
+
+def _plot(points: pd.DataFrame, op: dict[str, Any], out: Path) -> None:
+    """PR and F1-vs-score curves of the best parameter combinations (pooled over classes and zones)."""
+    pooled = points[(points["zone"] == ALL) & (points["class"] == ALL)]
+    others = [c for c in pooled.columns if c not in ("zone", "class", "score", "tp", "fp", "fn", "precision",
+                                                      "recall", "f1")]
+    keyed = pooled.assign(_key=pooled[others].astype(str).agg(" ".join, axis=1) if others else "")
+    best = keyed.groupby("_key", sort=False)["f1"].max().sort_values(ascending=False).head(MAX_LINES).index
+    curves = {}
+    for key in best:
+        combo = keyed[keyed["_key"] == key].sort_values("score", ascending=False)
+        label = ", ".join(f"{c}={combo[c].iloc[0]}" for c in others) or "all"
+        curves[label] = PRCurve(combo["score"].to_numpy(), combo["precision"].to_numpy(), combo["recall"].to_numpy(),
+                                combo["f1"].to_numpy(), combo["tp"].to_numpy(), combo["fp"].to_numpy(),
+                                int(combo["tp"].iloc[0] + combo["fn"].iloc[0]))
+    title = f"{op['criterion']}: score ≥ {op['score']:g}, F1 {op['f1']:.3f}"
+    plots.save(plots.pr_figure(curves, title, (op["recall"], op["precision"], "operating point")),
+               out / "pr_curve.png")
+    plots.save(plots.threshold_figure(curves, title, op["score"], "operating point"), out / "f1_curve.png")
