@@ -1,0 +1,1 @@
+"""The six docks of the plugin; each is a QgsDockWidget built in code."""

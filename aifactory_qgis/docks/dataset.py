@@ -1,0 +1,243 @@
+"""Dataset dock: pick rasters and annotation layers of the project, class field and hierarchy level,
+context filters and split strategy; see live counts per class and split (``dataset preview --json`` run
+in the background after each change), then build the dataset as a job."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from qgis.core import QgsProject, QgsRasterLayer, QgsVectorLayer
+from qgis.gui import QgsFieldComboBox, QgsFileWidget
+from qgis.PyQt.QtCore import Qt, QTimer
+from qgis.PyQt.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGridLayout,
+    QGroupBox,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QSpinBox,
+)
+
+from .. import configs, worker
+from ..files import source_layer_name, source_path
+from ..jobs.runners import WorkerCall
+from ..jobs.spec import JobSpec
+from ..ui import crs_mismatch, layer_file, project_layers, tr
+from ..widgets.charts import BalanceChart
+from .base import BaseDock
+from .jobs import output_folder
+
+PREVIEW_DELAY_MS = 600
+
+
+class DatasetDock(BaseDock):
+    def __init__(self, iface, manager) -> None:
+        super().__init__(iface, manager, tr("AI Factory — Dataset"), "AIFactoryDatasetDock")
+        self.preview_call: WorkerCall | None = None
+        self.counts: dict[str, dict[str, int]] = {}
+        self.timer = QTimer(self, singleShot=True, interval=PREVIEW_DELAY_MS)
+        self.timer.timeout.connect(self.preview)
+
+        sources = QGroupBox(tr("Sources"), self)
+        form = QFormLayout(sources)
+        self.rasters = QListWidget(sources)
+        self.annotations = QListWidget(sources)
+        for widget in (self.rasters, self.annotations):
+            widget.setMaximumHeight(110)
+            widget.itemChanged.connect(self.changed)
+        self.class_field = QgsFieldComboBox(sources)
+        self.class_field.fieldChanged.connect(self.changed)
+        self.level = QSpinBox(sources, minimum=1, maximum=4, value=1)
+        self.level.setToolTip(tr("Level of the class hierarchy (vegetation/tree: 1 = vegetation, 2 = tree)"))
+        self.level.valueChanged.connect(self.changed)
+        form.addRow(tr("Rasters"), self.rasters)
+        form.addRow(tr("Annotations"), self.annotations)
+        form.addRow(tr("Class field"), self.class_field)
+        form.addRow(tr("Hierarchy level"), self.level)
+        self.body.addWidget(sources)
+
+        filters = QGroupBox(tr("Context filters (% of the image or tile)"), self)
+        grid = QGridLayout(filters)
+        self.context: dict[str, tuple[QCheckBox, QDoubleSpinBox, QDoubleSpinBox]] = {}
+        for row, name in enumerate(configs.CONTEXT_FIELDS):
+            check = QCheckBox(name, filters)
+            low = QDoubleSpinBox(filters, minimum=0, maximum=100, value=0, suffix=" %")
+            high = QDoubleSpinBox(filters, minimum=0, maximum=100, value=100, suffix=" %")
+            for widget in (check, low, high):
+                (widget.toggled if widget is check else widget.valueChanged).connect(self.changed)
+            grid.addWidget(check, row, 0)
+            grid.addWidget(low, row, 1)
+            grid.addWidget(high, row, 2)
+            self.context[name] = (check, low, high)
+        self.body.addWidget(filters)
+
+        split = QGroupBox(tr("Split and chips"), self)
+        form = QFormLayout(split)
+        self.strategy = QComboBox(split)
+        for key, label in zip(configs.SPLIT_STRATEGIES, (tr("random chips"), tr("spatial blocks"),
+                                                         tr("whole rasters")), strict=True):
+            self.strategy.addItem(label, key)
+        self.val = QDoubleSpinBox(split, minimum=0, maximum=0.9, value=0.15, singleStep=0.05)
+        self.test = QDoubleSpinBox(split, minimum=0, maximum=0.9, value=0.15, singleStep=0.05)
+        self.tile = QSpinBox(split, minimum=32, maximum=4096, value=256, singleStep=32)
+        self.seed = QSpinBox(split, minimum=0, maximum=2**31 - 1, value=0)
+        for widget in (self.val, self.test, self.tile, self.seed):
+            widget.valueChanged.connect(self.changed)
+        self.strategy.currentIndexChanged.connect(self.changed)
+        form.addRow(tr("Strategy"), self.strategy)
+        form.addRow(tr("Validation share"), self.val)
+        form.addRow(tr("Test share"), self.test)
+        form.addRow(tr("Chip size (px)"), self.tile)
+        form.addRow(tr("Seed"), self.seed)
+        self.body.addWidget(split)
+
+        balance = QGroupBox(tr("Objects per class and split"), self)
+        form = QFormLayout(balance)
+        self.chart = BalanceChart(balance)
+        self.status = QLabel("", balance)
+        self.status.setWordWrap(True)
+        self.output = QgsFileWidget(balance)
+        self.output.setStorageMode(QgsFileWidget.GetDirectory)
+        build = QPushButton(tr("Build dataset"), balance)
+        build.clicked.connect(lambda: self.build())
+        form.addRow(self.chart)
+        form.addRow(self.status)
+        form.addRow(tr("Output folder"), self.output)
+        form.addRow(build)
+        self.body.addWidget(balance)
+
+        project = QgsProject.instance()
+        project.layersAdded.connect(self.refresh_layers)
+        project.layersRemoved.connect(self.refresh_layers)
+        self.refresh_layers()
+
+    def disconnect_project(self) -> None:
+        project = QgsProject.instance()
+        project.layersAdded.disconnect(self.refresh_layers)
+        project.layersRemoved.disconnect(self.refresh_layers)
+        if self.preview_call is not None:
+            self.preview_call.abort()
+
+    # -- layer pickers -----------------------------------------------------------------------------
+    def refresh_layers(self, *_args) -> None:
+        """Fill the pickers with the project's file-based rasters and vectors, keeping the ticks."""
+        for widget, kind in ((self.rasters, QgsRasterLayer), (self.annotations, QgsVectorLayer)):
+            ticked = set(self._checked_ids(widget))
+            widget.blockSignals(True)
+            widget.clear()
+            for layer in project_layers(kind):
+                if layer_file(layer):
+                    item = QListWidgetItem(layer.name(), widget)
+                    item.setData(Qt.UserRole, layer.id())
+                    item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
+                    item.setCheckState(Qt.Checked if layer.id() in ticked else Qt.Unchecked)
+            widget.blockSignals(False)
+        self.changed()
+
+    @staticmethod
+    def _checked_ids(widget: QListWidget) -> list[str]:
+        return [widget.item(i).data(Qt.UserRole) for i in range(widget.count())
+                if widget.item(i).checkState() == Qt.Checked]
+
+    def checked(self, widget: QListWidget) -> list:
+        project = QgsProject.instance()
+        return [layer for layer in map(project.mapLayer, self._checked_ids(widget)) if layer is not None]
+
+    def set_checked(self, widget: QListWidget, layers: list) -> None:
+        ids = {layer.id() for layer in layers}
+        for i in range(widget.count()):
+            item = widget.item(i)
+            item.setCheckState(Qt.Checked if item.data(Qt.UserRole) in ids else Qt.Unchecked)
+
+    # -- config and preview ------------------------------------------------------------------------
+    def changed(self, *_args) -> None:
+        annotations = self.checked(self.annotations)
+        if annotations and self.class_field.layer() is not annotations[0]:
+            self.class_field.setLayer(annotations[0])
+            if not self.class_field.currentField():
+                self.class_field.setField("class" if annotations[0].fields().indexOf("class") >= 0
+                                          else annotations[0].fields().names()[0])
+        self.timer.start()
+
+    def problems(self) -> list[str]:
+        rasters, annotations = self.checked(self.rasters), self.checked(self.annotations)
+        problems = []
+        if not rasters:
+            problems.append(tr("Tick at least one raster."))
+        if not annotations:
+            problems.append(tr("Tick at least one annotation layer."))
+        elif not self.class_field.currentField():
+            problems.append(tr("Choose the class field."))
+        for layer in annotations:
+            for raster in rasters:
+                problem = crs_mismatch(layer, raster)
+                if problem:
+                    problems.append(problem)
+        return problems
+
+    def config(self) -> dict:
+        context = {name: (low.value(), high.value()) for name, (check, low, high) in self.context.items()
+                   if check.isChecked()}
+        labels = []
+        for layer in self.checked(self.annotations):
+            label = {"path": source_path(layer.source())}
+            name = source_layer_name(layer.source())
+            if name:
+                label["layer"] = name
+            labels.append(label)
+        return configs.dataset_config([layer_file(r) for r in self.checked(self.rasters)], labels,
+                                      self.class_field.currentField(), self.level.value(), context,
+                                      self.strategy.currentData(), self.val.value(), self.test.value(),
+                                      self.tile.value(), self.seed.value())
+
+    def write_config(self, folder: Path) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "dataset.yaml"
+        path.write_text(configs.dump(self.config()), encoding="utf-8")
+        return path
+
+    def preview(self) -> None:
+        """Start ``dataset preview`` for the current choices (replacing a preview still running)."""
+        problems = self.problems()
+        if problems:
+            self.status.setText(" ".join(problems))
+            self.chart.set_counts({}, tr("Nothing to preview"))
+            return
+        if self.preview_call is not None:
+            self.preview_call.abort()
+        path = self.write_config(self.manager.settings.work_dir() / "preview")
+        self.status.setText(tr("counting…"))
+        self.preview_call = WorkerCall(self.manager.settings.worker_python(), worker.dataset_preview(str(path)),
+                                       parent=self)
+        self.preview_call.answered.connect(self._previewed)
+        self.preview_call.start()
+
+    def _previewed(self, ok: bool, out: str, error: str) -> None:
+        self.preview_call = None
+        if not ok:
+            self.status.setText(tr("Preview failed: {0}").format(error))
+            return
+        try:
+            self.counts = configs.preview_counts(json.loads(out))
+        except (ValueError, KeyError, TypeError) as exc:
+            self.status.setText(tr("Preview answer not understood: {0}").format(exc))
+            return
+        total = sum(sum(row.values()) for row in self.counts.values())
+        self.status.setText(tr("{0} objects in {1} classes").format(total, len(self.counts)))
+        self.chart.set_counts(self.counts)
+
+    def build(self):
+        problems = self.problems()
+        if problems:
+            self.error(problems[0])
+            return None
+        out = Path(self.output.filePath() or output_folder(self.manager.settings.work_dir(), "dataset"))
+        config = self.write_config(out.with_name(out.name + "-config"))
+        return self.manager.submit(JobSpec(kind="dataset", title=tr("dataset {0}").format(out.name),
+                                           args=worker.dataset_build(str(config), str(out)), cwd=str(out.parent)))

@@ -1,0 +1,225 @@
+"""Review dock: step through detections (by score, by uncertainty, by class), zoom to each over the imagery,
+accept / reject / relabel from the keyboard, and export the confirmed ones as training labels.
+
+Decisions go straight to the provider (``review``, ``reviewed_class``) unless the layer is in an edit
+session, so that nothing is lost if QGIS is closed mid-review. The review follows the layer's current
+filter, so the RPS dock's threshold also decides what is reviewed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from qgis.core import (
+    NULL,
+    QgsFeature,
+    QgsFeatureRequest,
+    QgsField,
+    QgsFields,
+    QgsMapLayerProxyModel,
+    QgsProject,
+    QgsVectorFileWriter,
+    QgsVectorLayer,
+)
+from qgis.gui import QgsFileWidget, QgsMapLayerComboBox
+from qgis.PyQt.QtCore import QVariant
+from qgis.PyQt.QtGui import QKeySequence
+from qgis.PyQt.QtWidgets import QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton, QShortcut
+
+from ..ui import missing_fields, tr
+from .base import BaseDock
+from .navigation import zoom_to_feature
+
+REVIEW_FIELDS = ("score", "class", "review", "reviewed_class")
+ORDERS = (("score", "Highest score first"), ("uncertainty", "Most uncertain first (|score − 0.5|)"),
+          ("class", "By class, then score"))
+EXPORTED = ("accepted", "relabelled")
+
+
+def sort_key(order: str, score: float, label: str) -> tuple:
+    if order == "uncertainty":
+        return (abs(score - 0.5), -score)
+    if order == "class":
+        return (label, -score)
+    return (-score,)
+
+
+class ReviewDock(BaseDock):
+    def __init__(self, iface, manager) -> None:
+        super().__init__(iface, manager, tr("AI Factory — Review"), "AIFactoryReviewDock")
+        self.layer: QgsVectorLayer | None = None
+        self.order: list[int] = []
+        self.index = -1
+        self.counts: dict[str, int] = {}
+        box = QGroupBox(tr("Detections to review"), self)
+        form = QFormLayout(box)
+        self.detections = QgsMapLayerComboBox(box)
+        self.detections.setFilters(QgsMapLayerProxyModel.VectorLayer)
+        self.detections.setAllowEmptyLayer(True)
+        self.detections.setLayer(None)
+        self.detections.layerChanged.connect(self.set_layer)
+        self.sort = QComboBox(box)
+        for key, label in ORDERS:
+            self.sort.addItem(tr(label), key)
+        self.sort.currentIndexChanged.connect(lambda: self.set_layer(self.layer))
+        self.current = QLabel(tr("no detection"), box)
+        self.current.setWordWrap(True)
+        self.relabel_to = QComboBox(box)
+        self.relabel_to.setEditable(True)
+        self.progress = QLabel("", box)
+        buttons = QHBoxLayout()
+        actions = ((tr("◀ Previous (P)"), "P", self.previous), (tr("Accept (A)"), "A", self.accept),
+                   (tr("Reject (R)"), "R", self.reject), (tr("Relabel (L)"), "L", self.relabel),
+                   (tr("Next (N) ▶"), "N", self.next))
+        self.shortcuts = []
+        for label, key, slot in actions:
+            button = QPushButton(label, box)
+            button.clicked.connect(slot)
+            buttons.addWidget(button)
+            self.shortcuts.append(QShortcut(QKeySequence(key), self, slot))
+        self.export_path = QgsFileWidget(box)
+        self.export_path.setStorageMode(QgsFileWidget.SaveFile)
+        self.export_path.setFilter(tr("GeoPackage (*.gpkg)"))
+        export = QPushButton(tr("Export accepted + relabelled as labels"), box)
+        export.clicked.connect(lambda: self.export())
+        form.addRow(tr("Layer"), self.detections)
+        form.addRow(tr("Order"), self.sort)
+        form.addRow(self.current)
+        form.addRow(buttons)
+        form.addRow(tr("Relabel as"), self.relabel_to)
+        form.addRow(self.progress)
+        form.addRow(tr("Labels file"), self.export_path)
+        form.addRow(export)
+        self.body.addWidget(box)
+
+    # -- loading -----------------------------------------------------------------------------------
+    def set_layer(self, layer) -> None:
+        self.layer, self.order, self.index, self.counts = None, [], -1, {}
+        self.current.setText(tr("no detection"))
+        self.progress.setText("")
+        if layer is None:
+            return
+        missing = missing_fields(layer, *REVIEW_FIELDS) if isinstance(layer, QgsVectorLayer) else REVIEW_FIELDS
+        if missing:
+            self.error(tr("Layer “{0}” lacks the field(s) {1}: review works on detections written by "
+                          "aifactory predict.").format(layer.name(), ", ".join(missing)))
+            return
+        self.layer = layer
+        request = QgsFeatureRequest().setFlags(QgsFeatureRequest.NoGeometry)
+        request.setSubsetOfAttributes(["score", "class", "review"], layer.fields())
+        rows = []
+        for feature in layer.getFeatures(request):
+            score = float(feature["score"]) if feature["score"] != NULL else 0.0
+            rows.append((sort_key(self.sort.currentData(), score, str(feature["class"])), feature.id()))
+            status = feature["review"] if feature["review"] not in (NULL, None, "") else "unreviewed"
+            self.counts[status] = self.counts.get(status, 0) + 1
+        self.order = [fid for _key, fid in sorted(rows)]
+        self.relabel_to.clear()
+        self.relabel_to.addItems(sorted({str(v) for v in layer.uniqueValues(layer.fields().indexOf("class"))
+                                         if v != NULL}))
+        self._show_progress()
+        self.go(0)
+
+    # -- navigation --------------------------------------------------------------------------------
+    def go(self, index: int) -> None:
+        if self.layer is None or not self.order:
+            return
+        self.index = max(0, min(index, len(self.order) - 1))
+        feature = self.feature()
+        self.current.setText(tr("{0}/{1} · {2} · score {3:.3f} · {4}").format(
+            self.index + 1, len(self.order), feature["class"], float(feature["score"] or 0),
+            feature["review"] or "unreviewed"))
+        zoom_to_feature(self.iface.mapCanvas(), self.layer, feature)
+
+    def feature(self) -> QgsFeature:
+        assert self.layer is not None
+        return self.layer.getFeature(self.order[self.index])
+
+    def next(self) -> None:
+        self.go(self.index + 1)
+
+    def previous(self) -> None:
+        self.go(self.index - 1)
+
+    # -- decisions ---------------------------------------------------------------------------------
+    def accept(self) -> None:
+        if self.index >= 0:
+            self.decide("accepted", str(self.feature()["class"]))
+
+    def reject(self) -> None:
+        self.decide("rejected", None)
+
+    def relabel(self) -> None:
+        label = self.relabel_to.currentText().strip()
+        if not label:
+            self.error(tr("Type or pick the class to relabel to."))
+            return
+        self.decide("relabelled", label)
+
+    def decide(self, review: str, reviewed_class: str | None) -> None:
+        """Write the decision of the current detection and move to the next one."""
+        if self.layer is None or self.index < 0:
+            return
+        feature = self.feature()
+        fields = self.layer.fields()
+        changes = {fields.indexOf("review"): review,
+                   fields.indexOf("reviewed_class"): reviewed_class if reviewed_class is not None else NULL}
+        if self.layer.isEditable():
+            for index, value in changes.items():
+                self.layer.changeAttributeValue(feature.id(), index, value)
+        elif not self.layer.dataProvider().changeAttributeValues({feature.id(): changes}):
+            self.error(tr("Could not write the review to “{0}” (read-only file?)").format(self.layer.name()))
+            return
+        before = feature["review"] if feature["review"] not in (NULL, None, "") else "unreviewed"
+        self.counts[before] = self.counts.get(before, 1) - 1
+        self.counts[review] = self.counts.get(review, 0) + 1
+        self.layer.triggerRepaint()
+        self._show_progress()
+        if self.index < len(self.order) - 1:
+            self.next()
+        else:
+            self.go(self.index)
+
+    def _show_progress(self) -> None:
+        total = sum(self.counts.values())
+        done = total - self.counts.get("unreviewed", 0)
+        self.progress.setText(tr("{0} of {1} reviewed · {2} accepted · {3} rejected · {4} relabelled").format(
+            done, total, self.counts.get("accepted", 0), self.counts.get("rejected", 0),
+            self.counts.get("relabelled", 0)))
+
+    # -- export ------------------------------------------------------------------------------------
+    def export(self, path: str = "") -> int:
+        """Write accepted and relabelled detections (with their reviewed class) as a labels GeoPackage."""
+        path = path or self.export_path.filePath()
+        if self.layer is None or not path:
+            self.error(tr("Choose a reviewed detections layer and the labels file to write."))
+            return 0
+        fields = QgsFields()
+        fields.append(QgsField("class", QVariant.String))
+        fields.append(QgsField("score", QVariant.Double))
+        fields.append(QgsField("review", QVariant.String))
+        fields.append(QgsField("source_fid", QVariant.LongLong))
+        options = QgsVectorFileWriter.SaveVectorOptions()
+        options.driverName = "GPKG"
+        options.layerName = "labels"
+        tmp = Path(path).with_name(f".{Path(path).stem}.part.gpkg")  # renamed when complete: never half-written
+        writer = QgsVectorFileWriter.create(str(tmp), fields, self.layer.wkbType(), self.layer.crs(),
+                                            QgsProject.instance().transformContext(), options)
+        if writer.hasError() != QgsVectorFileWriter.NoError:
+            self.error(tr("Cannot write {0}: {1}").format(path, writer.errorMessage()))
+            return 0
+        request = QgsFeatureRequest().setFilterExpression(f'"review" IN {tuple(EXPORTED)!r}')
+        written = 0
+        for feature in self.layer.dataProvider().getFeatures(request):
+            label = feature["reviewed_class"] if feature["reviewed_class"] not in (NULL, None, "") else feature["class"]
+            out = QgsFeature(fields)
+            out.setGeometry(feature.geometry())
+            out.setAttributes([str(label), feature["score"], feature["review"], feature.id()])
+            writer.addFeature(out)
+            written += 1
+        del writer  # closes the file
+        os.replace(tmp, path)
+        self.info(tr("{0} labels written to {1}").format(written, path))
+        return written
+

@@ -1,0 +1,181 @@
+"""Tagging dock (active learning): walk the tiles chosen by ``aifactory al select`` in rank order, zoom to
+each and start digitizing on the annotation layer, mark tiles tagged or skipped (``status``), and launch
+the next round (a pipeline job whose new tiles layer is loaded when it finishes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qgis.core import NULL, QgsFeatureRequest, QgsMapLayerProxyModel, QgsProject, QgsVectorLayer
+from qgis.gui import QgsFileWidget, QgsMapLayerComboBox
+from qgis.PyQt.QtGui import QKeySequence
+from qgis.PyQt.QtWidgets import QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton, QShortcut
+
+from .. import worker
+from ..jobs.spec import JobSpec
+from ..ui import crs_mismatch, missing_fields, tr
+from .base import BaseDock
+from .navigation import start_digitizing, zoom_to_feature
+
+STATUSES = ("to_tag", "tagged", "skipped")
+
+
+class TaggingDock(BaseDock):
+    def __init__(self, iface, manager) -> None:
+        super().__init__(iface, manager, tr("AI Factory — Tagging (active learning)"), "AIFactoryTaggingDock")
+        self.tiles: QgsVectorLayer | None = None
+        self.order: list[int] = []
+        self.index = -1
+        box = QGroupBox(tr("Tiles to tag"), self)
+        form = QFormLayout(box)
+        self.tiles_file = QgsFileWidget(box)
+        self.tiles_file.setFilter(tr("Tiles from al select (*.gpkg)"))
+        self.tiles_file.fileChanged.connect(self.open_tiles)
+        self.tiles_combo = QgsMapLayerComboBox(box)
+        self.tiles_combo.setFilters(QgsMapLayerProxyModel.PolygonLayer)
+        self.tiles_combo.setAllowEmptyLayer(True)
+        self.tiles_combo.setLayer(None)
+        self.tiles_combo.layerChanged.connect(self.set_tiles)
+        self.annotations = QgsMapLayerComboBox(box)
+        self.annotations.setFilters(QgsMapLayerProxyModel.PolygonLayer)
+        self.annotations.setAllowEmptyLayer(True)
+        self.annotations.setLayer(None)
+        self.current = QLabel(tr("no tile"), box)
+        self.counts = QLabel("", box)
+        row = QHBoxLayout()
+        self.shortcuts = []
+        for label, key, slot in ((tr("◀ Previous (P)"), "P", self.previous), (tr("Tagged (T)"), "T", self.tagged),
+                                 (tr("Skip (S)"), "S", self.skipped), (tr("Next (N) ▶"), "N", self.next)):
+            button = QPushButton(label, box)
+            button.clicked.connect(slot)
+            row.addWidget(button)
+            self.shortcuts.append(QShortcut(QKeySequence(key), self, slot))
+        form.addRow(tr("Tiles file"), self.tiles_file)
+        form.addRow(tr("Tiles layer"), self.tiles_combo)
+        form.addRow(tr("Annotate on"), self.annotations)
+        form.addRow(self.current)
+        form.addRow(row)
+        form.addRow(self.counts)
+        self.body.addWidget(box)
+
+        rounds = QGroupBox(tr("Next round"), self)
+        form = QFormLayout(rounds)
+        self.round_pipeline = QgsFileWidget(rounds)
+        self.round_pipeline.setFilter(tr("Round pipeline (*.yaml *.yml)"))
+        launch = QPushButton(tr("Launch next round"), rounds)
+        launch.clicked.connect(lambda: self.next_round())
+        form.addRow(tr("Pipeline"), self.round_pipeline)
+        form.addRow(launch)
+        self.body.addWidget(rounds)
+
+    def open_tiles(self, path: str) -> QgsVectorLayer | None:
+        if not path:
+            return None
+        layer = QgsVectorLayer(f"{path}|layername=tiles", tr("AL tiles"), "ogr")
+        if not layer.isValid():
+            layer = QgsVectorLayer(path, tr("AL tiles"), "ogr")
+        if not layer.isValid():
+            self.error(tr("{0} is not a readable tiles layer.").format(path))
+            return None
+        QgsProject.instance().addMapLayer(layer)
+        self.tiles_combo.setLayer(layer)
+        return layer
+
+    def set_tiles(self, layer) -> None:
+        self.tiles, self.order, self.index = None, [], -1
+        self.current.setText(tr("no tile"))
+        self.counts.setText("")
+        if layer is None:
+            return
+        if not isinstance(layer, QgsVectorLayer) or missing_fields(layer, "status"):
+            self.error(tr("Layer “{0}” has no “status” field: load the tiles written by aifactory al select.")
+                       .format(layer.name()))
+            return
+        self.tiles = layer
+        has_rank = not missing_fields(layer, "rank")
+        request = QgsFeatureRequest().setFlags(QgsFeatureRequest.NoGeometry)
+        rows = [((f["rank"] if has_rank and f["rank"] != NULL else f.id()), f.id()) for f in layer.getFeatures(request)]
+        self.order = [fid for _rank, fid in sorted(rows)]
+        self._count()
+        pending = [i for i, fid in enumerate(self.order) if self._status(fid) == "to_tag"]
+        self.go(pending[0] if pending else 0)
+
+    def _status(self, fid: int) -> str:
+        assert self.tiles is not None
+        value = self.tiles.getFeature(fid)["status"]
+        return str(value) if value not in (NULL, None, "") else "to_tag"
+
+    def _count(self) -> None:
+        if self.tiles is None:
+            return
+        counts = dict.fromkeys(STATUSES, 0)
+        for fid in self.order:
+            status = self._status(fid)
+            counts[status] = counts.get(status, 0) + 1
+        self.counts.setText(tr("{0} to tag · {1} tagged · {2} skipped").format(
+            counts["to_tag"], counts["tagged"], counts["skipped"]))
+
+    def go(self, index: int) -> None:
+        if self.tiles is None or not self.order:
+            return
+        self.index = max(0, min(index, len(self.order) - 1))
+        tile = self.tiles.getFeature(self.order[self.index])
+        self.current.setText(tr("tile {0}/{1} · {2}").format(self.index + 1, len(self.order), self._status(tile.id())))
+        zoom_to_feature(self.iface.mapCanvas(), self.tiles, tile)
+        annotations = self.annotations.currentLayer()
+        if annotations is not None:
+            problem = crs_mismatch(annotations, self.tiles)
+            if problem:
+                self.error(problem)
+            else:
+                start_digitizing(self.iface, annotations)
+
+    def next(self) -> None:
+        self.go(self.index + 1)
+
+    def previous(self) -> None:
+        self.go(self.index - 1)
+
+    def tagged(self) -> None:
+        self.mark("tagged")
+
+    def skipped(self) -> None:
+        self.mark("skipped")
+
+    def mark(self, status: str) -> None:
+        """Write ``status`` on the current tile (saving the annotations drawn on it) and move on."""
+        if self.tiles is None or self.index < 0:
+            return
+        annotations = self.annotations.currentLayer()
+        if status == "tagged" and annotations is not None and annotations.isEditable() \
+                and not annotations.commitChanges(False):
+            self.error(tr("Could not save the annotations: {0}").format("; ".join(annotations.commitErrors())))
+            return
+        fid = self.order[self.index]
+        index = self.tiles.fields().indexOf("status")
+        if self.tiles.isEditable():
+            self.tiles.changeAttributeValue(fid, index, status)
+        elif not self.tiles.dataProvider().changeAttributeValues({fid: {index: status}}):
+            self.error(tr("Could not write the status to “{0}”").format(self.tiles.name()))
+            return
+        self.tiles.triggerRepaint()
+        self._count()
+        self.next()
+
+    def next_round(self):
+        """Run the round pipeline into ``round-N`` next to the tiles; its tiles layer loads when done."""
+        pipeline = self.round_pipeline.filePath()
+        if not Path(pipeline).is_file():
+            self.error(tr("Choose the pipeline YAML that trains on the new labels and selects the next tiles."))
+            return None
+        annotations = self.annotations.currentLayer()
+        if annotations is not None and annotations.isEditable():
+            annotations.commitChanges(False)
+        rounds = {int(v) for v in (self.tiles.uniqueValues(self.tiles.fields().indexOf("round"))
+                                   if self.tiles is not None and not missing_fields(self.tiles, "round") else [])
+                  if v != NULL}
+        number = max(rounds, default=0) + 1
+        workdir = Path(pipeline).parent / f"round-{number}"
+        job = self.manager.submit(JobSpec(kind="pipeline", title=tr("active learning round {0}").format(number),
+                                          args=worker.pipeline(pipeline, str(workdir)), cwd=str(workdir)))
+        return job

@@ -1,0 +1,53 @@
+"""Small Qt/QGIS helpers shared by the docks: translation, icons, user messages, layer checks."""
+
+from __future__ import annotations
+
+from qgis.core import Qgis, QgsMapLayer, QgsMessageLog, QgsProject, QgsVectorLayer
+from qgis.PyQt.QtCore import QCoreApplication
+from qgis.PyQt.QtGui import QIcon
+
+from .files import resource, source_path
+
+TAG = "AI Factory"
+
+
+def tr(text: str) -> str:
+    """Translate through Qt's translator installed by the plugin (context ``AIFactory``)."""
+    return QCoreApplication.translate("AIFactory", text)
+
+
+def icon(name: str) -> QIcon:
+    return QIcon(str(resource("icons", f"{name}.svg")))
+
+
+def notify(iface, text: str, level: Qgis.MessageLevel = Qgis.Info, duration: int = 6) -> None:
+    """A message-bar message (what happened or what to fix) mirrored in the QGIS message log."""
+    QgsMessageLog.logMessage(text, TAG, level)
+    if iface is not None:
+        iface.messageBar().pushMessage(TAG, text, level, duration if level != Qgis.Critical else 0)
+
+
+def layer_file(layer: QgsMapLayer | None) -> str:
+    """The file behind a file-based layer (GeoTIFF, GeoPackage…), ``""`` for anything else."""
+    if layer is None or not layer.isValid():
+        return ""
+    return source_path(layer.source())
+
+
+def crs_mismatch(layer: QgsMapLayer, reference: QgsMapLayer) -> str | None:
+    """A one-line error when ``layer`` is not in ``reference``'s CRS (the worker reads files as they are)."""
+    if layer.crs() != reference.crs():
+        return tr("Layer “{0}” is in {1} but raster “{2}” is in {3}: reproject it (Processing ▸ Reproject layer) "
+                  "first.").format(layer.name(), layer.crs().authid() or tr("an unknown CRS"), reference.name(),
+                                   reference.crs().authid() or tr("an unknown CRS"))
+    return None
+
+
+def missing_fields(layer: QgsVectorLayer, *names: str) -> list[str]:
+    return [name for name in names if layer.fields().indexOf(name) < 0]
+
+
+def project_layers(kind: type) -> list[QgsMapLayer]:
+    """Valid layers of the current project of one class, in legend order."""
+    root = QgsProject.instance().layerTreeRoot()
+    return [layer for layer in root.layerOrder() if isinstance(layer, kind) and layer.isValid()]

@@ -1,0 +1,1 @@
+"""Reusable widgets (charts) of the docks."""

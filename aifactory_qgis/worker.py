@@ -1,0 +1,83 @@
+"""Command lines of the worker (`python -m aifactory.cli …`), built in one place.
+
+The plugin never imports ``aifactory``: everything it asks of the core goes through these argument lists,
+started by a local QProcess, a Processing algorithm's subprocess or a Ray job entrypoint. When a worker
+command changes its options, this module (and its test) is the only thing to adjust.
+
+Every function returns the arguments *after* ``python -m aifactory.cli``; :func:`argv` prefixes the
+interpreter and :func:`entrypoint` renders a shell line for remote runners.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+
+CLI_MODULE = "aifactory.cli"
+EVENTS = ("--events", "jsonl")
+DEFAULT_SWEEP = "score=0.05:0.95:0.05"
+
+
+def argv(python: str, args: Sequence[str]) -> list[str]:
+    """The full local command: ``python -m aifactory.cli ARGS``."""
+    return [python, "-m", CLI_MODULE, *args]
+
+
+def entrypoint(args: Sequence[str], python: str = "python") -> str:
+    """The shell line a remote runner (Ray Jobs) executes: the *same* command as locally."""
+    return shlex.join(argv(python, args))
+
+
+def version() -> list[str]:
+    """Cheap probe that the interpreter has ``aifactory`` installed (prints ``aifactory, version X``)."""
+    return ["--version"]
+
+
+def info(raster: str) -> list[str]:
+    return ["info", raster, "--json"]
+
+
+def synth(output: str, size: str = "512x512", truth: str | None = None, seed: int = 0) -> list[str]:
+    args = ["synth", "-o", output, "--size", size, "--seed", str(seed)]
+    if truth:
+        args += ["--truth", truth]
+    return [*args, *EVENTS]
+
+
+def dataset_preview(config: str) -> list[str]:
+    return ["dataset", "preview", config, "--json"]
+
+
+def dataset_build(config: str, output: str) -> list[str]:
+    return ["dataset", "build", config, "-o", output, *EVENTS]
+
+
+def train(config: str, output: str) -> list[str]:
+    return ["train", config, "-o", output, *EVENTS]
+
+
+def predict(model: str, raster: str, output: str, geofence: str | None = None) -> list[str]:
+    args = ["predict", "--model", model, "--raster", raster, "-o", output]
+    if geofence:
+        args += ["--geofence", geofence]
+    return [*args, *EVENTS]
+
+
+def postprocess(source: str, output: str, ops: str) -> list[str]:
+    return ["postprocess", source, "-o", output, "--ops", ops, *EVENTS]
+
+
+def evaluate(pred: str, truth: str, json_out: str) -> list[str]:
+    return ["evaluate", "--pred", pred, "--truth", truth, "--json", json_out, *EVENTS]
+
+
+def rps(pred: str, truth: str, output: str, sweep: str = DEFAULT_SWEEP) -> list[str]:
+    return ["rps", "--pred", pred, "--truth", truth, "--sweep", sweep, "-o", output, *EVENTS]
+
+
+def pipeline(config: str, workdir: str | None = None) -> list[str]:
+    return ["run", config, *(["-o", workdir] if workdir else []), *EVENTS]
+
+
+def al_select(model: str, raster: str, output: str, extra: Sequence[str] = ()) -> list[str]:
+    return ["al", "select", "--model", model, "--raster", raster, *extra, "-o", output, *EVENTS]
