@@ -96,7 +96,7 @@ def write_vector(frame: gpd.GeoDataFrame, path: str | Path, layer: str | None = 
     path = Path(path)
     with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*crs.* was not provided")  # pixel-space data is legitimate
-        frame.to_file(tmp, layer=layer, engine="pyogrio")
+        frame.to_file(tmp, layer=layer or path.stem, engine="pyogrio")  # not the temporary file's name
     return path
 
 
