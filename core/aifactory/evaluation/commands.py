@@ -74,8 +74,9 @@ def _common_vector_options(func: Any) -> Any:
 @click.option("--min-score", default=0.0, show_default=True, help="Count detections with score ≥ this.")
 @_common_vector_options
 @click.option("--classes", help="Pixel metrics on a class raster: comma-separated names of indices 1..n.")
-@click.option("--threshold", default=0.5, show_default=True,
-              help="Pixel metrics on a scores raster: below this best score a pixel is background.")
+@click.option("--threshold", type=float,
+              help="Pixel metrics on a scores raster: below this best score a pixel is background "
+                   "(default: the implied background 255 − Σ scores, as prediction vectorizes).")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write the metrics as JSON.")
 @click.option("--report", "report_dir", type=click.Path(path_type=Path),
               help="Write an HTML report with curves, confusion matrix and thumbnails into this folder.")
@@ -83,7 +84,7 @@ def _common_vector_options(func: Any) -> Any:
 @with_events
 def evaluate(pred_path: Path, truth_path: Path, iou: float, min_area: float, by: str | None, min_score: float,
              pred_layer: str | None, truth_layer: str | None, pred_crs: str | None, truth_crs: str | None,
-             class_field: str, score_field: str, classes: str | None, threshold: float, json_path: Path | None,
+             class_field: str, score_field: str, classes: str | None, threshold: float | None, json_path: Path | None,
              report_dir: Path | None, raster: Path | None) -> None:
     """Object metrics (P/R/F1, mAP) of PRED against TRUTH, or pixel metrics when PRED is a raster."""
     from aifactory.evaluation.pixels import RASTER_SUFFIXES, evaluate_pixels

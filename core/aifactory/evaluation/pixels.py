@@ -6,8 +6,11 @@ rasterized one window at a time from an STRtree query, or a class raster on the 
 window of each is ever in memory; the confusion counts are the only state.
 
 Index space: 0 is the background, classes are 1..n. Scores rasters: a pixel takes the class of its
-highest band; when no band is called ``background`` (band descriptions name the classes) the bands are
-classes 1..n and a pixel whose best score is below ``threshold`` is background. Class rasters carry
+highest band. When no band is called ``background`` (band descriptions name the classes) the bands are
+the foreground classes 1..n and the background is implied, as prediction writes them: a pixel is
+foreground when its best score beats 255 − Σ scores (the arg-max of a softmax, ≥ 128 for a single
+sigmoid class) — the rule prediction's vectorizer applies, so pixel metrics judge the very classes that
+become polygons — or, with an explicit ``threshold``, when its best score is ≥ threshold × 255. Class rasters carry
 indices directly; their names come from ``classes`` (names of 1..n). Pixels that are nodata in the
 prediction, or ignored in a truth raster (its nodata, or 255), are left out of every count.
 """
@@ -103,10 +106,10 @@ def _truth_codes(truth: gpd.GeoDataFrame, class_field: str, labels: list[str], s
 
 
 def evaluate_pixels(pred: str | Path, truth: str | Path | gpd.GeoDataFrame, *, class_field: str = "class",
-                    classes: list[str] | None = None, threshold: float = 0.5,
+                    classes: list[str] | None = None, threshold: float | None = None,
                     kind: Literal["auto", "scores", "classes"] = "auto", tile: int = 1024) -> PixelResult:
     """Confusion matrix of a prediction raster against vector or raster truth, streamed by windows."""
-    if not 0 <= threshold <= 1:
+    if threshold is not None and not 0 <= threshold <= 1:
         raise InputError(f"threshold must be in [0, 1], got {threshold}")
     with open_raster(pred) as ds:
         is_scores = kind == "scores" or (kind == "auto" and ds.count > 1)
@@ -143,8 +146,12 @@ def evaluate_pixels(pred: str | Path, truth: str | Path | gpd.GeoDataFrame, *, c
                 if is_scores:
                     predicted = np.argmax(data, axis=0).astype("int64")
                     if not has_background:
-                        predicted += 1
-                        predicted[data.max(axis=0) < threshold * 255] = 0
+                        best = data.max(axis=0).astype("int64")
+                        if threshold is None:
+                            foreground = best > 255 - data.sum(axis=0, dtype="int64")
+                        else:
+                            foreground = best >= threshold * 255
+                        predicted = np.where(foreground, predicted + 1, 0)
                 else:
                     predicted = data[0].astype("int64")
                 if tds is not None:
