@@ -16,6 +16,22 @@ from aifactory.datasets.format import DatasetMeta, read_chips, read_meta
 Sample = dict[str, Any]
 
 
+def make_sample(image: np.ndarray, mask: np.ndarray, boxes: list[list[float]], chip_id: str) -> Sample:
+    """The sample dict every dataset of this package yields (see :class:`ChipDataset`).
+
+    ``image`` is already normalised; ``boxes`` rows are [x0, y0, x1, y1, class index].
+    """
+    box_array = np.asarray([b[:4] for b in boxes], dtype="float32").reshape(-1, 4)
+    labels = np.asarray([b[4] for b in boxes], dtype="int64")
+    return {
+        "image": torch.from_numpy(np.ascontiguousarray(image, dtype="float32")),
+        "mask": torch.from_numpy(mask.astype("int64")),
+        "boxes": torch.from_numpy(box_array),
+        "labels": torch.from_numpy(labels),
+        "chip_id": str(chip_id),
+    }
+
+
 class ChipDataset(Dataset[Sample]):
     """Exported chips of one split.
 
@@ -52,15 +68,7 @@ class ChipDataset(Dataset[Sample]):
     def __getitem__(self, index: int) -> Sample:
         image, mask = self.read_raw(index)
         row = self.table.iloc[index]
-        boxes = np.asarray([b[:4] for b in row["boxes"]], dtype="float32").reshape(-1, 4)
-        labels = np.asarray([b[4] for b in row["boxes"]], dtype="int64")
-        sample: Sample = {
-            "image": torch.from_numpy(self.normalize(image)),
-            "mask": torch.from_numpy(mask.astype("int64")),
-            "boxes": torch.from_numpy(boxes),
-            "labels": torch.from_numpy(labels),
-            "chip_id": str(row["chip_id"]),
-        }
+        sample = make_sample(self.normalize(image), mask, row["boxes"], row["chip_id"])
         if self.transform is not None:
             sample = self.transform(sample)
         return sample
