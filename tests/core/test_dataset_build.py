@@ -12,6 +12,7 @@ import pytest
 import rasterio
 import shapely
 import yaml
+from affine import Affine
 from aifactory.catalog.build import build_catalog
 from aifactory.datasets.config import DatasetConfig
 from aifactory.datasets.export import build_dataset
@@ -22,7 +23,6 @@ from aifactory.datasets.torch_dataset import ChipDataset
 from aifactory.datasets.windows import WindowDataset
 from aifactory.io.synthetic import SceneSpec, generate_scene
 from aifactory.io.vector import write_vector
-from affine import Affine
 from PIL import Image
 from scipy.ndimage import label as connected
 
@@ -85,7 +85,7 @@ def test_statistics_come_from_train_chips(scene, tmp_path):
     train = ChipDataset(tmp_path / "d", "train")
     pixels = []
     for i in range(len(train)):
-        image, mask = train.read_raw(i)
+        image, _ = train.read_raw(i)
         with rasterio.open(tmp_path / "d" / train.table.iloc[i]["image"]) as ds:
             valid = ds.dataset_mask() > 0
         pixels.append(image[:, valid].astype("float64"))

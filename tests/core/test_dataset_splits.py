@@ -73,8 +73,8 @@ def test_holdout_region_goes_to_test_only():
 def test_image_method_keeps_overlapping_images_together():
     left = grid_chips(n=4)
     right = grid_chips(n=4)
-    shifted = np.asarray(shapely.transform(right.footprint, lambda xy: xy + [20.0, 0.0]), dtype=object)
-    far = np.asarray(shapely.transform(right.footprint, lambda xy: xy + [500.0, 0.0]), dtype=object)
+    shifted = np.asarray(shapely.transform(right.footprint, lambda xy: xy + np.array([20.0, 0.0])), dtype=object)
+    far = np.asarray(shapely.transform(right.footprint, lambda xy: xy + np.array([500.0, 0.0])), dtype=object)
     chips = ChipSet(source=np.repeat([0, 1, 2], 16), group=np.array(["g"] * 48, dtype=object),
                     footprint=np.concatenate([left.footprint, shifted, far]),
                     counts=np.ones((48, 2), int), pixel_size=np.ones(48))
