@@ -30,8 +30,11 @@ LAZY_COMMANDS: dict[str, str] = {
     "evaluate": "aifactory.evaluation.commands:evaluate",
     "rps": "aifactory.evaluation.commands:rps",
     "runs": "aifactory.evaluation.commands:runs",
+    "predict": "aifactory.prediction.commands:predict",
     "catalog": "aifactory.catalog.commands:catalog",
     "dataset": "aifactory.datasets.commands:dataset",
+    "preprocess": "aifactory.preprocess.commands:preprocess",
+    "postprocess": "aifactory.postprocess.commands:postprocess",
 }
 
 
