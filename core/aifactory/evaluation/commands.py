@@ -123,9 +123,11 @@ def evaluate(pred_path: Path, truth_path: Path, iou: float, min_area: float, by:
 
 
 @click.command()
-@click.option("--pred", "pred_path", required=True, type=click.Path(path_type=Path),
+@click.option("--config", "config_path", type=click.Path(path_type=Path),
+              help="YAML with any of these options (paths relative to it); flags given here win.")
+@click.option("--pred", "pred_path", type=click.Path(path_type=Path),
               help="Raw detections (GeoPackage layer 'detections', any OGR format, CSV+WKT).")
-@click.option("--truth", "truth_path", required=True, type=click.Path(path_type=Path), help="Truth objects.")
+@click.option("--truth", "truth_path", type=click.Path(path_type=Path), help="Truth objects.")
 @click.option("--sweep", "sweeps", multiple=True, metavar="NAME=START:STOP:STEP|V1,V2",
               help="score, min_area, nms_iou or OP.PARAM (post-processing); repeat for each. "
                    "Default: score=0.05:0.95:0.05.")
@@ -136,27 +138,41 @@ def evaluate(pred_path: Path, truth_path: Path, iou: float, min_area: float, by:
               help="Polygons (zones): count only objects inside, and give an operating point per zone.")
 @click.option("--iou", default=0.5, show_default=True, help="IoU for a match.")
 @_common_vector_options
-@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Output folder.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Output folder.")
 @with_events
-def rps(pred_path: Path, truth_path: Path, sweeps: tuple[str, ...], target_precision: float | None, by_class: bool,
-        geofence: Path | None, iou: float, pred_layer: str | None, truth_layer: str | None, pred_crs: str | None,
-        truth_crs: str | None, class_field: str, score_field: str, output: Path) -> None:
+def rps(config_path: Path | None, **flags: Any) -> None:
     """Search the operating point (score × min area × NMS IoU × post-processing) over stored detections."""
-    from aifactory.evaluation.rps import parse_sweeps, run_rps
+    from aifactory.config import validate
+    from aifactory.errors import ConfigError
+    from aifactory.evaluation.rps import RpsConfig, load_rps_config, parse_sweeps, run_rps
     from aifactory.io.vector import read_vector
 
-    grid = parse_sweeps(sweeps)  # before reading anything: a malformed sweep fails fast
-    pred = _load(pred_path, pred_layer, pred_crs, prefer="detections")
-    truth = _load(truth_path, truth_layer, truth_crs)
-    zones = read_vector(geofence) if geofence is not None else None
-    op = run_rps(pred, truth, grid, output, iou=iou, target_precision=target_precision, by_class=by_class,
-                 geofence=zones, class_field=class_field, score_field=score_field)
+    ctx = click.get_current_context()
+    names = {"pred_path": "pred", "truth_path": "truth", "sweeps": "sweep"}
+    given = {names.get(k, k): v for k, v in flags.items()
+             if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
+    base = load_rps_config(config_path) if config_path is not None else validate(RpsConfig, {}, "options")
+    specs = [*base.sweep_specs(), *given.pop("sweep", ())]
+    merged = {**base.model_dump(), **{k: str(v) if isinstance(v, Path) else v for k, v in given.items()}, "sweep": {}}
+    config = validate(RpsConfig, merged, str(config_path or "options"))
+    for key in ("pred", "truth", "output"):
+        if getattr(config, key) is None:
+            raise ConfigError(f"--{key} is required (on the command line or in --config)")
+    # later specs of one name (command line) replace earlier ones (file)
+    grid = parse_sweeps(list({spec.partition("=")[0].strip(): spec for spec in specs}.values()))
+    pred = _load(Path(str(config.pred)), config.pred_layer, config.pred_crs, prefer="detections")
+    truth = _load(Path(str(config.truth)), config.truth_layer, config.truth_crs)
+    zones = read_vector(config.geofence) if config.geofence is not None else None
+    output = Path(str(config.output))
+    op = run_rps(pred, truth, grid, output, iou=config.iou, target_precision=config.target_precision,
+                 by_class=config.by_class, geofence=zones, class_field=config.class_field,
+                 score_field=config.score_field)
     click.echo(f"operating point ({op['criterion']}): score ≥ {op['score']:g}, min_area {op['min_area']:g}, "
                f"nms_iou {op['nms_iou'] if op['nms_iou'] is not None else 'none'}"
                + "".join(f", {k} {v:g}" for k, v in op["postprocess"].items())
                + f" → precision {op['precision']:.3f}, recall {op['recall']:.3f}, F1 {op['f1']:.3f}")
     if not op["target_met"]:
-        reporter().warning(f"no point reaches precision {target_precision}; the most precise one was chosen")
+        reporter().warning(f"no point reaches precision {config.target_precision}; the most precise one was chosen")
     for name, point in op["per_class"].items():
         click.echo(f"  {name}: score ≥ {point['score']:g}, precision {point['precision']:.3f}, "
                    f"recall {point['recall']:.3f}, F1 {point['f1']:.3f}")

@@ -33,6 +33,9 @@ units of the detections' CRS (pixels² without CRS; m² for a geographic CRS), t
                                         # false: the global parameters and each class's metrics there
     }
 
+``aifactory rps --config FILE`` reads the same options from YAML (:class:`RpsConfig`; see
+``resources/examples/rps_buildings.yaml``); flags given on the command line win over the file.
+
 ``points.csv`` holds every point: ``zone, class, score, min_area, nms_iou, <OP.PARAM…>, tp, fp, fn,
 precision, recall, f1`` (``zone`` and ``class`` are ``all`` for the pooled rows).
 """
@@ -50,7 +53,9 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import shapely
+from pydantic import Field
 
+from aifactory.config import StrictModel, load_config
 from aifactory.errors import ConfigError, InputError
 from aifactory.evaluation import plots
 from aifactory.evaluation.matching import greedy_match, nms_keep, overlapping_pairs, rank_order, self_pairs
@@ -116,6 +121,46 @@ def parse_sweeps(specs: list[str] | tuple[str, ...]) -> dict[str, list[float]]:
         grid[name] = parse_values(name, text, where)
     grid.setdefault("score", parse_values("score", DEFAULT_SCORES, "default score sweep"))
     return grid
+
+
+class RpsConfig(StrictModel):
+    """An RPS run as YAML; relative paths are relative to the file."""
+
+    pred: str | None = Field(None, description="raw detections (layer 'detections' if present)")
+    truth: str | None = Field(None, description="truth objects")
+    output: str | None = Field(None, description="output folder")
+    sweep: dict[str, str | float | list[float]] = Field(
+        default_factory=dict, description="NAME: 'start:stop:step', a number or a list (score, min_area, "
+                                          "nms_iou, OP.PARAM)")
+    iou: float = Field(0.5, gt=0, le=1, description="IoU for a match")
+    target_precision: float | None = Field(None, ge=0, le=1, description="max recall at this precision")
+    by_class: bool = Field(False, description="each class's own best parameters too")
+    geofence: str | None = Field(None, description="zones: count only objects inside, a point per zone")
+    class_field: str = "class"
+    score_field: str = "score"
+    pred_layer: str | None = None
+    truth_layer: str | None = None
+    pred_crs: str | None = None
+    truth_crs: str | None = None
+
+    def sweep_specs(self) -> list[str]:
+        """The sweeps as ``NAME=…`` strings for :func:`parse_sweeps`."""
+        out = []
+        for name, value in self.sweep.items():
+            text = ",".join(str(v) for v in value) if isinstance(value, list) else str(value)
+            out.append(f"{name}={text}")
+        return out
+
+
+def load_rps_config(path: str | Path) -> RpsConfig:
+    """Read an RPS YAML file; paths in it become relative to its folder."""
+    config = load_config(path, RpsConfig)
+    base = Path(path).resolve().parent
+    for key in ("pred", "truth", "output", "geofence"):
+        value = getattr(config, key)
+        if value is not None and not Path(value).expanduser().is_absolute():
+            setattr(config, key, str(base / value))
+    return config
 
 
 def _postprocess_chains(grid: dict[str, list[float]]) -> list[tuple[dict[str, float], list[dict[str, Any]]]]:
@@ -296,6 +341,8 @@ def choose_operating_point(points: pd.DataFrame, *, target_precision: float | No
         point = {"criterion": criterion, "target_precision": target_precision, "target_met": met, **_point(row, post)}
         per_class = {}
         for name, class_points in zone_points[zone_points["class"] != ALL].groupby("class", sort=True):
+            if not (class_points[["tp", "fp", "fn"]].to_numpy() > 0).any():
+                continue  # the class has no object in this zone
             if by_class:
                 per_class[str(name)] = _point(_best(class_points, target_precision)[0], post)
             else:
@@ -340,7 +387,7 @@ def _plot(points: pd.DataFrame, op: dict[str, Any], out: Path) -> None:
     pooled = points[(points["zone"] == ALL) & (points["class"] == ALL)]
     others = [c for c in pooled.columns if c not in ("zone", "class", "score", "tp", "fp", "fn", "precision",
                                                       "recall", "f1")]
-    keyed = pooled.assign(_key=pooled[others].astype(str).agg(" ".join, axis=1) if others else "")
+    keyed = pooled.assign(_key=pooled[others].map(str).agg(" ".join, axis=1) if others else "")
     best = keyed.groupby("_key", sort=False)["f1"].max().sort_values(ascending=False).head(MAX_LINES).index
     curves = {}
     for key in best:
