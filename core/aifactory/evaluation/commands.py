@@ -189,7 +189,11 @@ def _records(targets: Sequence[str], tracking_uri: str | None, experiment: str |
 
     if tracking_uri:
         return runs_mod.mlflow_runs(tracking_uri, experiment=experiment, runs=targets)
-    return [runs_mod.load_run_dir(t) for t in targets]
+    records = [runs_mod.load_run_dir(t) for t in targets]
+    if len({r.name for r in records}) < len(records):  # x/best and y/best: name them by the paths given
+        for record, target in zip(records, targets, strict=True):
+            record.name = target
+    return records
 
 
 @runs.command("list")

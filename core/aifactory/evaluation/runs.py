@@ -2,7 +2,9 @@
 
 A run directory is any folder holding ``metrics.jsonl`` or ``manifest.json``. Its metric series come
 from ``metrics.jsonl``: either event-style lines ``{"name", "value", "step"}`` (the progress protocol's
-``metric`` event) or wide lines ``{"step"/"epoch": n, "<metric>": value, …}``. Evaluation results come
+``metric`` event) or wide lines ``{"split": "train"|"val", "step", "epoch", "<metric>": value, …}``
+as training writes them; a ``split`` prefixes the names (``train/loss``, ``val/loss``) so they never
+mix. Evaluation results come
 from ``report/*.json`` (the ``overall`` block written by ``aifactory evaluate``), prefixed ``eval.``.
 The configuration is the resolved ``config.yaml``, flattened to dotted keys so that two runs diff
 key by key. MLflow runs give the same record: metric histories, and params as the flattened config.
@@ -27,7 +29,7 @@ from aifactory.progress import reporter
 RUN_MARKERS = ("metrics.jsonl", "manifest.json")
 CONFIG_NAMES = ("config.yaml", "config.yml", "resolved_config.yaml")
 STEP_KEYS = ("step", "epoch", "iteration", "global_step")
-IGNORED_KEYS = {*STEP_KEYS, "time", "timestamp", "wall_time", "event", "elapsed", "lr_step"}
+IGNORED_KEYS = {*STEP_KEYS, "split", "time", "timestamp", "wall_time", "event", "elapsed", "lr_step"}
 MAX_DEPTH = 3
 
 
@@ -79,7 +81,9 @@ def _read_metrics(path: Path) -> dict[str, list[tuple[float, float]]]:
             items = {str(record["name"]): record["value"]}
             step = record.get("step")
         else:
-            items = {k: v for k, v in record.items() if k not in IGNORED_KEYS}
+            split = record.get("split")
+            prefix = f"{split}/" if isinstance(split, str) and split else ""
+            items = {f"{prefix}{k}": v for k, v in record.items() if k not in IGNORED_KEYS}
             step = next((record[k] for k in STEP_KEYS if k in record), None)
         for name, value in items.items():
             if isinstance(value, bool) or not isinstance(value, int | float):
@@ -119,8 +123,10 @@ def load_run_dir(path: str | Path, root: Path | None = None) -> RunRecord:
         except json.JSONDecodeError as exc:
             raise InputError(f"{manifest}: invalid JSON: {exc}") from None
         if isinstance(meta, dict):
-            record.created = str(meta.get("created") or meta.get("started") or "") or None
-            record.status = meta.get("status")
+            created = meta.get("created") or meta.get("started")
+            record.created = str(created) if isinstance(created, str | int | float) else None
+            status = meta.get("status") or meta.get("outcome")
+            record.status = str(status) if status is not None else None
     if record.created is None:
         stamp = max((path / m).stat().st_mtime for m in RUN_MARKERS if (path / m).is_file())
         record.created = datetime.fromtimestamp(stamp, tz=UTC).strftime("%Y-%m-%d %H:%M")
