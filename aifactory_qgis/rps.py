@@ -52,22 +52,34 @@ class RpsTable:
 
     @classmethod
     def read(cls, path: str | os.PathLike[str]) -> RpsTable:
-        """Read ``points.csv``; a missing column raises ValueError naming the file and the column."""
+        """Read ``points.csv`` of ``aifactory rps``; a missing column raises ValueError naming the file.
+
+        The slider filters raw detections by score and area only, so only the pooled rows (``zone`` and
+        ``class`` = ``all``) without NMS (``nms_iou`` empty, when the sweep has such rows) and with the
+        first value of any swept post-processing parameter (``OP.PARAM`` columns) are kept.
+        """
         with open(path, newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle)
             columns = reader.fieldnames or []
-            threshold = next((c for c in THRESHOLD_COLUMNS if c in columns), None)
-            if threshold is None:
-                raise ValueError(f"{path}: no threshold column (expected one of {', '.join(THRESHOLD_COLUMNS)})")
-            for needed in ("precision", "recall"):
-                if needed not in columns:
-                    raise ValueError(f"{path}: no {needed!r} column")
-            area = next((c for c in AREA_COLUMNS if c in columns), None)
-            points = []
-            for row in reader:
-                p, r = float(row["precision"]), float(row["recall"])
-                f1 = float(row["f1"]) if row.get("f1") not in (None, "") else _f1(p, r)
-                points.append(Point(float(row[threshold]), p, r, f1, float(row[area]) if area else 0.0))
+            rows = list(reader)
+        threshold = next((c for c in THRESHOLD_COLUMNS if c in columns), None)
+        if threshold is None:
+            raise ValueError(f"{path}: no threshold column (expected one of {', '.join(THRESHOLD_COLUMNS)})")
+        for needed in ("precision", "recall"):
+            if needed not in columns:
+                raise ValueError(f"{path}: no {needed!r} column")
+        rows = [r for r in rows if r.get("zone", "all") == "all" and r.get("class", "all") == "all"]
+        if "nms_iou" in columns and any(r["nms_iou"] in ("", None) for r in rows):
+            rows = [r for r in rows if r["nms_iou"] in ("", None)]
+        for column in (c for c in columns if "." in c):
+            first = rows[0][column] if rows else None
+            rows = [r for r in rows if r[column] == first]
+        area = next((c for c in AREA_COLUMNS if c in columns), None)
+        points = []
+        for row in rows:
+            p, r = _number(row["precision"]), _number(row["recall"])
+            f1 = _number(row["f1"]) if row.get("f1") not in (None, "") else _f1(p, r)
+            points.append(Point(float(row[threshold]), p, r, f1, float(row[area] or 0) if area else 0.0))
         return cls(points)
 
     def curve(self, min_area: float = 0.0) -> list[Point]:
@@ -95,26 +107,49 @@ class RpsTable:
         return max(self.curve(min_area), key=lambda p: p.f1)
 
 
+def _number(text: str | None) -> float:
+    """A metric cell; empty (undefined, e.g. precision with nothing kept) reads as 0."""
+    return float(text) if text not in (None, "") else 0.0
+
+
 def _f1(precision: float, recall: float) -> float:
     total = precision + recall
     return 0.0 if total <= 0 or math.isnan(total) else 2 * precision * recall / total
 
 
 def save_operating_point(path: str | os.PathLike[str], score: float, min_area: float,
-                         point: Point | None = None) -> None:
-    """Write ``operating_point.json`` atomically (temp file in the same folder, then rename)."""
-    data: dict[str, float] = {"score": round(score, 4), "min_area": round(min_area, 4)}
+                         point: Point | None = None, base: dict | None = None) -> dict:
+    """Write ``operating_point.json`` (version 1, the schema of ``aifactory rps``) for the slider position.
+
+    ``base`` is the operating point the table came with: its matching IoU, NMS and post-processing
+    settings are kept; counts and per-class/per-zone figures are dropped because they were measured at
+    another threshold. ``criterion`` becomes ``manual``.
+    """
+    stale = ("tp", "fp", "fn", "per_class", "per_geofence")
+    data = {"version": 1, "iou": None, "nms_iou": None, "postprocess": {}, "target_precision": None,
+            "target_met": True, "by_class": False,
+            **{k: v for k, v in (base or {}).items() if k not in stale}}
+    data.update(criterion="manual", score=round(score, 4), min_area=round(min_area, 4), per_class={})
     if point is not None:
         data.update(precision=point.precision, recall=point.recall, f1=point.f1)
+    else:
+        for key in ("precision", "recall", "f1"):
+            data.pop(key, None)
     write_json_atomic(path, data)
+    return data
+
+
+def read_operating_point(path: str | os.PathLike[str]) -> dict:
+    """The whole ``operating_point.json``; ValueError naming the file if it is not one."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        float(data["score"])
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise ValueError(f"{path}: not an operating point ({exc})") from None
+    return data
 
 
 def load_operating_point(path: str | os.PathLike[str]) -> tuple[float, float]:
-    """``(score, min_area)`` from ``operating_point.json``; ValueError with the file name if unusable."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-        score = float(data.get("score", data.get("threshold")))
-        return score, float(data.get("min_area", 0.0) or 0.0)
-    except (OSError, ValueError, TypeError, AttributeError) as exc:
-        raise ValueError(f"{path}: not an operating point ({exc})") from None
-
+    """``(score, min_area)`` of an ``operating_point.json``."""
+    data = read_operating_point(path)
+    return float(data["score"]), float(data.get("min_area") or 0.0)

@@ -48,6 +48,9 @@ def missing_fields(layer: QgsVectorLayer, *names: str) -> list[str]:
 
 
 def project_layers(kind: type) -> list[QgsMapLayer]:
-    """Valid layers of the current project of one class, in legend order."""
-    root = QgsProject.instance().layerTreeRoot()
-    return [layer for layer in root.layerOrder() if isinstance(layer, kind) and layer.isValid()]
+    """Valid layers of the current project of one class, in legend order (layers that ``layersAdded`` just
+    announced are not in the legend yet: they come last)."""
+    project = QgsProject.instance()
+    in_legend = [node.layer() for node in project.layerTreeRoot().findLayers()]
+    layers = in_legend + [layer for layer in project.mapLayers().values() if layer not in in_legend]
+    return [layer for layer in layers if isinstance(layer, kind) and layer.isValid()]

@@ -71,8 +71,13 @@ def evaluate(pred: str, truth: str, json_out: str) -> list[str]:
     return ["evaluate", "--pred", pred, "--truth", truth, "--json", json_out, *EVENTS]
 
 
-def rps(pred: str, truth: str, output: str, sweep: str = DEFAULT_SWEEP) -> list[str]:
-    return ["rps", "--pred", pred, "--truth", truth, "--sweep", sweep, "-o", output, *EVENTS]
+def rps(pred: str, truth: str, output: str, sweeps: Sequence[str] = (DEFAULT_SWEEP,),
+        truth_layer: str | None = None) -> list[str]:
+    """``points.csv`` + ``operating_point.json`` in OUTPUT (one ``--sweep`` per swept parameter)."""
+    args = ["rps", "--pred", pred, "--truth", truth, *(["--truth-layer", truth_layer] if truth_layer else [])]
+    for sweep in sweeps:
+        args += ["--sweep", sweep]
+    return [*args, "-o", output, *EVENTS]
 
 
 def pipeline(config: str, workdir: str | None = None) -> list[str]:

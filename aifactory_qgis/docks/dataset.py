@@ -46,6 +46,13 @@ class DatasetDock(BaseDock):
 
         sources = QGroupBox(tr("Sources"), self)
         form = QFormLayout(sources)
+        self.mode = QComboBox(sources)
+        self.mode.addItem(tr("Layers of this project"), "layers")
+        self.mode.addItem(tr("Catalog (with context filters)"), "catalog")
+        self.mode.currentIndexChanged.connect(self._mode_changed)
+        self.catalog = QgsFileWidget(sources)
+        self.catalog.setFilter(tr("Catalog (*.gpkg)"))
+        self.catalog.fileChanged.connect(self.changed)
         self.rasters = QListWidget(sources)
         self.annotations = QListWidget(sources)
         for widget in (self.rasters, self.annotations):
@@ -56,13 +63,16 @@ class DatasetDock(BaseDock):
         self.level = QSpinBox(sources, minimum=1, maximum=4, value=1)
         self.level.setToolTip(tr("Level of the class hierarchy (vegetation/tree: 1 = vegetation, 2 = tree)"))
         self.level.valueChanged.connect(self.changed)
+        form.addRow(tr("Source"), self.mode)
+        form.addRow(tr("Catalog"), self.catalog)
         form.addRow(tr("Rasters"), self.rasters)
         form.addRow(tr("Annotations"), self.annotations)
         form.addRow(tr("Class field"), self.class_field)
+        self.source_form = form
         form.addRow(tr("Hierarchy level"), self.level)
         self.body.addWidget(sources)
 
-        filters = QGroupBox(tr("Context filters (% of the image or tile)"), self)
+        filters = self.filters = QGroupBox(tr("Context filters (% of the image or tile)"), self)
         grid = QGridLayout(filters)
         self.context: dict[str, tuple[QCheckBox, QDoubleSpinBox, QDoubleSpinBox]] = {}
         for row, name in enumerate(configs.CONTEXT_FIELDS):
@@ -80,8 +90,7 @@ class DatasetDock(BaseDock):
         split = QGroupBox(tr("Split and chips"), self)
         form = QFormLayout(split)
         self.strategy = QComboBox(split)
-        for key, label in zip(configs.SPLIT_STRATEGIES, (tr("random chips"), tr("spatial blocks"),
-                                                         tr("whole rasters")), strict=True):
+        for key, label in zip(configs.SPLIT_METHODS, (tr("spatial blocks"), tr("whole images")), strict=True):
             self.strategy.addItem(label, key)
         self.val = QDoubleSpinBox(split, minimum=0, maximum=0.9, value=0.15, singleStep=0.05)
         self.test = QDoubleSpinBox(split, minimum=0, maximum=0.9, value=0.15, singleStep=0.05)
@@ -116,6 +125,18 @@ class DatasetDock(BaseDock):
         project.layersAdded.connect(self.refresh_layers)
         project.layersRemoved.connect(self.refresh_layers)
         self.refresh_layers()
+        self._mode_changed()
+
+    def _mode_changed(self, *_args) -> None:
+        catalog = self.mode.currentData() == "catalog"
+        for widget in (self.catalog,):
+            widget.setVisible(catalog)
+            self.source_form.labelForField(widget).setVisible(catalog)
+        for widget in (self.rasters, self.annotations, self.class_field):
+            widget.setVisible(not catalog)
+            self.source_form.labelForField(widget).setVisible(not catalog)
+        self.filters.setEnabled(catalog)
+        self.changed()
 
     def disconnect_project(self) -> None:
         project = QgsProject.instance()
@@ -159,13 +180,16 @@ class DatasetDock(BaseDock):
     def changed(self, *_args) -> None:
         annotations = self.checked(self.annotations)
         if annotations and self.class_field.layer() is not annotations[0]:
+            self.class_field.blockSignals(True)
             self.class_field.setLayer(annotations[0])
-            if not self.class_field.currentField():
-                self.class_field.setField("class" if annotations[0].fields().indexOf("class") >= 0
-                                          else annotations[0].fields().names()[0])
+            if annotations[0].fields().indexOf("class") >= 0:  # the contract's name wins over the first field
+                self.class_field.setField("class")
+            self.class_field.blockSignals(False)
         self.timer.start()
 
     def problems(self) -> list[str]:
+        if self.mode.currentData() == "catalog":
+            return [] if Path(self.catalog.filePath()).is_file() else [tr("Choose the catalog GeoPackage.")]
         rasters, annotations = self.checked(self.rasters), self.checked(self.annotations)
         problems = []
         if not rasters:
@@ -179,22 +203,34 @@ class DatasetDock(BaseDock):
                 problem = crs_mismatch(layer, raster)
                 if problem:
                     problems.append(problem)
+        if rasters and annotations and not problems and not self.sources():
+            problems.append(tr("No annotation layer overlaps the ticked rasters."))
         return problems
 
+    def sources(self) -> list[dict[str, str]]:
+        """One source per (raster, annotation layer) pair whose extents overlap."""
+        sources = []
+        for raster in self.checked(self.rasters):
+            for layer in self.checked(self.annotations):
+                if not layer.extent().intersects(raster.extent()):
+                    continue
+                source = {"raster": layer_file(raster), "labels": source_path(layer.source()),
+                          "class_field": self.class_field.currentField()}
+                name = source_layer_name(layer.source())
+                if name:
+                    source["layer"] = name
+                sources.append(source)
+        return sources
+
     def config(self) -> dict:
-        context = {name: (low.value(), high.value()) for name, (check, low, high) in self.context.items()
-                   if check.isChecked()}
-        labels = []
-        for layer in self.checked(self.annotations):
-            label = {"path": source_path(layer.source())}
-            name = source_layer_name(layer.source())
-            if name:
-                label["layer"] = name
-            labels.append(label)
-        return configs.dataset_config([layer_file(r) for r in self.checked(self.rasters)], labels,
-                                      self.class_field.currentField(), self.level.value(), context,
-                                      self.strategy.currentData(), self.val.value(), self.test.value(),
-                                      self.tile.value(), self.seed.value())
+        catalog = None
+        if self.mode.currentData() == "catalog":
+            context = {name: [low.value(), high.value()] for name, (check, low, high) in self.context.items()
+                       if check.isChecked()}
+            catalog = {"path": self.catalog.filePath(), "select": {"context": context}}
+        return configs.dataset_config(self.sources() if catalog is None else [], catalog, self.level.value(),
+                                      self.tile.value(), self.strategy.currentData(), self.val.value(),
+                                      self.test.value(), self.seed.value())
 
     def write_config(self, folder: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
@@ -224,12 +260,13 @@ class DatasetDock(BaseDock):
             self.status.setText(tr("Preview failed: {0}").format(error))
             return
         try:
-            self.counts = configs.preview_counts(json.loads(out))
+            self.counts, chips = configs.preview_counts(json.loads(out))
         except (ValueError, KeyError, TypeError) as exc:
             self.status.setText(tr("Preview answer not understood: {0}").format(exc))
             return
         total = sum(sum(row.values()) for row in self.counts.values())
-        self.status.setText(tr("{0} objects in {1} classes").format(total, len(self.counts)))
+        self.status.setText(tr("{0} objects in {1} classes · chips: {2}").format(
+            total, len(self.counts), ", ".join(f"{split} {n}" for split, n in chips.items()) or "0"))
         self.chart.set_counts(self.counts)
 
     def build(self):

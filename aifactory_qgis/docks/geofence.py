@@ -140,7 +140,7 @@ class GeofenceDock(BaseDock):
         fields = layer.fields()
         layer.setDefaultValueDefinition(fields.indexOf("mode"), QgsDefaultValue("'include'"))
         layer.setDefaultValueDefinition(fields.indexOf("enabled"), QgsDefaultValue("true"))
-        layer.setDefaultValueDefinition(fields.indexOf("name"), QgsDefaultValue("'geofence ' || @row_number"))
+        layer.setDefaultValueDefinition(fields.indexOf("name"), QgsDefaultValue("'geofence ' || substr(uuid(), 2, 8)"))
         layer.setRenderer(QgsCategorizedSymbolRenderer("mode", [
             QgsRendererCategory(mode, QgsFillSymbol.createSimple(STYLE[mode]), mode) for mode in MODES]))
         QgsProject.instance().addMapLayer(layer)

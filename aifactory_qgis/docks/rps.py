@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qgis.core import QgsMapLayerProxyModel, QgsVectorLayer
+from qgis.core import QgsFeatureRequest, QgsMapLayerProxyModel, QgsVectorLayer
 from qgis.gui import QgsFileWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import (
@@ -24,8 +24,9 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from .. import worker
+from ..files import source_layer_name
 from ..jobs.spec import JobSpec
-from ..rps import RpsTable, load_operating_point, save_operating_point, subset_string
+from ..rps import RpsTable, read_operating_point, save_operating_point, subset_string
 from ..ui import crs_mismatch, layer_file, missing_fields, tr
 from ..widgets.charts import PRCurve
 from .base import BaseDock
@@ -41,6 +42,7 @@ class RpsDock(BaseDock):
         self.layer: QgsVectorLayer | None = None
         self._total = 0
         self._max_area = 0.0
+        self.base_op: dict | None = None  # the operating point that came with the table, if any
         box = QGroupBox(tr("Detections"), self)
         form = QFormLayout(box)
         self.detections = QgsMapLayerComboBox(box)
@@ -172,7 +174,11 @@ class RpsDock(BaseDock):
             self.error(tr("Cannot read the RPS table: {0}").format(exc))
             return
         self.curve.set_curve([(p.recall, p.precision) for p in self.table.curve(self.area_box.value())])
-        self.apply()
+        beside = Path(path).with_name("operating_point.json")
+        if beside.is_file():
+            self.load_operating_point(str(beside))  # start where the worker's search ended
+        else:
+            self.apply()
 
     def launch_rps(self):
         """Run ``aifactory rps`` for the chosen detections and truth; its points.csv loads when done."""
@@ -189,22 +195,37 @@ class RpsDock(BaseDock):
             self.error(tr("Both layers must be files (GeoPackage, shapefile…) for the worker to read them."))
             return None
         out = output_folder(self.manager.settings.work_dir(), "rps")
-        job = self.manager.submit(JobSpec(kind="rps", title=tr("RPS of {0}").format(self.layer.name()),
-                                          args=worker.rps(pred, truth_file, str(out)), cwd=str(out.parent)))
+        args = worker.rps(pred, truth_file, str(out), self.sweeps(), source_layer_name(truth.source()))
+        job = self.manager.submit(JobSpec(kind="rps", title=tr("RPS of {0}").format(self.layer.name()), args=args,
+                                          cwd=str(out.parent)))
         job.finished.connect(lambda status: status == "ok" and self.points.setFilePath(str(out / "points.csv")))
         return job
+
+    def sweeps(self) -> list[str]:
+        """Score steps of 0.05, and (when the layer has areas) the area quartiles, so the area slider has
+        precision/recall too."""
+        sweeps = [worker.DEFAULT_SWEEP]
+        if self.layer is not None and not missing_fields(self.layer, "area"):
+            index = self.layer.fields().indexOf("area")
+            request = QgsFeatureRequest().setFlags(QgsFeatureRequest.NoGeometry).setSubsetOfAttributes([index])
+            areas = sorted(float(f[index]) for f in self.layer.dataProvider().getFeatures(request) if f[index])
+            if areas:
+                levels = sorted({0.0, *(round(areas[len(areas) * q // 4], 1) for q in (1, 2, 3))})
+                sweeps.append("min_area=" + ",".join(f"{a:g}" for a in levels))
+        return sweeps
 
     def load_operating_point(self, path: str = "") -> None:
         path = path or QFileDialog.getOpenFileName(self, tr("Operating point"), "", "JSON (*.json)")[0]
         if not path:
             return
         try:
-            score, area = load_operating_point(path)
+            self.base_op = read_operating_point(path)
         except ValueError as exc:
             self.error(str(exc))
             return
-        self.score_box.setValue(score)
-        self.area_box.setValue(area)
+        self.area_box.setValue(float(self.base_op.get("min_area") or 0.0))
+        self.score_box.setValue(float(self.base_op["score"]))
+        self.apply()
 
     def save_operating_point(self, path: str = "") -> None:
         path = path or QFileDialog.getSaveFileName(self, tr("Operating point"), "operating_point.json",
@@ -213,5 +234,5 @@ class RpsDock(BaseDock):
             return
         score, area = self.score_box.value(), self.area_box.value()
         point = self.table.at(score, area) if self.table else None
-        save_operating_point(Path(path), score, area, point)
+        save_operating_point(Path(path), score, area, point, self.base_op)
         self.info(tr("Operating point saved to {0}").format(path))

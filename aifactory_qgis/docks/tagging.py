@@ -44,8 +44,8 @@ class TaggingDock(BaseDock):
         self.counts = QLabel("", box)
         row = QHBoxLayout()
         self.shortcuts = []
-        for label, key, slot in ((tr("◀ Previous (P)"), "P", self.previous), (tr("Tagged (T)"), "T", self.tagged),
-                                 (tr("Skip (S)"), "S", self.skipped), (tr("Next (N) ▶"), "N", self.next)):
+        for label, key, slot in ((tr("◀ Previous (,)"), ",", self.previous), (tr("Tagged (T)"), "T", self.tagged),
+                                 (tr("Skip (S)"), "S", self.skipped), (tr("Next (.) ▶"), ".", self.next)):
             button = QPushButton(label, box)
             button.clicked.connect(slot)
             row.addWidget(button)

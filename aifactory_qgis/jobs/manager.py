@@ -68,9 +68,16 @@ class JobManager(QObject):
         return [job for job in self.jobs if not job.done]
 
     def shutdown(self) -> None:
-        """Plugin unload: stop every local worker now, ask clusters to stop remote ones."""
+        """Plugin unload: stop local workers now; remote jobs go on (their id stays in the history)."""
         for job in list(self.jobs):
-            if isinstance(job, LocalJob):
-                job.kill_now()
-            else:
-                job.cancel()
+            job.finished.disconnect()
+            job.shutdown()
+            record = self.history.get(job.spec.id)
+            if record is not None and isinstance(job, RayJob) and job.remote_id:
+                record.remote_id = job.remote_id
+                record.message = tr("still running on the cluster when QGIS unloaded the plugin")
+                self.history.upsert(record)
+            elif record is not None:
+                record.status, record.message = "stopped", tr("stopped when the plugin was unloaded")
+                self.history.upsert(record)
+        self.jobs.clear()

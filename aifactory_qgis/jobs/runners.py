@@ -57,6 +57,10 @@ class Job(QObject):
     def cancel(self) -> None:
         raise NotImplementedError
 
+    def shutdown(self) -> None:
+        """Plugin unload: leave nothing that calls back into this object."""
+        raise NotImplementedError
+
     def _feed(self, chunk: bytes | str, final: bool = False) -> None:
         events = list(self._stream.feed(chunk))
         if final:
@@ -181,10 +185,13 @@ class LocalJob(Job):
                 self._finish("stopped")
             return
         process.terminate()
-        QTimer.singleShot(KILL_GRACE_MS, lambda: process.state() != QProcess.NotRunning and process.kill())
+        grace = QTimer(process)  # dies with the process: never fires on a deleted object
+        grace.setSingleShot(True)
+        grace.timeout.connect(process.kill)
+        grace.start(KILL_GRACE_MS)
 
-    def kill_now(self) -> None:
-        """On plugin unload: no worker outlives the plugin."""
+    def shutdown(self) -> None:
+        """Local workers are children of QGIS: none outlives the plugin."""
         self._cancelled = True
         if self.process is not None and self.process.state() != QProcess.NotRunning:
             self.process.kill()
@@ -256,6 +263,9 @@ class RayJob(Job):
         self.env = env or {}
         self._log_offset = 0
         self._replies: set[QNetworkReply] = set()
+        self._poll_timer = QTimer(self)  # a child: polling stops if the job object goes away
+        self._poll_timer.setSingleShot(True)
+        self._poll_timer.timeout.connect(self._poll)
 
     def _request(self, method: str, path: str, body: dict | None, callback) -> None:
         request = QNetworkRequest(QUrl(self.url + path))
@@ -326,7 +336,7 @@ class RayJob(Job):
 
     def _schedule(self) -> None:
         if not self.done:
-            QTimer.singleShot(POLL_MS, self._poll)
+            self._poll_timer.start(POLL_MS)
 
     def _poll(self) -> None:
         if not self.done:
@@ -355,3 +365,13 @@ class RayJob(Job):
         self._cancelled = True
         if self.remote_id and not self.done:
             self._request("POST", f"/api/jobs/{self.remote_id}/stop", {}, lambda _answer: None)
+
+    def shutdown(self) -> None:
+        """Remote jobs keep running on the cluster (hours of GPU time are not lost by closing QGIS): stop
+        polling and drop the pending answers."""
+        self._poll_timer.stop()
+        for reply in list(self._replies):
+            reply.finished.disconnect()
+            reply.abort()
+            reply.deleteLater()
+        self._replies.clear()

@@ -19,7 +19,7 @@ def scene(tmp_path_factory) -> tuple[Path, Path]:
     """A 384 × 256 synthetic scene (EPSG:32631) and its truth GeoPackage, written by the real worker."""
     folder = tmp_path_factory.mktemp("scene")
     raster, truth = folder / "scene.tif", folder / "truth.gpkg"
-    run_worker("synth", "-o", str(raster), "--truth", str(truth), "--size", "384x256", "--seed", "3",
+    run_worker("synth", "-o", str(raster), "--truth", str(truth), "--size", "384x256", "--seed", "3", "--density", "2",
                "--events", "none")
     return raster, truth
 

@@ -65,3 +65,33 @@ def wait_for(qgis_app, predicate, timeout: float = 60.0) -> bool:
             return True
         time.sleep(0.02)
     return predicate()
+
+
+def count_features(path: str | Path, where: str | None = None, layer: int | str = 0) -> int:
+    """Features in a vector file (matching an OGR SQL ``where``), counted by OGR, independently of QGIS."""
+    source = ogr.Open(str(path))
+    handle = source.GetLayer(layer)
+    handle.SetAttributeFilter(where)
+    return handle.GetFeatureCount()
+
+
+def reprojected_copy(layer, path: Path, authid: str):
+    """A real reprojected GeoPackage copy of ``layer`` (written by QGIS), added to the project."""
+    from qgis.core import (
+        QgsCoordinateReferenceSystem,
+        QgsCoordinateTransform,
+        QgsProject,
+        QgsVectorFileWriter,
+        QgsVectorLayer,
+    )
+
+    options = QgsVectorFileWriter.SaveVectorOptions()
+    options.driverName = "GPKG"
+    options.ct = QgsCoordinateTransform(layer.crs(), QgsCoordinateReferenceSystem(authid), QgsProject.instance())
+    error = QgsVectorFileWriter.writeAsVectorFormatV3(layer, str(path), QgsProject.instance().transformContext(),
+                                                      options)
+    assert error[0] == QgsVectorFileWriter.NoError, error
+    copy = QgsVectorLayer(str(path), f"{layer.name()} {authid}", "ogr")
+    assert copy.isValid() and copy.crs().authid() == authid
+    QgsProject.instance().addMapLayer(copy)
+    return copy

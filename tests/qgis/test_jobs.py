@@ -7,6 +7,7 @@ import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from plugin_helpers import wait_for
@@ -86,11 +87,11 @@ def test_cancel_stops_the_worker(qgis_app, plugin, tmp_path):
 class FakeRay(BaseHTTPRequestHandler):
     """Answers like Ray's Jobs REST API (a remote GPU cluster cannot run here); records what it receives."""
 
-    submitted: list[dict] = []
-    headers_seen: list[str] = []
+    submitted: ClassVar[list[dict]] = []
+    headers_seen: ClassVar[list[str]] = []
     polls = 0
     stopped = False
-    LOGS = ['{"event": "progress", "task": "predict", "value": 0.5, "message": "tile 2/4"}',
+    LOGS: ClassVar[list[str]] = ['{"event": "progress", "task": "predict", "value": 0.5, "message": "tile 2/4"}',
             "some library chatter",
             '{"event": "metric", "name": "tiles_per_s", "value": 3.5, "step": 1}',
             '{"event": "progress", "task": "predict", "value": 1.0, "message": "tile 4/4"}',
@@ -107,7 +108,7 @@ class FakeRay(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length", 0))
         payload = json.loads(self.rfile.read(length) or b"{}")
         FakeRay.headers_seen.append(self.headers.get("Authorization", ""))
@@ -118,7 +119,7 @@ class FakeRay(BaseHTTPRequestHandler):
             FakeRay.stopped = True
             self._answer({"stopped": True})
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         FakeRay.polls += 1
         shown = min(len(self.LOGS), FakeRay.polls)
         if self.path.endswith("/logs"):
