@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import configparser
+import shutil
+import sys
 from pathlib import Path
 
+import pytest
 from plugin_helpers import REPO
 from qgis.core import QgsApplication, QgsSettings
 from qgis.gui import QgsDockWidget
-from qgis.PyQt.QtCore import QEvent
+from qgis.PyQt.QtCore import QCoreApplication, QEvent
 from qgis.PyQt.QtWidgets import QMenu, QToolBar
 
 DOCK_NAMES = {"AIFactoryDatasetDock", "AIFactoryJobsDock", "AIFactoryRpsDock", "AIFactoryGeofenceDock",
@@ -80,3 +83,24 @@ def test_settings_round_trip_and_token_in_auth_manager(qgis_app):
     assert "s3cret-token" not in Path(plain.fileName()).read_text(encoding="utf-8")  # only in the auth db
     assert store_token("gpu", "rotated", authcfg) == authcfg
     assert load_token(authcfg) == "rotated"
+
+
+@pytest.mark.skipif(shutil.which("lrelease") is None, reason="Qt's lrelease is not installed")
+def test_french_translation_is_installed_and_removed(qgis_app, qgis_iface, tmp_path, monkeypatch):
+    sys.path.insert(0, str(REPO / "tools"))
+    import qgis_plugin
+
+    from aifactory_qgis import classFactory
+    from aifactory_qgis import plugin as plugin_module
+
+    qgis_plugin.compile_translations(tmp_path)
+    monkeypatch.setattr(plugin_module, "resource", lambda kind, name: tmp_path / name)
+    QgsSettings().setValue("locale/userLocale", "fr_FR")
+    instance = classFactory(qgis_iface)
+    try:
+        instance.initGui()
+        assert instance.docks["jobs"].windowTitle() == "AI Factory — Tâches"
+        instance.unload()
+        assert QCoreApplication.translate("AIFactory", "Run") == "Run"
+    finally:
+        QgsSettings().setValue("locale/userLocale", "en_US")
