@@ -103,5 +103,5 @@ def test_runs_from_mlflow(cli, tmp_path: Path) -> None:
     run = cli("runs", "compare", "r1", "r2", "--tracking-uri", uri, "--json")
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["metrics"]["buildings/r2"]["val/iou"] == pytest.approx(0.56)
-    missing = cli("runs", "compare", "r9", "--tracking-uri", uri)
-    assert missing.returncode == 2 and "no run with id or name 'r9'" in missing.stderr
+    with pytest.raises(InputError, match="no run with id or name 'r9'"):
+        mlflow_runs(uri, runs=["r1", "r9"])

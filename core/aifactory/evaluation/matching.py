@@ -40,24 +40,33 @@ def overlapping_pairs(a: np.ndarray, b: np.ndarray, a_key: np.ndarray | None = N
     Touching geometries (shared edge, no shared area) have IoU 0 and are not pairs.
     """
     if not len(a) or not len(b):
-        empty = np.array([], dtype="int64")
-        return Pairs(empty, empty, np.array([], dtype="float64"))
+        return _with_iou(a, b, np.array([], dtype="int64"), np.array([], dtype="int64"))
     ia, ib = shapely.STRtree(b).query(a, predicate="intersects")
     if a_key is not None and b_key is not None:
         same = a_key[ia] == b_key[ib]
         ia, ib = ia[same], ib[same]
+    return _with_iou(a, b, ia, ib)
+
+
+def self_pairs(geoms: np.ndarray, key: np.ndarray | None = None) -> Pairs:
+    """Unordered pairs (i < j) of overlapping geometries of one set (same key if given), with their IoU."""
+    if not len(geoms):
+        return _with_iou(geoms, geoms, np.array([], dtype="int64"), np.array([], dtype="int64"))
+    ia, ib = shapely.STRtree(geoms).query(geoms, predicate="intersects")
+    keep = ia < ib  # before the costly intersections: each pair once
+    if key is not None:
+        keep &= key[ia] == key[ib]
+    return _with_iou(geoms, geoms, ia[keep], ib[keep])
+
+
+def _with_iou(a: np.ndarray, b: np.ndarray, ia: np.ndarray, ib: np.ndarray) -> Pairs:
+    """IoU of the candidate pairs (vectorized), keeping those with IoU > 0."""
     inter = shapely.area(shapely.intersection(a[ia], b[ib]))
-    union = shapely.area(a)[ia] + shapely.area(b)[ib] - inter
+    union = shapely.area(a[ia]) + shapely.area(b[ib]) - inter
     with np.errstate(divide="ignore", invalid="ignore"):
         iou = np.where(union > 0, inter / union, 0.0)
     keep = iou > 0
     return Pairs(ia[keep].astype("int64"), ib[keep].astype("int64"), iou[keep])
-
-
-def self_pairs(geoms: np.ndarray, key: np.ndarray | None = None) -> Pairs:
-    """Unordered pairs (i < j) of overlapping geometries of one set, with their IoU."""
-    pairs = overlapping_pairs(geoms, geoms, key, key)
-    return pairs.subset(pairs.a < pairs.b)
 
 
 def rank_order(scores: np.ndarray, *tie_keys: np.ndarray) -> np.ndarray:

@@ -37,7 +37,7 @@ def pr_figure(curves: Mapping[str, PRCurve], title: str, mark: tuple[float, floa
             # start at recall 0 with the first precision so that short curves remain visible
             ax.step(np.r_[0.0, c.recall], np.r_[c.precision[0], c.precision], where="post", label=name)
     if mark is not None:
-        ax.plot([mark[0]], [mark[1]], "k*", markersize=14, label=mark[2])
+        ax.plot([mark[0]], [mark[1]], "k*", markersize=15, mfc="none", label=mark[2])  # hollow: the curve shows
     ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1.02), ylim=(0, 1.02), title=title)
     ax.grid(alpha=0.3)
     if curves or mark:

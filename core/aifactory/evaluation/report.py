@@ -122,7 +122,8 @@ def _object_body(result: EvaluationResult, out: Path, raster: str | Path | None,
     fns = fns.iloc[np.argsort(-shapely.area(fns.geometry.array), kind="stable")]
     for name, title, chosen in (("worst_fp.png", "Worst false positives (highest scores)", fps),
                                 ("worst_fn.png", "Worst false negatives (largest missed)", fns)):
-        parts.append(f"<h2>{title}</h2>")
+        parts.append(f"<h2>{title}</h2><p class='muted'>dashed yellow: the object; green: truth; red: "
+                     "predictions</p>")
         if len(chosen):
             _thumbnails(chosen.head(THUMBNAILS), pred, truth, raster, out / name, title,
                         is_pred=name == "worst_fp.png")

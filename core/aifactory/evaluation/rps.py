@@ -46,6 +46,7 @@ import importlib
 import itertools
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -213,7 +214,7 @@ def zone_names(zones: gpd.GeoDataFrame) -> list[str]:
 
 def _curves(prep_pred: gpd.GeoDataFrame, prep_truth: gpd.GeoDataFrame, areas: np.ndarray,
             grid: dict[str, list[float]], iou: float, pred_zone: dict[str, np.ndarray],
-            truth_zone: dict[str, np.ndarray]) -> list[tuple[dict[str, Any], PRCurve]]:
+            truth_zone: dict[str, np.ndarray], tick: Callable[[float], None]) -> list[tuple[dict[str, Any], PRCurve]]:
     """PR curves for each (zone, class, nms_iou, min_area): one greedy match per (nms_iou, min_area)."""
     geoms_p, geoms_t = prep_pred.geometry.to_numpy(), prep_truth.geometry.to_numpy()
     cls_p, cls_t = prep_pred["class"].to_numpy(), prep_truth["class"].to_numpy()
@@ -229,10 +230,12 @@ def _curves(prep_pred: gpd.GeoDataFrame, prep_truth: gpd.GeoDataFrame, areas: np
     nms_values: list[float | None] = list(grid.get("nms_iou", [])) or [None]
     nms_pairs = self_pairs(geoms_p, code_p) if nms_values != [None] else None
     out = []
-    for nms in nms_values:
+    areas_values = grid.get("min_area", [0.0])
+    for k, nms in enumerate(nms_values):
         kept = nms_keep(nms_pairs, rank, n_p, nms) if nms is not None and nms_pairs is not None else \
             np.ones(n_p, dtype=bool)
-        for min_area in grid.get("min_area", [0.0]):
+        for j, min_area in enumerate(areas_values):
+            tick((k * len(areas_values) + j) / (len(nms_values) * len(areas_values)))
             keep = kept & (areas >= min_area)
             matched, _ = greedy_match(pairs.subset(keep[pairs.a]), rank, n_p, n_t, iou)
             hit = matched >= 0
@@ -266,7 +269,10 @@ def sweep(pred: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, grid: dict[str, list[
         areas = native_areas(raw, prep.pred, score_field)
         pred_zone = _zone_masks(geofence, prep.pred, prep.crs)
         truth_zone = _zone_masks(geofence, prep.truth, prep.crs)
-        for key, curve in _curves(prep.pred, prep.truth, areas, grid, iou, pred_zone, truth_zone):
+        def tick(fraction: float, k: int = k) -> None:
+            rep.progress("rps", (k + fraction) / len(chains), f"{len(rows)} points")
+
+        for key, curve in _curves(prep.pred, prep.truth, areas, grid, iou, pred_zone, truth_zone, tick):
             counts = np.array([counts_at(curve, s) for s in thresholds])
             p, r, f = vectorized_prf(counts[:, 0], counts[:, 1], counts[:, 2])
             for i, s in enumerate(thresholds):
