@@ -144,7 +144,8 @@ def make_profile(root: Path, worker_python: Path = WORKER_PYTHON) -> Path:
 
 
 def sample_data(folder: Path, worker_python: Path = WORKER_PYTHON, size: str = "768x512") -> dict[str, Path]:
-    """Scene + truth from the real worker, and sample detections derived from the truth with OGR."""
+    """Scene + truth from the real worker, sample detections derived from the truth with OGR, and the
+    worker's RPS table for them."""
     folder.mkdir(parents=True, exist_ok=True)
     raster, truth, detections = folder / "scene.tif", folder / "truth.gpkg", folder / "detections.gpkg"
     if not raster.exists():
@@ -152,7 +153,12 @@ def sample_data(folder: Path, worker_python: Path = WORKER_PYTHON, size: str = "
                         "--size", size, "--density", "2", "--seed", "11", "--events", "none"], check=True)
     if not detections.exists():
         write_sample_detections(truth, detections)
-    return {"raster": raster, "truth": truth, "detections": detections}
+    rps = folder / "rps"
+    if not (rps / "points.csv").exists():  # the RPS dock's table: the real worker on the sample detections
+        subprocess.run([str(worker_python), "-m", "aifactory.cli", "rps", "--pred", str(detections), "--truth",
+                        str(truth), "--sweep", "score=0.05:0.95:0.05", "-o", str(rps), "--events", "none"],
+                       check=True, stdout=subprocess.DEVNULL)
+    return {"raster": raster, "truth": truth, "detections": detections, "points": rps / "points.csv"}
 
 
 def write_sample_detections(truth: Path, path: Path) -> int:
@@ -218,7 +224,10 @@ def write_project(folder: Path, data: dict[str, Path]) -> Path:
         detections.loadNamedStyle(str(style))
     truth.setRenderer(QgsSingleSymbolRenderer(QgsFillSymbol.createSimple(
         {"color": "0,0,0,0", "outline_color": "0,200,255", "outline_width": "0.5"})))
-    project.addMapLayers([raster, truth, detections])
+    if raster.bandCount() >= 3 and hasattr(raster.renderer(), "setRedBand"):  # synthetic bands are B, G, R, NIR
+        raster.renderer().setRedBand(3)
+        raster.renderer().setBlueBand(1)
+    project.addMapLayers([detections, truth, raster])  # legend order: detections on top
     project.setCrs(raster.crs())
     path = folder / "sample.qgz"
     assert project.write(str(path)), f"cannot write {path}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from qgis.core import Qgis
 from qgis.gui import QgsDockWidget
+from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import QScrollArea, QVBoxLayout, QWidget
 
 from ..jobs.manager import JobManager
@@ -20,6 +21,7 @@ class BaseDock(QgsDockWidget):
         self.setObjectName(object_name)
         scroll = QScrollArea(self)
         scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)  # fit the dock's width, scroll vertically
         content = QWidget(scroll)
         self.body = QVBoxLayout(content)
         scroll.setWidget(content)
