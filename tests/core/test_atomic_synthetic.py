@@ -65,3 +65,17 @@ def test_synthetic_objects_are_visible_in_the_raster(tmp_path):
     point = trees.geometry.iloc[0].representative_point()
     nir, red = image[3, int(point.y), int(point.x)], image[2, int(point.y), int(point.x)]
     assert nir > 2 * red
+
+
+def test_write_vector_shapefile_keeps_side_files(tmp_path):
+    import geopandas as gpd
+    import shapely
+
+    from aifactory.io.vector import write_vector
+
+    frame = gpd.GeoDataFrame({"score": [0.5]}, geometry=[shapely.box(0, 0, 1, 1)], crs="EPSG:32631")
+    for _ in range(2):  # a second write replaces the first
+        write_vector(frame, tmp_path / "out.shp")
+    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".cpg", ".dbf", ".prj", ".shp", ".shx"]
+    back = read_vector(tmp_path / "out.shp")
+    assert back.crs.to_epsg() == 32631 and back["score"].tolist() == [0.5]

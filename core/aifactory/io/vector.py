@@ -7,6 +7,8 @@ georeferencing. Invalid geometries are repaired with ``make_valid`` and counted.
 
 from __future__ import annotations
 
+import os
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -91,12 +93,28 @@ def align_to_crs(frame: gpd.GeoDataFrame, target_crs: Any, source: str = "") -> 
     return frame.to_crs(target)
 
 
+#: formats whose dataset is several files next to each other (written in a folder, then moved)
+MULTI_FILE_SUFFIXES = (".shp",)
+
+
 def write_vector(frame: gpd.GeoDataFrame, path: str | Path, layer: str | None = None) -> Path:
-    """Write a GeoDataFrame atomically (GeoPackage unless the suffix says otherwise)."""
+    """Write a GeoDataFrame atomically (GeoPackage unless the suffix says otherwise).
+
+    Multi-file formats (Shapefile) are written into a temporary folder beside ``path``, then their side
+    files are moved into place first and the main file last, so it never appears without them.
+    """
     path = Path(path)
-    with atomic_path(path) as tmp, warnings.catch_warnings():
+    with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*crs.* was not provided")  # pixel-space data is legitimate
-        frame.to_file(tmp, layer=layer or path.stem, engine="pyogrio")  # not the temporary file's name
+        if path.suffix.lower() not in MULTI_FILE_SUFFIXES:
+            with atomic_path(path) as tmp:
+                frame.to_file(tmp, layer=layer or path.stem, engine="pyogrio")  # not the temporary file's name
+            return path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.stem}.") as folder:
+            frame.to_file(Path(folder) / path.name, engine="pyogrio")
+            for part in sorted(Path(folder).iterdir(), key=lambda p: p.name == path.name):
+                os.replace(part, path.parent / part.name)
     return path
 
 

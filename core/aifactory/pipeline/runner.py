@@ -4,8 +4,9 @@ Each task gets a key: the hash of its kind, its parameters as written (reference
 of the tasks it depends on, the size and modification time of every existing file it names outside the
 run folder, and the aifactory version. A task whose key matches the one recorded in the run's state and
 whose outputs still exist is skipped; so a re-run skips everything, an edit re-runs the edited task and
-everything downstream, and a run that failed resumes at the task that failed. State is saved atomically
-after every task.
+everything downstream, and a run that failed resumes at the task that failed — with ``context.resume`` set,
+so that a task able to continue (training, from its last checkpoint) does so instead of starting over.
+State is saved atomically after every task.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 from aifactory import __version__
 from aifactory.config import validate
 from aifactory.errors import ConfigError
-from aifactory.io.atomic import write_text_atomic
+from aifactory.io.atomic import remove_path, write_text_atomic
 from aifactory.pipeline import TASKS
 from aifactory.pipeline.spec import Pipeline, substitute
 from aifactory.progress import reporter
@@ -35,6 +36,7 @@ class TaskContext:
     name: str
     workdir: Path
     base_dir: Path
+    resume: bool = False  # the previous attempt with the same key failed or was killed: continue it
 
     def resolve(self, path: str | Path) -> Path:
         """A path from the pipeline file, relative to the file's folder."""
@@ -139,7 +141,11 @@ def run(pipeline: Pipeline, from_task: str | None = None) -> dict[str, dict[str,
         entry = TASKS.get(task.kind)
         params = validate(entry.params, substitute(task.raw_params, outputs),
                           f"{pipeline.source}: tasks.{step.name}.params")
-        context = TaskContext(step.name, pipeline.workdir / step.name, pipeline.base_dir)
+        previous = state.get(step.name, {})
+        resume = previous.get("status") in ("failed", "running") and previous.get("key") == step.key
+        context = TaskContext(step.name, pipeline.workdir / step.name, pipeline.base_dir, resume=resume)
+        if not resume:  # a fresh run starts from an empty task folder (no stale outputs)
+            remove_path(context.workdir)
         context.workdir.mkdir(parents=True, exist_ok=True)
         started = time.time()
         state[step.name] = {"status": "running", "key": step.key, "started": started}

@@ -14,9 +14,11 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from aifactory.config import StrictModel
+from aifactory.datasets.config import DatasetConfig
 from aifactory.io.atomic import write_text_atomic
 from aifactory.pipeline import TASKS
 from aifactory.pipeline.runner import TaskContext
+from aifactory.training.config import TrainConfig
 
 
 class SynthTask(StrictModel):
@@ -60,3 +62,226 @@ def raster_info_task(params: RasterInfoTask, context: TaskContext) -> dict[str, 
     meta = raster_info(context.resolve(params.raster))
     path = write_text_atomic(context.workdir / "info.json", json.dumps(meta.to_dict(), indent=2))
     return {"info": Path(path)}
+
+
+class RegionTask(StrictModel):
+    """Polygons from WKT into a GeoPackage (hold-out regions, geofences, AOIs written inline in a pipeline)."""
+
+    OUTPUTS: ClassVar[tuple[str, ...]] = ("path",)
+    wkt: list[str] = Field(min_length=1, description="polygons as WKT")
+    crs: str | None = Field(None, description="CRS of the coordinates; none = pixel space")
+    name: str = "region"
+
+
+@TASKS.register("region", RegionTask)
+def region_task(params: RegionTask, context: TaskContext) -> dict[str, Any]:
+    """Write the polygons to region.gpkg (layer 'region', field 'name')."""
+    import geopandas as gpd
+    import shapely
+
+    from aifactory.errors import ConfigError
+    from aifactory.io.vector import write_vector
+
+    try:
+        geoms = shapely.from_wkt(params.wkt)
+    except shapely.errors.GEOSException as exc:
+        raise ConfigError(f"tasks.{context.name}.params.wkt: invalid WKT: {exc}") from None
+    frame = gpd.GeoDataFrame({"name": [params.name] * len(geoms)}, geometry=list(geoms), crs=params.crs)
+    path = write_vector(frame, context.workdir / "region.gpkg", layer="region")
+    return {"path": path}
+
+
+class NeonDataTask(StrictModel):
+    """The demo's real imagery: NEON tiles with tree-crown boxes (pinned deepforest wheel, sha256-checked)."""
+
+    OUTPUTS: ClassVar[tuple[str, ...]] = (
+        "osbs_raster", "osbs_labels", "yell_raster", "yell_labels", "yell2_raster", "yell2_labels",
+        "soap_raster", "soap_labels", "folder")
+    folder: str | None = Field(None, description="where to keep the data (default: the user cache)")
+
+
+@TASKS.register("neon_data", NeonDataTask)
+def neon_data_task(params: NeonDataTask, context: TaskContext) -> dict[str, Any]:
+    """Fetch the NEON sample imagery and write its annotation layers (GeoPackage, layer 'labels')."""
+    from aifactory.demo.neon import prepare_scenes
+
+    folder = context.resolve(params.folder) if params.folder else None
+    scenes = {scene.name: scene for scene in prepare_scenes(folder)}
+    keys = {"osbs": "OSBS_029", "yell": "2019_YELL_2_541000_4977000_image_crop",
+            "yell2": "2019_YELL_2_528000_4978000_image_crop2", "soap": "SOAP_061"}
+    outputs: dict[str, Any] = {"folder": str(scenes["OSBS_029"].raster.parent)}
+    for key, name in keys.items():
+        outputs[f"{key}_raster"] = scenes[name].raster
+        outputs[f"{key}_labels"] = scenes[name].labels
+    return outputs
+
+
+class DatasetBuildTask(StrictModel):
+    """Build a dataset folder (chips, masks, boxes, statistics, manifest, balance chart)."""
+
+    OUTPUTS: ClassVar[tuple[str, ...]] = ("dataset",)
+    config: DatasetConfig
+
+
+@TASKS.register("dataset_build", DatasetBuildTask)
+def dataset_build_task(params: DatasetBuildTask, context: TaskContext) -> dict[str, Any]:
+    """Plan and export a dataset (see `aifactory dataset build`)."""
+    from aifactory.datasets.config import resolve_paths
+    from aifactory.datasets.export import build_dataset
+
+    output = context.workdir / "dataset"
+    build_dataset(resolve_paths(params.config, context.base_dir), output)
+    return {"dataset": output}
+
+
+class TrainTask(StrictModel):
+    """Train a model (see `aifactory train`); resumes from its last checkpoint after a failure."""
+
+    OUTPUTS: ClassVar[tuple[str, ...]] = ("run",)
+    config: TrainConfig
+    device: str = Field("auto", pattern="^(auto|cpu|cuda(:[0-9]+)?)$")
+    tracking_uri: str | None = None
+
+
+@TASKS.register("train", TrainTask)
+def train_task(params: TrainTask, context: TaskContext) -> dict[str, Any]:
+    """Train into the task folder's run/ directory."""
+    from aifactory.training.loop import train
+
+    run_dir = context.workdir / "run"
+    resume = context.resume and (run_dir / "manifest.json").is_file()
+    train(params.config.resolved(context.base_dir), run_dir, resume=resume, device=params.device,
+          tracking_uri=params.tracking_uri, source=f"tasks.{context.name}.params.config")
+    return {"run": run_dir}
+
+
+class PredictTask(StrictModel):
+    """Predict a raster with one or more trained runs (see `aifactory predict`)."""
+
+    OUTPUTS: ClassVar[tuple[str, ...]] = ("scores", "detections", "summary")
+    models: list[str] = Field(min_length=1)
+    raster: str
+    geofence: str | None = None
+    exclude: str | None = None
+    geofence_rule: str = "keep"
+    tta: bool | str = False
+    batch_size: int = Field(4, ge=1)
+    device: str = "auto"
+    score_floor: float = Field(0.1, ge=0, le=1)
+    ensemble: str = "mean"
+    overlap: int | None = Field(None, ge=0)
+    postprocess: str | None = Field(None, description="post-processing chain YAML applied to the detections")
+
+
+@TASKS.register("predict", PredictTask)
+def predict_task(params: PredictTask, context: TaskContext) -> dict[str, Any]:
+    """Streamed tiled prediction to scores.tif + detections.gpkg."""
+    from aifactory.prediction.predict import predict
+
+    def optional(path: str | None) -> Path | None:
+        return context.resolve(path) if path else None
+
+    result = predict([context.resolve(m) for m in params.models], context.resolve(params.raster), context.workdir,
+                     geofence=optional(params.geofence), exclude=optional(params.exclude),
+                     geofence_rule=params.geofence_rule, tta=params.tta, batch_size=params.batch_size,
+                     device=params.device, score_floor=params.score_floor, ensemble=params.ensemble,
+                     overlap=params.overlap, postprocess=optional(params.postprocess))
+    return {"scores": result.scores, "detections": result.detections, "summary": result.summary}
+
+
+class PostprocessTask(StrictModel):
+    """Apply a chain of post-processing ops to a vector layer."""
+
+    OUTPUTS: ClassVar[tuple[str, ...]] = ("detections",)
+    input: str
+    layer: str | None = "detections"
+    ops: list[Any] = Field(min_length=1, description="op specs, as in a chain file's 'ops' list")
+
+
+@TASKS.register("postprocess", PostprocessTask)
+def postprocess_task(params: PostprocessTask, context: TaskContext) -> dict[str, Any]:
+    """Run the ops in order and write detections.gpkg (layer 'detections')."""
+    from aifactory.io.vector import read_vector, write_vector
+    from aifactory.postprocess import apply_chain
+
+    frame = read_vector(context.resolve(params.input), layer=params.layer)
+    result = apply_chain(frame, params.ops, f"tasks.{context.name}.params.ops")
+    output = context.workdir / "detections.gpkg"
+    write_vector(result, output, layer="detections")
+    return {"detections": output}
+
+
+class EvaluateTask(StrictModel):
+    """Object metrics (P/R/F1, mAP) of detections against truth, with an HTML report."""
+
+    OUTPUTS: ClassVar[tuple[str, ...]] = ("metrics", "report")
+    pred: str
+    truth: str
+    pred_layer: str | None = None
+    truth_layer: str | None = None
+    aoi: str | None = Field(None, description="evaluate only objects whose centre lies in these polygons")
+    iou: float = Field(0.5, gt=0, le=1)
+    min_area: float = Field(0.0, ge=0)
+    min_score: float = Field(0.0, ge=0, le=1)
+    class_field: str = "class"
+    by: str | None = None
+    raster: str | None = Field(None, description="imagery under the report's thumbnails")
+
+
+@TASKS.register("evaluate", EvaluateTask)
+def evaluate_task(params: EvaluateTask, context: TaskContext) -> dict[str, Any]:
+    """Evaluate and write metrics.json and report/report.html."""
+    from aifactory.evaluation import evaluate_objects, write_report
+    from aifactory.io.vector import read_vector
+
+    pred = read_vector(context.resolve(params.pred), layer=params.pred_layer)
+    truth = read_vector(context.resolve(params.truth), layer=params.truth_layer)
+    if params.aoi:
+        pred, truth = within_aoi(pred, truth, read_vector(context.resolve(params.aoi)))
+    result = evaluate_objects(pred, truth, iou=params.iou, min_area=params.min_area, by=params.by,
+                              class_field=params.class_field, min_score=params.min_score,
+                              pred_source=params.pred, truth_source=params.truth)
+    metrics = write_text_atomic(context.workdir / "metrics.json", json.dumps(result.to_dict(), indent=2))
+    report = write_report(result, context.workdir / "report",
+                          raster=context.resolve(params.raster) if params.raster else None)
+    return {"metrics": Path(metrics), "report": report}
+
+
+def within_aoi(pred: Any, truth: Any, aoi: Any) -> tuple[Any, Any]:
+    """Keep the objects of both frames whose representative point lies inside ``aoi`` (any CRS)."""
+    from aifactory.io.vector import align_to_crs
+
+    def keep(frame: Any) -> Any:
+        area = align_to_crs(aoi, frame.crs, "aoi").union_all()
+        return frame[frame.geometry.representative_point().within(area)]
+
+    return keep(pred), keep(truth)
+
+
+class RpsTask(StrictModel):
+    """Operating-point search over stored raw detections (no model re-run)."""
+
+    OUTPUTS: ClassVar[tuple[str, ...]] = ("operating_point", "points")
+    pred: str
+    truth: str
+    aoi: str | None = None
+    sweep: list[str] = Field(default_factory=lambda: ["score=0.05:0.95:0.05"])
+    iou: float = Field(0.5, gt=0, le=1)
+    target_precision: float | None = Field(None, ge=0, le=1)
+    by_class: bool = False
+
+
+@TASKS.register("rps", RpsTask)
+def rps_task(params: RpsTask, context: TaskContext) -> dict[str, Any]:
+    """Sweep thresholds and write operating_point.json, points.csv and the curves."""
+    from aifactory.evaluation import parse_sweeps, run_rps
+    from aifactory.io.vector import read_vector
+
+    pred = read_vector(context.resolve(params.pred))
+    truth = read_vector(context.resolve(params.truth))
+    if params.aoi:
+        pred, truth = within_aoi(pred, truth, read_vector(context.resolve(params.aoi)))
+    out = context.workdir / "rps"
+    run_rps(pred, truth, parse_sweeps(params.sweep), out, iou=params.iou,
+            target_precision=params.target_precision, by_class=params.by_class)
+    return {"operating_point": out / "operating_point.json", "points": out / "points.csv"}
