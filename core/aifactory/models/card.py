@@ -30,7 +30,7 @@ class ModelCard(StrictModel):
     version: int = CARD_VERSION
     architecture: str
     params: dict[str, Any] = Field(default_factory=dict)
-    task: Literal["segmentation", "detection", "instance", "heatmap"] = "segmentation"
+    task: Literal["segmentation", "detection", "instance", "heatmap", "contact"] = "segmentation"
     in_channels: int = Field(gt=0)
     num_classes: int = Field(gt=0)
     classes: list[str]
