@@ -76,6 +76,7 @@ class ChipConfig(StrictModel):
     negative_ratio: float = Field(default=0.25, ge=0, description="chips without objects kept per chip with objects")
     bands: list[int] = Field(default_factory=list, description="1-based source bands to export; default all")
     compress: Literal["none", "deflate", "lzw", "zstd"] = "none"
+    workers: int = Field(default=0, ge=0, description="chip-writing threads; 0 = one per CPU (at most 4)")
     seed: int = 0
 
     @model_validator(mode="after")

@@ -11,6 +11,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -25,35 +28,49 @@ from aifactory.datasets.format import DatasetMeta, Normalization, write_chips
 from aifactory.datasets.plan import DatasetPlan, chip_window, plan_dataset
 from aifactory.datasets.render import render_chip, window_footprint
 from aifactory.io.atomic import atomic_path
+from aifactory.io.cog import gdal_env
 from aifactory.io.raster import open_raster, window_transform
 from aifactory.progress import reporter
 
 
 class RunningStats:
-    """Per-band count, mean and sum of squared deviations, merged batch by batch (Chan et al. 1979)."""
+    """Per-band count, sum and sum of squares of valid pixels, accumulated chip by chip, mergeable.
+
+    Integers of at most 16 bits are summed exactly (int64 per chip, Python integers across chips), so the
+    statistics do not depend on the order chips were written in; other types are summed in float64.
+    """
 
     def __init__(self, bands: int) -> None:
         self.count = 0
-        self.mean = np.zeros(bands)
-        self.m2 = np.zeros(bands)
+        self.sums: list[float] = [0] * bands
+        self.squares: list[float] = [0] * bands
 
     def update(self, image: np.ndarray, valid: np.ndarray) -> None:
-        values = image[:, valid].astype("float64")
-        n = values.shape[1]
-        if n == 0:
-            return
-        mean = values.mean(axis=1)
-        m2 = ((values - mean[:, None]) ** 2).sum(axis=1)
-        total = self.count + n
-        delta = mean - self.mean
-        self.mean = self.mean + delta * n / total
-        self.m2 = self.m2 + m2 + delta ** 2 * self.count * n / total
-        self.count = total
+        values = image.reshape(len(image), -1)
+        flat = valid.ravel()
+        if not flat.all():
+            values = np.where(flat, values, 0)  # invalid pixels add nothing (cheaper than boolean indexing)
+        exact = values.dtype.kind in "iub" and values.dtype.itemsize <= 2
+        acc = np.int64 if exact else np.float64
+        sums = values.sum(axis=1, dtype=acc)
+        squares = np.einsum("ij,ij->i", values, values, dtype=acc, casting="unsafe")
+        self.count += int(flat.sum())
+        self.sums = [a + b.item() for a, b in zip(self.sums, sums, strict=True)]
+        self.squares = [a + b.item() for a, b in zip(self.squares, squares, strict=True)]
+
+    def merge(self, other: RunningStats) -> None:
+        """Add another accumulator's pixels (from another thread)."""
+        self.count += other.count
+        self.sums = [a + b for a, b in zip(self.sums, other.sums, strict=True)]
+        self.squares = [a + b for a, b in zip(self.squares, other.squares, strict=True)]
 
     def normalization(self) -> Normalization:
-        std = np.sqrt(self.m2 / max(self.count - 1, 1))
-        std[~(std > 0)] = 1.0  # a constant band must not divide by zero
-        return Normalization(mean=[float(v) for v in self.mean], std=[float(v) for v in std])
+        n = max(self.count, 1)
+        mean = [s / n for s in self.sums]
+        # n·Σx² − (Σx)² is exact for integer sums; divide once at the end
+        var = [max(q * n - s * s, 0) / (n * max(n - 1, 1)) for s, q in zip(self.sums, self.squares, strict=True)]
+        std = [float(np.sqrt(v)) if v > 0 else 1.0 for v in var]  # a constant band must not divide by zero
+        return Normalization(mean=[float(m) for m in mean], std=std)
 
 
 def sha256_file(path: Path) -> str:
@@ -104,47 +121,92 @@ def balance_chart(plan: DatasetPlan, path: Path) -> None:
     plt.close(fig)
 
 
+CHUNK = 8  # chips per task: one raster open per chunk, progress per chunk
+
+
+class _ChipWriter:
+    """Renders and writes chunks of chips of one source; called from worker threads.
+
+    Threads overlap GDAL decoding, rasterization, file writes and hashing (all release the GIL), so chip
+    building keeps pace with the raw read rate on several cores. Each thread keeps its own statistics
+    (merged at the end); each chunk opens and closes its own raster handle in its own thread, as GDAL
+    handles must not cross threads.
+    """
+
+    def __init__(self, plan: DatasetPlan, folder: Path) -> None:
+        self.plan = plan
+        self.folder = folder
+        self.local = threading.local()
+        self.lock = threading.Lock()
+        self.stats: list[tuple[RunningStats, RunningStats]] = []  # (train, other splits) per thread
+
+    def _thread_stats(self) -> tuple[RunningStats, RunningStats]:
+        if not hasattr(self.local, "train"):
+            bands = len(self.plan.bands)
+            self.local.train, self.local.other = RunningStats(bands), RunningStats(bands)
+            with self.lock:
+                self.stats.append((self.local.train, self.local.other))
+        return self.local.train, self.local.other
+
+    def __call__(self, chunk: list[Any]) -> list[tuple[dict[str, Any], dict[str, str]]]:
+        train, other = self._thread_stats()
+        source = self.plan.sources[int(chunk[0].source)]
+        config = self.plan.config.chips
+        out = []
+        with gdal_env(), open_raster(source.path) as ds:
+            crs = ds.crs if source.info.georeferenced else None
+            for chip in chunk:
+                window = chip_window(chip)
+                image, mask, valid, boxes = render_chip(ds, source.label_index(), window, self.plan.bands,
+                                                        config.label_mode, config.core_factor,
+                                                        self.plan.contact_index)
+                transform = window_transform(ds.transform, window)
+                image_rel, mask_rel = f"images/{chip.chip_id}.tif", f"masks/{chip.chip_id}.tif"
+                _write_tif(self.folder / image_rel, image, crs, transform, config.compress, ds.nodata)
+                _write_tif(self.folder / mask_rel, mask, crs, transform, config.compress)
+                (train if chip.split == "train" else other).update(image, valid)
+                hashes = {rel: sha256_file(self.folder / rel) for rel in (image_rel, mask_rel)}
+                row = {"chip_id": chip.chip_id, "split": chip.split, "image": image_rel, "mask": mask_rel,
+                       "source": source.name, "source_crs": source.info.crs if crs else "",
+                       "col_off": chip.col_off, "row_off": chip.row_off, "width": chip.width,
+                       "height": chip.height, "footprint_wkt": window_footprint(ds.transform, window).wkt,
+                       "n_objects": len(boxes), "boxes": boxes}
+                out.append((row, hashes))
+        return out
+
+
+def _chunks(plan: DatasetPlan) -> list[list[Any]]:
+    chunks: list[list[Any]] = []
+    for source in plan.sources:
+        chips = list(plan.chips[plan.chips["source"] == source.index].itertuples(index=False))
+        chunks.extend(chips[i:i + CHUNK] for i in range(0, len(chips), CHUNK))
+    return chunks
+
+
 def _export_chips(plan: DatasetPlan, folder: Path) -> tuple[pd.DataFrame, RunningStats, dict[str, str]]:
     """Write every chip; returns the chips table, the train statistics and the chips' hashes."""
-    config = plan.config.chips
-    bands = plan.bands
-    stats, fallback = RunningStats(len(bands)), RunningStats(len(bands))
     (folder / "images").mkdir()
     (folder / "masks").mkdir()
     rows, hashes = [], {}
     progress = reporter()
-    done, total = 0, len(plan.chips)
+    total = len(plan.chips)
     progress.progress("chips", 0.0, f"{total} chips")
-    for source in plan.sources:
-        chips = plan.chips[plan.chips["source"] == source.index]
-        if chips.empty:
-            continue
-        index = source.label_index()
-        with open_raster(source.path) as ds:
-            crs = ds.crs if source.info.georeferenced else None
-            for chip in chips.itertuples(index=False):
-                window = chip_window(chip)
-                image, mask, valid, boxes = render_chip(ds, index, window, bands, config.label_mode,
-                                                        config.core_factor, plan.contact_index)
-                transform = window_transform(ds.transform, window)
-                image_rel, mask_rel = f"images/{chip.chip_id}.tif", f"masks/{chip.chip_id}.tif"
-                _write_tif(folder / image_rel, image, crs, transform, config.compress, ds.nodata)
-                _write_tif(folder / mask_rel, mask, crs, transform, config.compress)
-                (stats if chip.split == "train" else fallback).update(image, valid)
-                hashes[image_rel] = sha256_file(folder / image_rel)
-                hashes[mask_rel] = sha256_file(folder / mask_rel)
-                rows.append({"chip_id": chip.chip_id, "split": chip.split, "image": image_rel, "mask": mask_rel,
-                             "source": source.name, "source_crs": source.info.crs if crs else "",
-                             "col_off": chip.col_off, "row_off": chip.row_off, "width": chip.width,
-                             "height": chip.height,
-                             "footprint_wkt": window_footprint(ds.transform, window).wkt,
-                             "n_objects": len(boxes), "boxes": boxes})
-                done += 1
-                progress.progress("chips", done / total, f"{done}/{total} chips")
-    if stats.count == 0:
+    writer = _ChipWriter(plan, folder)
+    workers = plan.config.chips.workers or min(4, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for results in pool.map(writer, _chunks(plan)):
+            for row, chip_hashes in results:
+                rows.append(row)
+                hashes.update(chip_hashes)
+            progress.progress("chips", len(rows) / total, f"{len(rows)}/{total} chips")
+    train, other = RunningStats(len(plan.bands)), RunningStats(len(plan.bands))
+    for thread_train, thread_other in writer.stats:
+        train.merge(thread_train)
+        other.merge(thread_other)
+    if train.count == 0:
         progress.warning("no train chip: normalisation statistics come from the other splits")
-        stats = fallback
-    return pd.DataFrame(rows), stats, hashes
+        train = other
+    return pd.DataFrame(rows), train, hashes
 
 
 def _manifest(plan: DatasetPlan, hashes: dict[str, str]) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import shapely
 from affine import Affine
+from rasterio.enums import MaskFlags
 from rasterio.features import rasterize
 from rasterio.windows import Window
 from scipy.ndimage import maximum_filter, minimum_filter
@@ -99,12 +100,24 @@ def chip_boxes(geoms: np.ndarray, labels: np.ndarray, transform: Affine, size: t
             for a, b, c, d, k in zip(x0[keep], y0[keep], x1[keep], y1[keep], labels[keep], strict=True)]
 
 
+def valid_pixels(ds: Any, window: Window, image: np.ndarray, bands: list[int] | None) -> np.ndarray:
+    """:func:`~aifactory.io.raster.read_valid_mask`, computed from pixels already read when it can be.
+
+    When every band's only mask is the nodata value and ``image`` holds every band, GDAL's dataset mask is
+    "any band differs from nodata": computing that from ``image`` saves a second read of the window.
+    """
+    all_bands = bands is None or list(bands) == list(range(1, ds.count + 1))
+    if all_bands and ds.nodata is not None and all(flags == [MaskFlags.nodata] for flags in ds.mask_flag_enums):
+        return np.asarray((image != ds.nodata).any(axis=0))
+    return read_valid_mask(ds, window)
+
+
 def render_chip(ds: Any, index: LabelIndex, window: Window, bands: list[int] | None, mode: str = "fill",
                 core_factor: float = 0.5, contact_index: int | None = None
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[list[float]]]:
     """Image (bands, h, w) in source units, mask (h, w), valid-pixel mask and boxes of one window."""
     image = read_window(ds, window, bands)
-    valid = read_valid_mask(ds, window)
+    valid = valid_pixels(ds, window, image, bands)
     shape = (int(window.height), int(window.width))
     transform = window_transform(ds.transform, window)
     footprint = window_footprint(ds.transform, window)
