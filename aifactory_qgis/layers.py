@@ -44,6 +44,7 @@ def add_outputs(paths: list[str]) -> list[QgsMapLayer]:
     added: list[QgsMapLayer] = []
     seen: set[str] = set()
     for path in paths:
+        path = str(Path(path).resolve())
         if path in seen or not Path(path).exists():
             continue
         seen.add(path)

@@ -59,7 +59,7 @@ class AIFactoryPlugin:
             self.menu.addAction(action)
             self.toolbar.addAction(action)
             self.docks[key] = dock
-        self.docks["geofence"].geofencesChosen.connect(self.docks["jobs"].set_geofence)
+        self.docks["geofence"].geofencesChosen.connect(self.docks["jobs"].set_geofences)
         self.menu.addSeparator()
         self.settings_action = QAction(icon("settings"), tr("Settings…"), window)
         self.settings_action.triggered.connect(self.show_settings)

@@ -56,10 +56,14 @@ def train(config: str, output: str) -> list[str]:
     return ["train", config, "-o", output, *EVENTS]
 
 
-def predict(model: str, raster: str, output: str, geofence: str | None = None) -> list[str]:
+def predict(model: str, raster: str, output: str, geofence: str | None = None,
+            exclude: str | None = None) -> list[str]:
+    """Predict inside ``geofence`` polygons (whole raster if none), never inside ``exclude`` polygons."""
     args = ["predict", "--model", model, "--raster", raster, "-o", output]
     if geofence:
         args += ["--geofence", geofence]
+    if exclude:
+        args += ["--exclude", exclude]
     return [*args, *EVENTS]
 
 

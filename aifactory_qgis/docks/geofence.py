@@ -1,8 +1,9 @@
 """Geofence dock: a GeoPackage layer ``geofences`` (name, mode include/exclude, enabled) drawn with QGIS's
 own digitizing tools; list, toggle, and pick the geofences a prediction job uses.
 
-The chosen geofences are written to a GeoPackage next to the layer (``<name>_selection.gpkg``), the file
-``aifactory predict --geofence`` reads; the Jobs dock receives its path.
+The chosen geofences are written next to the layer as the two files ``aifactory predict`` reads:
+``<name>_include.gpkg`` (``--geofence``: predict only there) and ``<name>_exclude.gpkg`` (``--exclude``:
+never there); the Jobs dock receives their paths (empty when a mode has no chosen geofence).
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def create_geofence_file(path: str, crs: QgsCoordinateReferenceSystem) -> str:
 
 
 class GeofenceDock(BaseDock):
-    geofencesChosen = pyqtSignal(str)
+    geofencesChosen = pyqtSignal(str, str)  # include file, exclude file ("" for none)
 
     def __init__(self, iface, manager) -> None:
         super().__init__(iface, manager, tr("AI Factory — Geofences"), "AIFactoryGeofenceDock")
@@ -192,23 +193,38 @@ class GeofenceDock(BaseDock):
             self.error(tr("Could not save the geofences: {0}").format("; ".join(self.layer.commitErrors())))
 
     # -- selection for prediction ------------------------------------------------------------------
-    def use_selected(self) -> str:
-        """Write the selected, enabled geofences for ``predict --geofence``; returns the file's path."""
+    def use_selected(self) -> tuple[str, str]:
+        """Write the selected, enabled geofences for ``predict``; returns the (include, exclude) files."""
         if self.layer is None:
             self.error(tr("Create or open a geofence GeoPackage first."))
-            return ""
+            return "", ""
         raster = self.raster.currentLayer()
         problem = crs_mismatch(self.layer, raster) if raster else None
         if problem:
             self.error(problem)
-            return ""
+            return "", ""
         fids = [item.data(0, Qt.UserRole) for item in self.tree.selectedItems() if item.checkState(2) == Qt.Checked]
         if not fids:
             self.error(tr("Select at least one enabled geofence."))
-            return ""
+            return "", ""
         self.save()
         source = Path(layer_file(self.layer))
-        target = source.with_name(f"{source.stem}_selection.gpkg")
+        paths = []
+        for mode in MODES:
+            chosen = [fid for fid in fids if self.layer.getFeature(fid)["mode"] == mode]
+            paths.append(self._write_selection(chosen, source.with_name(f"{source.stem}_{mode}.gpkg"))
+                         if chosen else "")
+        if not any(paths):  # writing failed (already reported)
+            return "", ""
+        include, exclude = paths
+        self.manager.geofence_paths = (include, exclude)
+        self.geofencesChosen.emit(include, exclude)
+        self.info(tr("{0} geofence(s) will be used by the next prediction").format(len(fids)))
+        return include, exclude
+
+    def _write_selection(self, fids: list[int], target: Path) -> str:
+        """The features ``fids`` as a GeoPackage ``target`` (written aside, then renamed)."""
+        assert self.layer is not None
         tmp = target.with_name(f".{target.stem}.part.gpkg")
         options = QgsVectorFileWriter.SaveVectorOptions()
         options.driverName = "GPKG"
@@ -223,8 +239,4 @@ class GeofenceDock(BaseDock):
             self.error(tr("Cannot write {0}: {1}").format(target, result[1]))
             return ""
         os.replace(tmp, target)
-        self.manager.geofence_path = str(target)
-        self.geofencesChosen.emit(str(target))
-        self.info(tr("{0} geofence(s) will be used by the next prediction").format(len(fids)))
         return str(target)
-

@@ -69,6 +69,8 @@ class JobsDock(BaseDock):
         self.raster.setFilters(QgsMapLayerProxyModel.RasterLayer)
         self.geofence = QgsFileWidget(box)
         self.geofence.setFilter(tr("GeoPackage (*.gpkg)"))
+        self.exclude = QgsFileWidget(box)
+        self.exclude.setFilter(tr("GeoPackage (*.gpkg)"))
         self.output = QgsFileWidget(box)
         self.output.setStorageMode(QgsFileWidget.GetDirectory)
         self.output.lineEdit().setPlaceholderText(tr("a new folder under {0}").format(self.manager.settings.work_dir()))
@@ -88,7 +90,8 @@ class JobsDock(BaseDock):
         for key, label, widget in (
             ("kind", tr("Job"), self.kind), ("config", tr("Config"), self.config),
             ("model", tr("Model run"), self.model), ("raster", tr("Raster"), self.raster),
-            ("geofence", tr("Geofences"), self.geofence), ("output", tr("Output folder"), self.output),
+            ("geofence", tr("Predict inside"), self.geofence), ("exclude", tr("Never inside"), self.exclude),
+            ("output", tr("Output folder"), self.output),
             ("runner", tr("Machine"), self.runner), ("resources", tr("Resources"), resources),
             ("code_ref", tr("Code ref"), self.code_ref),
         ):
@@ -100,7 +103,8 @@ class JobsDock(BaseDock):
     def _kind_changed(self) -> None:
         kind = self.kind.currentData()
         visible = {"config": kind in ("train", "pipeline"), "model": kind == "predict",
-                   "raster": kind == "predict", "geofence": kind == "predict", "output": kind != "pipeline"}
+                   "raster": kind == "predict", "geofence": kind == "predict", "exclude": kind == "predict",
+                   "output": kind != "pipeline"}
         for key, shown in visible.items():
             label, widget = self.rows[key]
             label.setVisible(shown)
@@ -115,8 +119,9 @@ class JobsDock(BaseDock):
         index = self.runner.findData(current)
         self.runner.setCurrentIndex(max(0, index))
 
-    def set_geofence(self, path: str) -> None:
-        self.geofence.setFilePath(path)
+    def set_geofences(self, include: str, exclude: str) -> None:
+        self.geofence.setFilePath(include)
+        self.exclude.setFilePath(exclude)
 
     def build_spec(self) -> JobSpec | None:
         """The job the form describes, or None after telling the user what is missing."""
@@ -139,7 +144,8 @@ class JobsDock(BaseDock):
             if not raster:
                 self.error(tr("Choose a file-based raster layer to predict."))
                 return None
-            args = worker.predict(model, raster, str(out), self.geofence.filePath() or None)
+            args = worker.predict(model, raster, str(out), self.geofence.filePath() or None,
+                                  self.exclude.filePath() or None)
             title = tr("predict {0}").format(self.raster.currentLayer().name())
             outputs = [str(out / "detections.gpkg"), str(out / "scores.tif")]
         return JobSpec(kind=kind, title=title, args=args, runner=self.runner.currentData() or LOCAL,

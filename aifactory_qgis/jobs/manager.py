@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from qgis.core import Qgis
 from qgis.PyQt.QtCore import QObject, pyqtSignal
@@ -26,7 +27,7 @@ class JobManager(QObject):
         self.settings = Settings()
         self.history = JobHistory(self.settings.history_path())
         self.jobs: list[Job] = []
-        self.geofence_path = ""  # chosen in the geofence dock, used by prediction jobs
+        self.geofence_paths = ("", "")  # (include, exclude) chosen in the geofence dock for prediction jobs
 
     def submit(self, spec: JobSpec) -> Job:
         """Create and start the job; problems end it as failed with a message (never an exception)."""
@@ -50,7 +51,8 @@ class JobManager(QObject):
         record.status, record.message, record.finished = job.status, job.message, time.time()
         record.remote_id = job.remote_id
         outputs = list(job.spec.outputs)
-        outputs += [a["path"] for a in job.state.artifacts if a["kind"] in LOADABLE_ARTIFACTS]
+        base = Path(job.spec.cwd or ".")  # the worker reports paths as given, maybe relative to its cwd
+        outputs += [str(base / a["path"]) for a in job.state.artifacts if a["kind"] in LOADABLE_ARTIFACTS]
         record.outputs = outputs
         self.history.upsert(record)
         if job.status == "ok":

@@ -1,6 +1,6 @@
 """Running a job: a local QProcess, or a Ray Jobs REST client; both emit the same events.
 
-Nothing here blocks the GUI thread: QProcess and QgsNetworkAccessManager deliver their results through
+Nothing here blocks the GUI thread: QProcess and the network manager deliver their results through
 signals, Ray status and logs are polled by a single-shot QTimer that re-arms after each answer (never two
 polls in flight). A worker that crashes, cannot start, or a cluster that cannot be reached just ends the
 job as ``failed`` with a message saying what to fix.
@@ -15,7 +15,7 @@ from typing import ClassVar
 
 from qgis.core import QgsNetworkAccessManager
 from qgis.PyQt.QtCore import QByteArray, QObject, QProcess, QProcessEnvironment, QTimer, QUrl, pyqtSignal
-from qgis.PyQt.QtNetwork import QNetworkReply, QNetworkRequest
+from qgis.PyQt.QtNetwork import QNetworkAccessManager, QNetworkReply, QNetworkRequest
 
 from .. import worker
 from ..events import EventStream, JobState
@@ -28,6 +28,7 @@ VERIFIED_PYTHONS: set[str] = set()
 PROBE_TIMEOUT_MS = 60_000
 KILL_GRACE_MS = 3_000
 POLL_MS = 1_000
+USER_AGENT = b"aifactory-qgis"
 
 
 class Job(QObject):
@@ -251,7 +252,12 @@ class WorkerCall(QObject):
 
 
 class RayJob(Job):
-    """The same command submitted to a Ray cluster through its Jobs REST API (dashboard port)."""
+    """The same command submitted to a Ray cluster through its Jobs REST API (dashboard port).
+
+    Requests go through a QNetworkAccessManager of our own with QGIS's proxy, not QgsNetworkAccessManager:
+    the latter always sends ``User-Agent: Mozilla/5.0 QGIS/…``, and Ray's dashboard refuses job submission
+    and stop from anything whose user agent starts with "Mozilla" (its guard against browser CSRF, HTTP 405).
+    """
 
     TERMINAL: ClassVar[dict[str, str]] = {"SUCCEEDED": "ok", "FAILED": "failed", "STOPPED": "stopped"}
 
@@ -263,6 +269,8 @@ class RayJob(Job):
         self.env = env or {}
         self._log_offset = 0
         self._replies: set[QNetworkReply] = set()
+        self._network = QNetworkAccessManager(self)
+        self._network.setProxy(QgsNetworkAccessManager.instance().fallbackProxy())
         self._poll_timer = QTimer(self)  # a child: polling stops if the job object goes away
         self._poll_timer.setSingleShot(True)
         self._poll_timer.timeout.connect(self._poll)
@@ -270,9 +278,10 @@ class RayJob(Job):
     def _request(self, method: str, path: str, body: dict | None, callback) -> None:
         request = QNetworkRequest(QUrl(self.url + path))
         request.setHeader(QNetworkRequest.ContentTypeHeader, "application/json")
+        request.setRawHeader(b"User-Agent", USER_AGENT)
         if self.token:
             request.setRawHeader(b"Authorization", b"Bearer " + self.token.encode())
-        manager = QgsNetworkAccessManager.instance()
+        manager = self._network
         if method == "POST":
             reply = manager.post(request, QByteArray(json.dumps(body or {}).encode()))
         else:

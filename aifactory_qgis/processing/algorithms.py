@@ -191,8 +191,9 @@ class Predict(WorkerAlgorithm):
         self.addParameter(QgsProcessingParameterFile("MODEL", tr("Trained run folder"),
                                                      behavior=QgsProcessingParameterFile.Folder))
         self.addParameter(QgsProcessingParameterRasterLayer("RASTER", tr("Raster")))
-        self.addParameter(QgsProcessingParameterFeatureSource("GEOFENCE", tr("Geofences"),
-                                                              [QgsProcessing.TypeVectorPolygon], optional=True))
+        for name, label in (("GEOFENCE", tr("Predict only inside")), ("EXCLUDE", tr("Never predict inside"))):
+            self.addParameter(QgsProcessingParameterFeatureSource(name, label, [QgsProcessing.TypeVectorPolygon],
+                                                                  optional=True))
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT", tr("Output folder")))
         self.addOutput(QgsProcessingOutputVectorLayer("DETECTIONS", tr("Detections")))
         self.addOutput(QgsProcessingOutputRasterLayer("SCORES", tr("Scores")))
@@ -201,10 +202,11 @@ class Predict(WorkerAlgorithm):
         raster = self.parameterAsRasterLayer(parameters, "RASTER", context)
         if raster is None:
             raise QgsProcessingException(tr("Choose a raster layer."))
-        geofence = self.vector(parameters, "GEOFENCE", context, feedback) if parameters.get("GEOFENCE") else None
+        zones = [self.vector(parameters, name, context, feedback) if parameters.get(name) else None
+                 for name in ("GEOFENCE", "EXCLUDE")]
         out = self.parameterAsString(parameters, "OUTPUT", context)
         run_worker(worker.predict(self.file(parameters, "MODEL", context), source_path(raster.source()), out,
-                                  geofence), feedback)
+                                  *zones), feedback)
         return {"OUTPUT": out, "DETECTIONS": f"{out}/detections.gpkg|layername=detections",
                 "SCORES": f"{out}/scores.tif"}
 

@@ -48,10 +48,18 @@ def test_create_draw_toggle_and_use_for_prediction(qgis_app, qgis_iface, project
 
     for i in range(2):
         dock.tree.topLevelItem(i).setSelected(True)
-    selection = dock.use_selected()
-    chosen = QgsVectorLayer(f"{selection}|layername=geofences", "chosen", "ogr")
+    include, exclude = dock.use_selected()
+    assert include == ""  # the only include geofence is disabled
+    chosen = QgsVectorLayer(f"{exclude}|layername=geofences", "chosen", "ogr")
     assert chosen.featureCount() == 1 and next(chosen.getFeatures())["mode"] == "exclude"
-    assert plugin.docks["jobs"].geofence.filePath() == selection == plugin.manager.geofence_path
+    jobs = plugin.docks["jobs"]
+    assert (jobs.geofence.filePath(), jobs.exclude.filePath()) == (include, exclude) == plugin.manager.geofence_paths
+    jobs.kind.setCurrentIndex(jobs.kind.findData("predict"))
+    jobs.model.setFilePath(str(tmp_path))
+    (tmp_path / "model.json").write_text("{}")
+    jobs.raster.setLayer(raster)
+    spec = jobs.build_spec()
+    assert spec.args[spec.args.index("--exclude") + 1] == exclude and "--geofence" not in spec.args
 
 
 def test_geofences_in_another_crs_than_the_raster_are_refused(qgis_app, qgis_iface, project_layers, plugin,
@@ -68,5 +76,5 @@ def test_geofences_in_another_crs_than_the_raster_are_refused(qgis_app, qgis_ifa
     dock.save()
     dock.raster.setLayer(project_layers[0])
     dock.tree.topLevelItem(0).setSelected(True)
-    assert dock.use_selected() == ""
+    assert dock.use_selected() == ("", "")
     assert any("EPSG:4326" in m for m in qgis_iface.messageBar().get_messages(Qgis.Critical))

@@ -89,6 +89,7 @@ class FakeRay(BaseHTTPRequestHandler):
 
     submitted: ClassVar[list[dict]] = []
     headers_seen: ClassVar[list[str]] = []
+    agents: ClassVar[list[str]] = []
     polls = 0
     stopped = False
     LOGS: ClassVar[list[str]] = ['{"event": "progress", "task": "predict", "value": 0.5, "message": "tile 2/4"}',
@@ -112,6 +113,7 @@ class FakeRay(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length", 0))
         payload = json.loads(self.rfile.read(length) or b"{}")
         FakeRay.headers_seen.append(self.headers.get("Authorization", ""))
+        FakeRay.agents.append(self.headers.get("User-Agent", ""))
         if self.path == "/api/jobs/":
             FakeRay.submitted.append(payload)
             self._answer({"job_id": "raysubmit_1", "submission_id": "raysubmit_1"})
@@ -131,7 +133,7 @@ class FakeRay(BaseHTTPRequestHandler):
 
 @pytest.fixture()
 def fake_ray():
-    FakeRay.submitted, FakeRay.headers_seen, FakeRay.polls, FakeRay.stopped = [], [], 0, False
+    FakeRay.submitted, FakeRay.headers_seen, FakeRay.agents, FakeRay.polls, FakeRay.stopped = [], [], [], 0, False
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeRay)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -154,6 +156,7 @@ def test_ray_job_submits_the_same_command_and_follows_logs(qgis_app, plugin, fak
     assert body["entrypoint_num_gpus"] == 1
     assert body["runtime_env"]["env_vars"]["AIFACTORY_CODE_REF"] == "v1.2"
     assert set(FakeRay.headers_seen) == {"Bearer tok-1"}
+    assert not any(agent.startswith("Mozilla") for agent in FakeRay.agents)  # Ray's dashboard would answer 405
     assert job.state.percent == 100 and job.state.metrics["tiles_per_s"][0] == 3.5
     assert "some library chatter" in job.log
     assert job.remote_id == "raysubmit_1"
