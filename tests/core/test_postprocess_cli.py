@@ -9,6 +9,7 @@ import pyogrio
 import pytest
 import shapely
 from aifactory.io.vector import write_vector
+from PIL import Image
 from shapely import box
 from test_postprocess_helpers import SCHEMA, detections
 
@@ -28,8 +29,11 @@ def workspace(tmp_path):
 def test_postprocess_writes_the_chain_result(cli, workspace):
     folder, source, chain = workspace
     output = folder / "out" / "clean.gpkg"
-    result = cli("postprocess", str(source), "-o", str(output), "--ops", str(chain))
+    picture = folder / "out" / "before_after.png"
+    result = cli("postprocess", str(source), "-o", str(output), "--ops", str(chain), "--plot", str(picture))
     assert result.returncode == 0, result.stderr
+    with Image.open(picture) as image:
+        assert image.format == "PNG" and image.width > 600 and len(image.getcolors(2**16) or range(99)) > 8
     assert pyogrio.list_layers(output)[:, 0].tolist() == ["detections"]
     out = gpd.read_file(output, layer="detections")
     assert out["tile_id"].tolist() == ["t1"] and list(out.columns[: len(SCHEMA)]) == SCHEMA

@@ -14,10 +14,11 @@ from aifactory.cli import with_events
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Vector file to write (GeoPackage).")
 @click.option("--ops", "ops_file", type=click.Path(path_type=Path), help="Chain file: {ops: [{name: ..., ...}]}.")
 @click.option("--layer", help="Layer of IN (default: 'detections' if present, else the first); also the output's.")
+@click.option("--plot", type=click.Path(path_type=Path), help="Also write a before/after PNG.")
 @click.option("--list", "list_ops", is_flag=True, help="List the ops with their parameters and exit.")
 @with_events
 def postprocess(source: Path | None, output: Path | None, ops_file: Path | None, layer: str | None,
-                list_ops: bool) -> None:
+                plot: Path | None, list_ops: bool) -> None:
     """Apply a chain of vector ops (filters, cleaning, NMS, merging, regularization…) to detections in IN."""
     from aifactory.io.vector import list_layers, read_vector, write_vector
     from aifactory.postprocess import OPS, apply_chain, load_chain
@@ -39,4 +40,8 @@ def postprocess(source: Path | None, output: Path | None, ops_file: Path | None,
     result = apply_chain(frame, chain, str(ops_file))
     write_vector(result, output, layer=layer or "detections")
     reporter().artifact("vector", output)
+    if plot is not None:
+        from aifactory.postprocess.plot import plot_before_after
+
+        reporter().artifact("plot", plot_before_after(frame, result, plot, title=f"{source.name} → {ops_file.name}"))
     reporter().log(f"{len(frame)} features in, {len(result)} out: {output}")
