@@ -22,7 +22,7 @@ def run_command(pipeline_file: Path, workdir: Path | None, dry_run: bool, from_t
 
     pipeline = load_pipeline(pipeline_file)
     if workdir is not None:
-        pipeline.workdir = workdir.resolve()
+        pipeline.workdir = workdir.expanduser().resolve()
     if dry_run:
         for step in plan(pipeline, from_task):
             task = pipeline.tasks[step.name]
