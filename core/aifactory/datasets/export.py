@@ -1,6 +1,8 @@
 """``dataset build``: export a plan's chips into the dataset folder format, atomically.
 
-Chips are written source by source, window by window: memory is one chip plus the running statistics.
+Chips are written in chunks by a few threads, window by window: memory is a few chips plus the running
+statistics. PNG/JPEG sources (no random access: each window read would decode from the first line) are
+first copied once into a tiled GeoTIFF next to the output, removed afterwards.
 The per-band normalisation statistics come from the train split only (valid pixels), merged chip by chip
 with Chan's parallel-variance update, so no chip is kept after it is written. The folder (chips,
 ``chips.csv``, ``dataset.json``, ``manifest.json``, ``balance.png``) appears whole or not at all.
@@ -12,7 +14,9 @@ import datetime as dt
 import hashlib
 import json
 import os
+import tempfile
 import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -20,6 +24,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import rasterio
+import rasterio.shutil
+from rasterio.errors import NotGeoreferencedWarning
 
 from aifactory import __version__
 from aifactory.catalog.splits import SPLIT_NAMES
@@ -133,9 +139,10 @@ class _ChipWriter:
     handles must not cross threads.
     """
 
-    def __init__(self, plan: DatasetPlan, folder: Path) -> None:
+    def __init__(self, plan: DatasetPlan, folder: Path, readable: dict[int, Path]) -> None:
         self.plan = plan
         self.folder = folder
+        self.readable = readable  # source index -> the file to read windows from
         self.local = threading.local()
         self.lock = threading.Lock()
         self.stats: list[tuple[RunningStats, RunningStats]] = []  # (train, other splits) per thread
@@ -153,7 +160,7 @@ class _ChipWriter:
         source = self.plan.sources[int(chunk[0].source)]
         config = self.plan.config.chips
         out = []
-        with gdal_env(), open_raster(source.path) as ds:
+        with gdal_env(), open_raster(self.readable[source.index]) as ds:
             crs = ds.crs if source.info.georeferenced else None
             for chip in chunk:
                 window = chip_window(chip)
@@ -175,6 +182,24 @@ class _ChipWriter:
         return out
 
 
+#: drivers without random access: every window read decodes the image from its first line
+SEQUENTIAL_DRIVERS = frozenset({"PNG", "JPEG", "GIF", "BMP"})
+
+
+def _random_access_copies(plan: DatasetPlan, scratch: Path) -> dict[int, Path]:
+    """A tiled GeoTIFF copy (one sequential pass, bounded memory) of each PNG/JPEG source, else the source."""
+    readable = {}
+    for source in plan.sources:
+        readable[source.index] = source.path
+        if source.info.driver in SEQUENTIAL_DRIVERS and (plan.chips["source"] == source.index).any():
+            copy = scratch / f"{source.index}.tif"
+            with gdal_env():
+                rasterio.shutil.copy(source.path, copy, driver="GTiff", TILED="YES", BLOCKXSIZE=256,
+                                     BLOCKYSIZE=256)
+            readable[source.index] = copy
+    return readable
+
+
 def _chunks(plan: DatasetPlan) -> list[list[Any]]:
     chunks: list[list[Any]] = []
     for source in plan.sources:
@@ -191,14 +216,19 @@ def _export_chips(plan: DatasetPlan, folder: Path) -> tuple[pd.DataFrame, Runnin
     progress = reporter()
     total = len(plan.chips)
     progress.progress("chips", 0.0, f"{total} chips")
-    writer = _ChipWriter(plan, folder)
     workers = plan.config.chips.workers or min(4, os.cpu_count() or 1)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for results in pool.map(writer, _chunks(plan)):
-            for row, chip_hashes in results:
-                rows.append(row)
-                hashes.update(chip_hashes)
-            progress.progress("chips", len(rows) / total, f"{len(rows)}/{total} chips")
+    with tempfile.TemporaryDirectory(dir=folder.parent, prefix=".chips-scratch-") as scratch, \
+            warnings.catch_warnings():
+        # pixel-space chips have no georeferencing on purpose (the filter is process-wide: set it here,
+        # in the main thread, around the pool)
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        writer = _ChipWriter(plan, folder, _random_access_copies(plan, Path(scratch)))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for results in pool.map(writer, _chunks(plan)):
+                for row, chip_hashes in results:
+                    rows.append(row)
+                    hashes.update(chip_hashes)
+                progress.progress("chips", len(rows) / total, f"{len(rows)}/{total} chips")
     train, other = RunningStats(len(plan.bands)), RunningStats(len(plan.bands))
     for thread_train, thread_other in writer.stats:
         train.merge(thread_train)
