@@ -131,6 +131,8 @@ def test_relative_paths_are_relative_to_the_chain_file(tmp_path, fence):
     specs = load_chain(folder / "chain.yaml")
     assert specs[0]["path"] == str(folder.resolve() / "fence.gpkg")
     assert apply_chain(mixed_frame(), specs)["tile_id"].tolist() == ["t0", "t1", "t2", "t4", "t5"]
+    inline = apply_chain(mixed_frame(), [{"name": "geofence", "path": "fence.gpkg"}], base_dir=folder)
+    assert inline["tile_id"].tolist() == ["t0", "t1", "t2", "t4", "t5"]
 
 
 @pytest.mark.parametrize("body, expected", [

@@ -111,12 +111,14 @@ def run_step(frame: gpd.GeoDataFrame, step: Step) -> gpd.GeoDataFrame:
     return gpd.GeoDataFrame(joined, geometry=frame.geometry.name, crs=frame.crs)
 
 
-def apply_chain(frame: gpd.GeoDataFrame, ops: Sequence[Spec], where: str = "") -> gpd.GeoDataFrame:
+def apply_chain(frame: gpd.GeoDataFrame, ops: Sequence[Spec], where: str = "",
+                base_dir: Path | None = None) -> gpd.GeoDataFrame:
     """Apply ops in order (all validated first); ``where`` names the specs' source in error messages.
 
-    Reports progress per op to :func:`aifactory.progress.reporter` (task ``postprocess``).
+    Relative paths in op parameters are taken relative to ``base_dir`` when given (else the working
+    directory). Reports progress per op to :func:`aifactory.progress.reporter` (task ``postprocess``).
     """
-    steps = resolve_chain(ops, where)
+    steps = resolve_chain(ops, where, base_dir)
     rep = reporter()
     for index, step in enumerate(steps):
         rep.progress("postprocess", index / max(len(steps), 1), f"{step.entry.name} on {len(frame)} features")
