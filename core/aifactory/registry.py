@@ -17,7 +17,8 @@ import inspect
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import Any, Generic, TypeVar
+from types import UnionType
+from typing import Any, Generic, Literal, TypeVar, Union, get_args, get_origin
 
 from pydantic import BaseModel
 
@@ -29,6 +30,21 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 class NoParams(StrictModel):
     """An entry without parameters."""
+
+
+def type_name(annotation: Any) -> str:
+    """Readable type of a parameter: ``int``, ``list[str]``, ``'mean'|'max'`` for a Literal."""
+    if get_origin(annotation) is Literal:
+        return "|".join(repr(arg) for arg in get_args(annotation))
+    if get_args(annotation) and get_origin(annotation) is not None:
+        inner = ", ".join(type_name(arg) for arg in get_args(annotation))
+        origin = get_origin(annotation)
+        if origin in (Union, UnionType):
+            return " | ".join(type_name(arg) for arg in get_args(annotation))
+        return f"{getattr(origin, '__name__', str(origin))}[{inner}]"
+    if annotation is type(None):
+        return "None"
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
 
 
 @dataclass(frozen=True)
@@ -48,8 +64,7 @@ class Entry(Generic[F]):
         """``name  p1=default (type), p2 (type, required) — doc`` on one line."""
         parts = []
         for field_name, field in self.params.model_fields.items():
-            annotation = getattr(field.annotation, "__name__", None) or str(field.annotation)
-            annotation = annotation.replace("typing.", "")
+            annotation = type_name(field.annotation)
             if field.is_required():
                 parts.append(f"{field_name} ({annotation}, required)")
             else:

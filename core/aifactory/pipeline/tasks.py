@@ -205,7 +205,7 @@ def postprocess_task(params: PostprocessTask, context: TaskContext) -> dict[str,
     from aifactory.postprocess import apply_chain
 
     frame = read_vector(context.resolve(params.input), layer=params.layer)
-    result = apply_chain(frame, params.ops, f"tasks.{context.name}.params.ops")
+    result = apply_chain(frame, params.ops, f"tasks.{context.name}.params.ops", base_dir=context.base_dir)
     output = context.workdir / "detections.gpkg"
     write_vector(result, output, layer="detections")
     return {"detections": output}
