@@ -29,6 +29,8 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import shapely
+from pydantic import Field
+
 from aifactory.catalog.context import compute_context
 from aifactory.catalog.labels import load_labels, raster_footprint, to_wgs84
 from aifactory.catalog.schema import CONTEXT_FIELDS
@@ -39,7 +41,6 @@ from aifactory.io.atomic import atomic_path
 from aifactory.io.raster import RasterInfo, gsd, raster_info
 from aifactory.io.vector import align_to_crs, read_vector
 from aifactory.progress import reporter
-from pydantic import Field
 
 
 class ImageEntry(StrictModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+
 from aifactory.cli import echo_json, with_events
 
 

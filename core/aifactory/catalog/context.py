@@ -15,9 +15,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rasterio.windows import Window
+
 from aifactory.io.raster import open_raster, read_valid_mask
 from aifactory.progress import reporter
-from rasterio.windows import Window
 
 #: rule name -> (band names it needs, function of those bands returning a boolean "positive" mask)
 RULES: dict[str, tuple[tuple[str, ...], Any]] = {

@@ -13,7 +13,7 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import shapely
-from affine import Affine
+
 from aifactory.catalog.hierarchy import normalize
 from aifactory.errors import InputError
 from aifactory.io.raster import RasterInfo
@@ -32,16 +32,6 @@ def to_wgs84(geoms: np.ndarray, crs: Any) -> np.ndarray:
     """Geometries reprojected to WGS 84 (segments densified first so that footprints stay faithful)."""
     frame = gpd.GeoSeries(geoms, crs=crs)
     return np.asarray(frame.to_crs(4326).array, dtype=object)
-
-
-def pixel_to_map(geoms: np.ndarray, transform: Affine) -> np.ndarray:
-    """Pixel-coordinate geometries → map coordinates of a raster with ``transform``."""
-    return np.asarray(shapely.transform(geoms, lambda xy: np.column_stack(transform * (xy[:, 0], xy[:, 1]))))
-
-
-def map_to_pixel(geoms: np.ndarray, transform: Affine) -> np.ndarray:
-    inverse = ~transform
-    return np.asarray(shapely.transform(geoms, lambda xy: np.column_stack(inverse * (xy[:, 0], xy[:, 1]))))
 
 
 def class_paths(frame: gpd.GeoDataFrame, class_field: str, source: str) -> gpd.GeoDataFrame:

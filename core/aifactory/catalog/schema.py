@@ -21,13 +21,13 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-import numpy as np
 import shapely
 import sqlalchemy as sa
-from aifactory.catalog.hierarchy import MAX_LEVEL
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.types import TypeDecorator, UserDefinedType
+
+from aifactory.catalog.hierarchy import MAX_LEVEL
 
 SRID = 4326
 CONTEXT_FIELDS = ("cloud", "snow", "vegetation", "fog")
@@ -199,7 +199,3 @@ def update_gpkg_extent(conn: Connection) -> None:
         conn.exec_driver_sql("UPDATE gpkg_contents SET min_x = ?, min_y = ?, max_x = ?, max_y = ? WHERE "
                              "table_name = ?", (*row, table.name))
 
-
-def bbox_arrays(geoms: np.ndarray) -> np.ndarray:
-    """(n, 4) WGS 84 bounds; NaN rows for missing geometries become None when inserted."""
-    return np.asarray(shapely.bounds(geoms), dtype="float64").reshape(-1, 4)

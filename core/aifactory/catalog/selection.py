@@ -17,11 +17,12 @@ from typing import Any
 
 import shapely
 import sqlalchemy as sa
+from pydantic import Field, field_validator, model_validator
+
 from aifactory.catalog.hierarchy import MAX_LEVEL, depth, normalize
 from aifactory.catalog.schema import CONTEXT_FIELDS, context_tiles, images, observations
 from aifactory.config import StrictModel, load_config
 from aifactory.errors import ConfigError
-from pydantic import Field, field_validator, model_validator
 
 Range = tuple[float | None, float | None]
 
@@ -43,6 +44,7 @@ class Aoi(StrictModel):
     def to_wgs84(self, base: Path | None = None) -> shapely.Geometry:
         """The AOI as one WGS 84 geometry."""
         import geopandas as gpd
+
         from aifactory.io.vector import read_vector
 
         if self.wkt is not None:

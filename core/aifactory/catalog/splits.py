@@ -23,8 +23,9 @@ from typing import Literal
 
 import numpy as np
 import shapely
-from aifactory.config import StrictModel
 from pydantic import Field, field_validator, model_validator
+
+from aifactory.config import StrictModel
 
 SPLIT_NAMES = ("train", "val", "test")
 

@@ -20,6 +20,8 @@ import pandas as pd
 import shapely
 import sqlalchemy as sa
 from affine import Affine
+from sqlalchemy.engine import Engine
+
 from aifactory.catalog.hierarchy import MAX_LEVEL, cut, prefixes
 from aifactory.catalog.schema import (
     CONTEXT_FIELDS,
@@ -35,7 +37,6 @@ from aifactory.catalog.schema import (
 )
 from aifactory.catalog.selection import Selection, where_clauses
 from aifactory.errors import InputError
-from sqlalchemy.engine import Engine
 
 
 @dataclass
