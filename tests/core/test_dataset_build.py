@@ -275,3 +275,38 @@ def test_preview_json_for_the_plugin(cli, scene, tmp_path):
     assert set(data["objects"]) == {"building", "vegetation/tree", "vehicle/car"}
     assert set(data["chips"]) == {"train", "val", "test"} and not (tmp_path / "dataset").exists()
     assert pd.Series(data["objects"]["building"]).sum() > 0
+
+
+def test_labelled_extent_ignores_the_rest(scene, tmp_path):
+    extent = gpd.GeoDataFrame(geometry=[shapely.box(500_000, 4_999_900, 500_256, 5_000_000)], crs="EPSG:32631")
+    write_vector(extent, tmp_path / "extent.gpkg")  # the top 200 rows were labelled
+    data = config_for(*scene, chips={"max_nodata": 1.0}, split={"method": "image", "fractions": {"train": 1.0}})
+    data["sources"][0]["extent"] = str(tmp_path / "extent.gpkg")
+    plan = build_dataset(DatasetConfig.model_validate(data), tmp_path / "d")
+    assert plan.dropped["outside_extent"] == 8  # the bottom two rows of 128 px chips
+    ignored = 0
+    for row in read_chips(tmp_path / "d").itertuples():
+        with rasterio.open(tmp_path / "d" / row.mask) as ds:
+            mask = ds.read(1)
+        outside = mask[max(0, 200 - row.row_off):]
+        assert row.row_off < 256 and (outside == IGNORE_INDEX).all()
+        ignored += outside.size
+    assert ignored == 4 * 56 * 128
+
+
+def test_a_failed_build_leaves_nothing(scene, tmp_path, monkeypatch):
+    import aifactory.datasets.export as export
+
+    calls = {"n": 0}
+    original = export._write_tif
+
+    def failing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 5:
+            raise OSError("disk full")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(export, "_write_tif", failing)
+    with pytest.raises(OSError, match="disk full"):
+        build_dataset(DatasetConfig.model_validate(config_for(*scene)), tmp_path / "d")
+    assert list(tmp_path.iterdir()) == []
