@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from qgis.core import QgsApplication, QgsSettings
 from qgis.PyQt.QtCore import QCoreApplication, Qt, QTranslator
-from qgis.PyQt.QtWidgets import QAction, QMenu
+from qgis.PyQt.QtWidgets import QAction, QMenu, QToolBar
 
 from .docks.dataset import DatasetDock
 from .docks.geofence import GeofenceDock
@@ -32,7 +32,7 @@ class AIFactoryPlugin:
         self.manager: JobManager | None = None
         self.docks: dict = {}
         self.menu: QMenu | None = None
-        self.toolbar = None
+        self.toolbar: QToolBar | None = None
         self.settings_action: QAction | None = None
 
     def initProcessing(self) -> None:
@@ -48,16 +48,17 @@ class AIFactoryPlugin:
         self.menu = QMenu(tr("AI &Factory"), window.menuBar())
         self.menu.setObjectName("AIFactoryMenu")
         window.menuBar().addMenu(self.menu)
-        self.toolbar = self.iface.addToolBar(tr("AI Factory"))
-        self.toolbar.setObjectName("AIFactoryToolbar")
+        toolbar = self.toolbar = self.iface.addToolBar(tr("AI Factory"))
+        toolbar.setObjectName("AIFactoryToolbar")
         for key, dock_class, icon_name in DOCKS:
             dock = dock_class(self.iface, self.manager)
+            dock.compact()
             self.iface.addDockWidget(Qt.RightDockWidgetArea, dock)
             dock.hide()
             action = dock.toggleViewAction()
             action.setIcon(icon(icon_name))
             self.menu.addAction(action)
-            self.toolbar.addAction(action)
+            toolbar.addAction(action)
             self.docks[key] = dock
         self.docks["geofence"].geofencesChosen.connect(self.docks["jobs"].set_geofences)
         self.menu.addSeparator()

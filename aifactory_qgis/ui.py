@@ -47,10 +47,10 @@ def missing_fields(layer: QgsVectorLayer, *names: str) -> list[str]:
     return [name for name in names if layer.fields().indexOf(name) < 0]
 
 
-def project_layers(kind: type) -> list[QgsMapLayer]:
+def project_layers(kind: type[QgsMapLayer]) -> list[QgsMapLayer]:
     """Valid layers of the current project of one class, in legend order (layers that ``layersAdded`` just
     announced are not in the legend yet: they come last)."""
     project = QgsProject.instance()
-    in_legend = [node.layer() for node in project.layerTreeRoot().findLayers()]
+    in_legend: list[QgsMapLayer] = [node.layer() for node in project.layerTreeRoot().findLayers()]
     layers = in_legend + [layer for layer in project.mapLayers().values() if layer not in in_legend]
     return [layer for layer in layers if isinstance(layer, kind) and layer.isValid()]

@@ -52,8 +52,14 @@ def dataset_build(config: str, output: str) -> list[str]:
     return ["dataset", "build", config, "-o", output, *EVENTS]
 
 
-def train(config: str, output: str) -> list[str]:
-    return ["train", config, "-o", output, *EVENTS]
+def train(config: str, output: str, ref: str | None = None, tracking_uri: str | None = None) -> list[str]:
+    """Train into OUTPUT; ``ref``: with the code of that git branch/tag/commit; ``tracking_uri``: MLflow store."""
+    args = ["train", config, "-o", output]
+    if ref:
+        args += ["--ref", ref]
+    if tracking_uri:
+        args += ["--tracking-uri", tracking_uri]
+    return [*args, *EVENTS]
 
 
 def predict(model: str, raster: str, output: str, geofence: str | None = None,

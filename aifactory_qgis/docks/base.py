@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from qgis.core import Qgis
 from qgis.gui import QgsDockWidget
-from qgis.PyQt.QtCore import Qt
-from qgis.PyQt.QtWidgets import QScrollArea, QVBoxLayout, QWidget
+from qgis.PyQt.QtWidgets import QComboBox, QLabel, QScrollArea, QVBoxLayout, QWidget
 
 from ..jobs.manager import JobManager
 from ..ui import notify
@@ -21,11 +20,18 @@ class BaseDock(QgsDockWidget):
         self.setObjectName(object_name)
         scroll = QScrollArea(self)
         scroll.setWidgetResizable(True)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)  # fit the dock's width, scroll vertically
         content = QWidget(scroll)
         self.body = QVBoxLayout(content)
         scroll.setWidget(content)
         self.setWidget(scroll)
+
+    def compact(self) -> None:
+        """Long layer names and status lines must not widen the dock: combo boxes shrink, labels wrap."""
+        for combo in self.findChildren(QComboBox):
+            combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(8)
+        for label in self.findChildren(QLabel):
+            label.setWordWrap(True)
 
     def error(self, text: str) -> None:
         """Say what to fix in the message bar (and the log); never raise into QGIS."""

@@ -77,8 +77,8 @@ class DatasetDock(BaseDock):
         self.context: dict[str, tuple[QCheckBox, QDoubleSpinBox, QDoubleSpinBox]] = {}
         for row, name in enumerate(configs.CONTEXT_FIELDS):
             check = QCheckBox(name, filters)
-            low = QDoubleSpinBox(filters, minimum=0, maximum=100, value=0, suffix=" %")
-            high = QDoubleSpinBox(filters, minimum=0, maximum=100, value=100, suffix=" %")
+            low = QDoubleSpinBox(filters, minimum=0, maximum=100, value=0, decimals=0, suffix=" %")
+            high = QDoubleSpinBox(filters, minimum=0, maximum=100, value=100, decimals=0, suffix=" %")
             for widget in (check, low, high):
                 (widget.toggled if widget is check else widget.valueChanged).connect(self.changed)
             grid.addWidget(check, row, 0)

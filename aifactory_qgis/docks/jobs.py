@@ -75,14 +75,14 @@ class JobsDock(BaseDock):
         self.output.setStorageMode(QgsFileWidget.GetDirectory)
         self.output.lineEdit().setPlaceholderText(tr("a new folder under {0}").format(self.manager.settings.work_dir()))
         self.runner = QComboBox(box)
-        self.cpus = QDoubleSpinBox(box, minimum=0, maximum=512, value=1, decimals=1)
-        self.gpus = QDoubleSpinBox(box, minimum=0, maximum=64, value=0, decimals=1)
-        self.memory = QDoubleSpinBox(box, minimum=0, maximum=4096, value=0, decimals=1, suffix=" GB")
+        self.cpus = QDoubleSpinBox(box, minimum=0, maximum=512, value=1, decimals=0, prefix=tr("CPU "))
+        self.gpus = QDoubleSpinBox(box, minimum=0, maximum=64, value=0, decimals=1, prefix=tr("GPU "))
+        self.memory = QDoubleSpinBox(box, minimum=0, maximum=4096, value=0, decimals=0, suffix=" GB")
+        self.memory.setSpecialValueText(tr("any"))
         self.code_ref = QLineEdit(box)
         self.code_ref.setPlaceholderText(tr("git commit, tag or branch (remote runs)"))
         resources = QHBoxLayout()
-        for label, widget in ((tr("CPU"), self.cpus), (tr("GPU"), self.gpus), (tr("RAM"), self.memory)):
-            resources.addWidget(QLabel(label))
+        for widget in (self.cpus, self.gpus):
             resources.addWidget(widget)
         self.run_button = QPushButton(tr("Run"), box)
         self.run_button.clicked.connect(self.launch)
@@ -93,6 +93,7 @@ class JobsDock(BaseDock):
             ("geofence", tr("Predict inside"), self.geofence), ("exclude", tr("Never inside"), self.exclude),
             ("output", tr("Output folder"), self.output),
             ("runner", tr("Machine"), self.runner), ("resources", tr("Resources"), resources),
+            ("memory", tr("Memory"), self.memory),
             ("code_ref", tr("Code ref"), self.code_ref),
         ):
             form.addRow(label, widget)
@@ -131,11 +132,15 @@ class JobsDock(BaseDock):
         if kind in ("train", "pipeline") and not Path(config).is_file():
             self.error(tr("Choose the {0} config file (YAML) first.").format(kind))
             return None
+        outputs: list[str] = []
+        cwd = out.parent  # not OUT itself: the worker replaces OUT as a whole when it is done
         if kind == "train":
-            args, title, outputs = worker.train(config, str(out)), tr("train {0}").format(Path(config).stem), []
+            args = worker.train(config, str(out), self.code_ref.text().strip() or None,
+                                self.manager.settings.mlflow_uri() or None)
+            title = tr("train {0}").format(Path(config).stem)
         elif kind == "pipeline":
-            args, title, outputs = worker.pipeline(config), tr("pipeline {0}").format(Path(config).stem), []
-            out = Path(config).parent
+            args, title = worker.pipeline(config), tr("pipeline {0}").format(Path(config).stem)
+            cwd = Path(config).parent
         else:
             model, raster = self.model.filePath(), layer_file(self.raster.currentLayer())
             if not (Path(model) / "model.json").is_file():
@@ -150,7 +155,7 @@ class JobsDock(BaseDock):
             outputs = [str(out / "detections.gpkg"), str(out / "scores.tif")]
         return JobSpec(kind=kind, title=title, args=args, runner=self.runner.currentData() or LOCAL,
                        cpus=self.cpus.value(), gpus=self.gpus.value(), memory_gb=self.memory.value(),
-                       code_ref=self.code_ref.text().strip(), cwd=str(out.parent), outputs=outputs)
+                       code_ref=self.code_ref.text().strip(), cwd=str(cwd), outputs=outputs)
 
     def launch(self) -> Job | None:
         spec = self.build_spec()
@@ -167,7 +172,7 @@ class JobsDock(BaseDock):
         self.step.setWordWrap(True)
         self.cancel_button = QPushButton(tr("Cancel"), box)
         self.cancel_button.setEnabled(False)
-        self.cancel_button.clicked.connect(lambda: self.job and self.job.cancel())
+        self.cancel_button.clicked.connect(self.cancel)
         self.metrics = QTableWidget(0, 3, box)
         self.metrics.setHorizontalHeaderLabels([tr("metric"), tr("value"), tr("step")])
         self.metrics.horizontalHeader().setStretchLastSection(True)
@@ -195,6 +200,10 @@ class JobsDock(BaseDock):
         layout.addRow(self.history)
         layout.addRow(self.load_button)
         self.body.addWidget(history)
+
+    def cancel(self) -> None:
+        if self.job is not None:
+            self.job.cancel()
 
     def follow(self, job: Job) -> None:
         """Show ``job`` in the monitor (the most recently started job wins)."""

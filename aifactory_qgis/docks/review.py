@@ -68,25 +68,29 @@ class ReviewDock(BaseDock):
         self.relabel_to = QComboBox(box)
         self.relabel_to.setEditable(True)
         self.progress = QLabel("", box)
-        buttons = QHBoxLayout()
-        actions = ((tr("◀ Previous (P)"), "P", self.previous), (tr("Accept (A)"), "A", self.accept),
-                   (tr("Reject (R)"), "R", self.reject), (tr("Relabel (L)"), "L", self.relabel),
-                   (tr("Next (N) ▶"), "N", self.next))
+        moves, decisions = QHBoxLayout(), QHBoxLayout()
+        actions = ((moves, tr("◀ Previous (P)"), "P", self.previous), (moves, tr("Next (N) ▶"), "N", self.next),
+                   (decisions, tr("Accept (A)"), "A", self.accept), (decisions, tr("Reject (R)"), "R", self.reject),
+                   (decisions, tr("Relabel (L)"), "L", self.relabel))
+        # window-wide while the dock is shown: keys work with the focus on the map canvas
         self.shortcuts = []
-        for label, key, slot in actions:
+        for row, label, key, slot in actions:
             button = QPushButton(label, box)
             button.clicked.connect(slot)
-            buttons.addWidget(button)
+            row.addWidget(button)
             self.shortcuts.append(QShortcut(QKeySequence(key), self, slot))
         self.export_path = QgsFileWidget(box)
         self.export_path.setStorageMode(QgsFileWidget.SaveFile)
         self.export_path.setFilter(tr("GeoPackage (*.gpkg)"))
-        export = QPushButton(tr("Export accepted + relabelled as labels"), box)
+        export = QPushButton(tr("Export labels"), box)
+        export.setToolTip(tr("Write the accepted and relabelled detections, with their reviewed class, as "
+                             "training labels"))
         export.clicked.connect(lambda: self.export())
         form.addRow(tr("Layer"), self.detections)
         form.addRow(tr("Order"), self.sort)
         form.addRow(self.current)
-        form.addRow(buttons)
+        form.addRow(moves)
+        form.addRow(decisions)
         form.addRow(tr("Relabel as"), self.relabel_to)
         form.addRow(self.progress)
         form.addRow(tr("Labels file"), self.export_path)

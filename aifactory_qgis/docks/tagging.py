@@ -42,10 +42,12 @@ class TaggingDock(BaseDock):
         self.annotations.setLayer(None)
         self.current = QLabel(tr("no tile"), box)
         self.counts = QLabel("", box)
-        row = QHBoxLayout()
+        moves, marks = QHBoxLayout(), QHBoxLayout()
         self.shortcuts = []
-        for label, key, slot in ((tr("◀ Previous (,)"), ",", self.previous), (tr("Tagged (T)"), "T", self.tagged),
-                                 (tr("Skip (S)"), "S", self.skipped), (tr("Next (.) ▶"), ".", self.next)):
+        for row, label, key, slot in ((moves, tr("◀ Previous (,)"), ",", self.previous),
+                                      (moves, tr("Next (.) ▶"), ".", self.next),
+                                      (marks, tr("Tagged (T)"), "T", self.tagged),
+                                      (marks, tr("Skip (S)"), "S", self.skipped)):
             button = QPushButton(label, box)
             button.clicked.connect(slot)
             row.addWidget(button)
@@ -54,7 +56,8 @@ class TaggingDock(BaseDock):
         form.addRow(tr("Tiles layer"), self.tiles_combo)
         form.addRow(tr("Annotate on"), self.annotations)
         form.addRow(self.current)
-        form.addRow(row)
+        form.addRow(moves)
+        form.addRow(marks)
         form.addRow(self.counts)
         self.body.addWidget(box)
 

@@ -62,7 +62,7 @@ def run_worker(args: list[str], feedback, python: str | None = None) -> JobState
 
     for name, stream in (("out", process.stdout), ("err", process.stderr)):
         threading.Thread(target=pump, args=(name, stream), daemon=True).start()
-    state, stream, open_streams, stderr_tail = JobState(), EventStream(), 2, [""]
+    state, events, open_streams, stderr_tail = JobState(), EventStream(), 2, [""]
     while open_streams:
         if feedback.isCanceled():
             _stop(process)
@@ -79,9 +79,9 @@ def run_worker(args: list[str], feedback, python: str | None = None) -> JobState
                 stderr_tail.append(text)
                 feedback.pushConsoleInfo(text)
         else:
-            for event in stream.feed(line):
+            for event in events.feed(line):
                 _relay(event, state, feedback)
-    for event in stream.close():
+    for event in events.close():
         _relay(event, state, feedback)
     code = process.wait()
     if code != 0 or state.status not in (None, "ok"):

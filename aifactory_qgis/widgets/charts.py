@@ -19,7 +19,7 @@ OTHER_COLOR = QColor("#9e9e9e")
 class BalanceChart(QWidget):
     """Horizontal stacked bars: one per class, one segment per split, labelled with counts."""
 
-    ROW = 20
+    ROW = 22
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -97,7 +97,7 @@ class PRCurve(QWidget):
     def paintEvent(self, _event) -> None:
         painter = QPainter(self)
         painter.setRenderHint(QPainter.Antialiasing)
-        area = QRectF(self.rect()).adjusted(34, 8, -10, -26)
+        area = QRectF(self.rect()).adjusted(34, 18, -10, -26)
 
         def at(recall: float, precision: float) -> QPointF:
             return QPointF(area.left() + recall * area.width(), area.bottom() - precision * area.height())
@@ -121,11 +121,8 @@ class PRCurve(QWidget):
             painter.drawText(QRectF(0, area.bottom() - tick * area.height() - 6, 30, 12),
                              Qt.AlignRight | Qt.AlignVCenter, f"{tick:g}")
         painter.drawText(QRectF(area.left(), area.bottom() + 12, area.width(), 14), Qt.AlignCenter, tr("recall"))
-        painter.save()
-        painter.translate(8, area.center().y())
-        painter.rotate(-90)
-        painter.drawText(QRectF(-40, -8, 80, 14), Qt.AlignCenter, tr("precision"))
-        painter.restore()
+        painter.drawText(QRectF(area.left(), 0, area.width(), 16), Qt.AlignLeft | Qt.AlignVCenter,
+                         tr("precision ↑"))
         if len(self.curve) > 1:
             painter.setPen(QPen(QColor("#3b78c2"), 2))
             path = QPainterPath(at(*self.curve[0]))

@@ -256,6 +256,10 @@
       <translation type="unfinished" />
     </message>
     <message>
+      <source>any</source>
+      <translation type="unfinished" />
+    </message>
+    <message>
       <source>git commit, tag or branch (remote runs)</source>
       <translation type="unfinished" />
     </message>
@@ -292,15 +296,11 @@
       <translation type="unfinished" />
     </message>
     <message>
-      <source>CPU</source>
+      <source>CPU </source>
       <translation type="unfinished" />
     </message>
     <message>
-      <source>GPU</source>
-      <translation type="unfinished" />
-    </message>
-    <message>
-      <source>RAM</source>
+      <source>GPU </source>
       <translation type="unfinished" />
     </message>
     <message>
@@ -320,11 +320,23 @@
       <translation type="unfinished" />
     </message>
     <message>
+      <source>Predict inside</source>
+      <translation type="unfinished" />
+    </message>
+    <message>
+      <source>Never inside</source>
+      <translation type="unfinished" />
+    </message>
+    <message>
       <source>Machine</source>
       <translation type="unfinished" />
     </message>
     <message>
       <source>Resources</source>
+      <translation type="unfinished" />
+    </message>
+    <message>
+      <source>Memory</source>
       <translation type="unfinished" />
     </message>
     <message>
@@ -348,15 +360,15 @@
       <translation type="unfinished" />
     </message>
     <message>
+      <source>train {0}</source>
+      <translation type="unfinished" />
+    </message>
+    <message>
       <source>Ray: {0}</source>
       <translation type="unfinished" />
     </message>
     <message>
       <source>Choose the {0} config file (YAML) first.</source>
-      <translation type="unfinished" />
-    </message>
-    <message>
-      <source>train {0}</source>
       <translation type="unfinished" />
     </message>
     <message>
@@ -400,7 +412,11 @@
       <translation type="unfinished" />
     </message>
     <message>
-      <source>Export accepted + relabelled as labels</source>
+      <source>Export labels</source>
+      <translation type="unfinished" />
+    </message>
+    <message>
+      <source>Write the accepted and relabelled detections, with their reviewed class, as training labels</source>
       <translation type="unfinished" />
     </message>
     <message>
@@ -424,6 +440,10 @@
       <translation type="unfinished" />
     </message>
     <message>
+      <source>Next (N) ▶</source>
+      <translation type="unfinished" />
+    </message>
+    <message>
       <source>Accept (A)</source>
       <translation>Accepter (A)</translation>
     </message>
@@ -434,10 +454,6 @@
     <message>
       <source>Relabel (L)</source>
       <translation>Réétiqueter (L)</translation>
-    </message>
-    <message>
-      <source>Next (N) ▶</source>
-      <translation type="unfinished" />
     </message>
     <message>
       <source>Type or pick the class to relabel to.</source>
@@ -504,12 +520,12 @@
       <translation type="unfinished" />
     </message>
     <message>
-      <source>Load operating point…</source>
-      <translation>Charger un point de fonctionnement…</translation>
+      <source>Load…</source>
+      <translation type="unfinished" />
     </message>
     <message>
-      <source>Save operating point…</source>
-      <translation>Enregistrer le point de fonctionnement…</translation>
+      <source>Save…</source>
+      <translation type="unfinished" />
     </message>
     <message>
       <source>RPS table</source>
@@ -518,6 +534,10 @@
     <message>
       <source>Truth layer</source>
       <translation>Couche de vérité terrain</translation>
+    </message>
+    <message>
+      <source>Operating point</source>
+      <translation type="unfinished" />
     </message>
     <message>
       <source>no score field</source>
@@ -529,10 +549,6 @@
     </message>
     <message>
       <source>Both layers must be files (GeoPackage, shapefile…) for the worker to read them.</source>
-      <translation type="unfinished" />
-    </message>
-    <message>
-      <source>Operating point</source>
       <translation type="unfinished" />
     </message>
     <message>
@@ -616,16 +632,16 @@
       <translation type="unfinished" />
     </message>
     <message>
+      <source>Next (.) ▶</source>
+      <translation type="unfinished" />
+    </message>
+    <message>
       <source>Tagged (T)</source>
       <translation>Annotée (T)</translation>
     </message>
     <message>
       <source>Skip (S)</source>
       <translation>Passer (S)</translation>
-    </message>
-    <message>
-      <source>Next (.) ▶</source>
-      <translation type="unfinished" />
     </message>
     <message>
       <source>Choose the pipeline YAML that trains on the new labels and selects the next tiles.</source>
@@ -776,6 +792,14 @@
       <translation type="unfinished" />
     </message>
     <message>
+      <source>Predict only inside</source>
+      <translation type="unfinished" />
+    </message>
+    <message>
+      <source>Never predict inside</source>
+      <translation type="unfinished" />
+    </message>
+    <message>
       <source>Scores</source>
       <translation type="unfinished" />
     </message>
@@ -884,8 +908,8 @@
       <translation>rappel</translation>
     </message>
     <message>
-      <source>precision</source>
-      <translation>précision</translation>
+      <source>precision ↑</source>
+      <translation type="unfinished" />
     </message>
   </context>
 </TS>
