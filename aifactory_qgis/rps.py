@@ -103,8 +103,6 @@ class RpsTable:
         r = lo.recall + t * (hi.recall - lo.recall)
         return Point(score, p, r, _f1(p, r), lo.min_area)
 
-    def best_f1(self, min_area: float = 0.0) -> Point:
-        return max(self.curve(min_area), key=lambda p: p.f1)
 
 
 def _number(text: str | None) -> float:

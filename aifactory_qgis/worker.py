@@ -33,10 +33,6 @@ def version() -> list[str]:
     return ["--version"]
 
 
-def info(raster: str) -> list[str]:
-    return ["info", raster, "--json"]
-
-
 def synth(output: str, size: str = "512x512", truth: str | None = None, seed: int = 0) -> list[str]:
     args = ["synth", "-o", output, "--size", size, "--seed", str(seed)]
     if truth:
@@ -93,6 +89,3 @@ def rps(pred: str, truth: str, output: str, sweeps: Sequence[str] = (DEFAULT_SWE
 def pipeline(config: str, workdir: str | None = None) -> list[str]:
     return ["run", config, *(["-o", workdir] if workdir else []), *EVENTS]
 
-
-def al_select(model: str, raster: str, output: str, extra: Sequence[str] = ()) -> list[str]:
-    return ["al", "select", "--model", model, "--raster", raster, *extra, "-o", output, *EVENTS]

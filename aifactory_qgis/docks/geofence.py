@@ -217,7 +217,6 @@ class GeofenceDock(BaseDock):
         if not any(paths):  # writing failed (already reported)
             return "", ""
         include, exclude = paths
-        self.manager.geofence_paths = (include, exclude)
         self.geofencesChosen.emit(include, exclude)
         self.info(tr("{0} geofence(s) will be used by the next prediction").format(len(fids)))
         return include, exclude

@@ -27,7 +27,6 @@ class JobManager(QObject):
         self.settings = Settings()
         self.history = JobHistory(self.settings.history_path())
         self.jobs: list[Job] = []
-        self.geofence_paths = ("", "")  # (include, exclude) chosen in the geofence dock for prediction jobs
 
     def submit(self, spec: JobSpec) -> Job:
         """Create and start the job; problems end it as failed with a message (never an exception)."""
@@ -65,9 +64,6 @@ class JobManager(QObject):
         if job in self.jobs:
             self.jobs.remove(job)
         self.jobFinished.emit(job)
-
-    def running(self) -> list[Job]:
-        return [job for job in self.jobs if not job.done]
 
     def shutdown(self) -> None:
         """Plugin unload: stop local workers now; remote jobs go on (their id stays in the history)."""

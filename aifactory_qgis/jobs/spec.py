@@ -10,7 +10,6 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ..files import read_json, write_json_atomic
 
@@ -91,6 +90,3 @@ class JobHistory:
 
     def get(self, job_id: str) -> JobRecord | None:
         return next((r for r in self.records if r.id == job_id), None)
-
-    def as_rows(self) -> list[dict[str, Any]]:
-        return [asdict(r) for r in self.records]
