@@ -104,3 +104,28 @@ def test_packer_zips_only_files_of_the_workdir(tmp_path):
         pack.pack({**request, "name": "../x"}, logs)
     with pytest.raises(SystemExit, match="not a Ray job driver log"):
         pack.ray_log_dir()  # pytest's stdout is not a Ray driver log
+
+
+def test_unreachable_cluster_fails_the_job_but_not_for_good(tmp_path):
+    """Nothing listens at the address: the job is failed with the reason, not settled (a later refresh
+    that reaches the head may correct it), and --wait gives the head a grace period first."""
+    import socket
+    import time
+
+    from aifactory.jobs.ledger import JobRecord, Ledger
+    from aifactory.jobs.service import JobClient
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        address = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    with Ledger(tmp_path / "jobs.db") as ledger:
+        ledger.add(JobRecord(id="aif-gone", runner="ray", address=address, pipeline_path="p", pipeline_text="",
+                             workdir="~/w", status="running"))
+        client = JobClient(ledger)
+        job = client.refresh("aif-gone")
+        assert job.status == "failed" and not job.settled and job.finished
+        assert job.message == f"cannot reach the Ray dashboard at {address}: [Errno 111] Connection refused; " \
+                              "the job's fate is unknown"
+        start = time.monotonic()
+        job = client.wait("aif-gone", interval=0.1, unreachable_grace=0.5)
+        assert job.status == "failed" and time.monotonic() - start >= 0.5

@@ -119,15 +119,20 @@ def marked_branch(tmp_path, env, monkeypatch) -> str:
 
 
 def test_ref_runs_that_commit_locally_and_on_ray(cli, env, marked_branch, tmp_path):
+    """The same ref runs locally (PYTHONPATH) and on Ray (working_dir); the Ray job also writes to a
+    declared shared folder, so its files come back by plain copy."""
     pipeline = write(tmp_path / "p.yaml", PIPELINE)
+    shared = tmp_path / "shared"
     for runner in ("local", "ray"):
-        result = cli("submit", str(pipeline), "--runner", runner, "--ref", "e2e-marker", "--wait", "--json", env=env)
+        result = cli("submit", str(pipeline), "--runner", runner, "--ref", "e2e-marker", "--wait", "--json",
+                     *(("--shared-dir", str(shared)) if runner == "ray" else ()), env=env)
         assert result.returncode == 0, result.stderr
         job = json.loads(result.stdout)
-        assert (job["code_ref"], job["code_commit"]) == ("e2e-marker", marked_branch)
+        assert (job["code_ref"], job["code_commit"], job["shared"]) == ("e2e-marker", marked_branch, True)
         out = tmp_path / f"fetched-{runner}"
         assert cli("jobs", "fetch", job["id"], "-o", str(out), env=env).returncode == 0
         assert json.loads((out / "check" / "info.json").read_text())["ref_marker"] == "e2e", runner
+    assert Path(job["workdir"]) == shared / job["id"] and (shared / job["id"] / "check" / "info.json").is_file()
 
 
 def test_a_job_no_node_can_run_stays_pending_with_the_reason(cli, env, tmp_path):

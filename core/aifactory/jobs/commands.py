@@ -69,7 +69,7 @@ def describe(record: JobRecord) -> list[tuple[str, str]]:
 @click.option("--resource", "custom", multiple=True, metavar="NAME=N",
               help="A custom Ray resource / node label the job needs (repeatable).")
 @click.option("--ref", metavar="GITREF", help="Run the code of this branch, tag or commit (a git worktree).")
-@click.option("--shared-dir", type=click.Path(path_type=Path),
+@click.option("--shared-dir", type=click.Path(path_type=Path), metavar="DIR",
               help="A folder this machine and the workers see at the same path: the job writes DIR/<id>.")
 @click.option("--wait", is_flag=True, help="Follow the job until it ends (exit 1 if it does not succeed).")
 @click.option("--json", "as_json", is_flag=True, help="Print the job record as JSON.")

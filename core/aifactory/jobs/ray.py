@@ -41,6 +41,7 @@ RAY_STATUSES = {"PENDING": "pending", "RUNNING": "running", "SUCCEEDED": "succee
                 "STOPPED": "stopped"}
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 STOP_GRACE_S = 10
+DOWN_MEMORY_S = 10.0
 
 
 def map_status(ray_status: str) -> str:
@@ -96,7 +97,8 @@ class RayRunner:
         self.api = api
         self.python = python
         self.pack_timeout = pack_timeout
-        self._down: Unreachable | None = None  # one unreachable answer is enough for a whole refresh
+        # an unreachable head answers for DOWN_MEMORY_S: refreshing many jobs of one dead head costs one timeout
+        self._down: tuple[Unreachable, float] | None = None
 
     def _upload(self, files: dict[str, bytes]) -> str:
         name, data = build_package(files)
@@ -116,8 +118,8 @@ class RayRunner:
                 "extra": {**record.extra, "runtime_env": payload["runtime_env"]}}
 
     def poll(self, record: JobRecord) -> Poll:
-        if self._down is not None:
-            return Poll("failed", f"{self._down}; the job's fate is unknown")
+        if self._down is not None and time.monotonic() - self._down[1] < DOWN_MEMORY_S:
+            return Poll("failed", f"{self._down[0]}; the job's fate is unknown")
         try:
             info = self.api.job(record.id)
             remote = str(info.get("status"))
@@ -137,7 +139,7 @@ class RayRunner:
             return Poll("failed", f"the Ray cluster at {self.api.address} does not know this job any more "
                         "(was it restarted?)", settled=True, finished=time.time())
         except Unreachable as exc:
-            self._down = exc
+            self._down = (exc, time.monotonic())
             return Poll("failed", f"{exc}; the job's fate is unknown")
         error = summarize(events).error
         if status == "failed" and error:

@@ -122,9 +122,14 @@ class JobClient:
         return self.poll(job)[0]
 
     def wait(self, job: str | JobRecord, interval: float = 1.0,
-             on_event: Callable[[dict[str, Any]], None] | None = None) -> JobRecord:
-        """Poll until the job ends, passing each new event to ``on_event``."""
-        seen = 0
+             on_event: Callable[[dict[str, Any]], None] | None = None,
+             unreachable_grace: float = 120.0) -> JobRecord:
+        """Poll until the job ends, passing each new event to ``on_event``.
+
+        A cluster that stops answering ends the wait only after ``unreachable_grace`` seconds of
+        silence, so a network blip does not turn a long job into a failure.
+        """
+        seen, silent_since = 0, None
         while True:
             record, events = self.poll(job)
             for event in events[seen:]:
@@ -132,7 +137,13 @@ class JobClient:
                     on_event(event)
             seen = max(seen, len(events))
             if record.status in TERMINAL:
-                return record
+                if record.settled:
+                    return record
+                silent_since = silent_since or time.monotonic()
+                if time.monotonic() - silent_since > unreachable_grace:
+                    return record
+            else:
+                silent_since = None
             job = record
             time.sleep(interval)
 
