@@ -129,3 +129,20 @@ def test_unreachable_cluster_fails_the_job_but_not_for_good(tmp_path):
         start = time.monotonic()
         job = client.wait("aif-gone", interval=0.1, unreachable_grace=0.5)
         assert job.status == "failed" and time.monotonic() - start >= 0.5
+
+
+def test_job_examples_validate():
+    from pathlib import Path
+
+    from aifactory.config import load_config
+    from aifactory.jobs.security import JobsConfig
+    from aifactory.pipeline.spec import load_pipeline
+
+    examples = Path(__file__).resolve().parents[2] / "resources" / "examples"
+    pipelines = sorted(examples.glob("jobs-*.yaml"))
+    assert len(pipelines) >= 3
+    for path in pipelines:
+        if path.name == "jobs-config.yaml":
+            assert load_config(path, JobsConfig).ray.address
+        else:
+            assert load_pipeline(path).order
