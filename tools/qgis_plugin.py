@@ -118,14 +118,20 @@ def package() -> Path:
     return final
 
 
+class CaseSensitiveConfig(configparser.ConfigParser):
+    """QGIS3.ini keys are case-sensitive; configparser lower-cases them by default."""
+
+    def optionxform(self, optionstr: str) -> str:
+        return optionstr
+
+
 def make_profile(root: Path, worker_python: Path = WORKER_PYTHON) -> Path:
     """A QGIS profiles folder with the staged plugin enabled and the worker interpreter set."""
     profile = root / "profiles" / "default"
     stage(profile / "python" / "plugins")
     ini_path = profile / "QGIS" / "QGIS3.ini"
     ini_path.parent.mkdir(parents=True, exist_ok=True)
-    ini = configparser.ConfigParser(interpolation=None)
-    ini.optionxform = str  # QGIS keys are case-sensitive
+    ini = CaseSensitiveConfig(interpolation=None)
     if ini_path.exists():
         ini.read(ini_path)
     for section, values in {
