@@ -37,6 +37,8 @@ LAZY_COMMANDS: dict[str, str] = {
     "postprocess": "aifactory.postprocess.commands:postprocess",
     "submit": "aifactory.jobs.commands:submit_command",
     "jobs": "aifactory.jobs.commands:jobs_group",
+    "train": "aifactory.training.commands:train",
+    "models": "aifactory.models.commands:models",
 }
 
 

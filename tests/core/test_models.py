@@ -199,3 +199,14 @@ def test_models_list_cli_prints_every_architecture_and_brick(cli):
     for name in [*ARCHITECTURES.names(), *BRICKS.names()]:
         assert f" {name}  " in result.stdout
     assert "[heatmap] centernet" in result.stdout and "stride=2" in result.stdout
+
+
+def test_shallow_encoders_keep_the_output_at_input_size():
+    x = torch.randn(1, BANDS, 64, 64)
+    for name in ARCHITECTURES.names():
+        entry = ARCHITECTURES.get(name)
+        if "encoder_depth" not in entry.params.model_fields or task_of(name) != "segmentation":
+            continue
+        model = build(name, encoder_depth=3).eval()
+        with torch.no_grad():
+            assert model(x).shape == (1, CLASSES, 64, 64), name

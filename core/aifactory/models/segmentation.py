@@ -90,7 +90,7 @@ class FpnParams(SmpParams):
     """FPN decoder."""
 
     pyramid_channels: int = Field(default=256, ge=8)
-    segmentation_channels: int = Field(default=128, ge=8)
+    segmentation_channels: int = Field(default=128, ge=32, multiple_of=32, description="group norm of 32 groups")
     merge_policy: Literal["add", "cat"] = "add"
     dropout: float = Field(default=0.2, ge=0, lt=1)
 
@@ -99,6 +99,7 @@ class FpnParams(SmpParams):
 def fpn(params: FpnParams, in_channels: int, num_classes: int) -> nn.Module:
     """Feature Pyramid Network (Lin 2017) as a segmentation decoder, output upsampled from 1/4."""
     return build_smp(smp.FPN, params, in_channels, num_classes, decoder_pyramid_channels=params.pyramid_channels,
+                     upsampling=2 ** (params.encoder_depth - 3),
                      decoder_segmentation_channels=params.segmentation_channels,
                      decoder_merge_policy=params.merge_policy, decoder_dropout=params.dropout)
 
@@ -131,7 +132,7 @@ def deeplabv3(params: DeepLabParams, in_channels: int, num_classes: int) -> nn.M
     """DeepLabV3 (Chen 2017): dilated encoder + ASPP, bilinear upsampling to the input size."""
     return build_smp(smp.DeepLabV3, params, in_channels, num_classes, encoder_output_stride=params.output_stride,
                      decoder_channels=params.decoder_channels, decoder_atrous_rates=tuple(params.atrous_rates),
-                     upsampling=params.output_stride)
+                     upsampling=min(params.output_stride, 2 ** params.encoder_depth))
 
 
 @ARCHITECTURES.register("deeplabv3plus", DeepLabParams)
@@ -196,7 +197,7 @@ def dpt(params: DptParams, in_channels: int, num_classes: int) -> nn.Module:
     """Dense Prediction Transformer (Ranftl 2021): ViT tokens reassembled into a multi-scale decoder."""
     try:
         model = smp.DPT(encoder_name=params.encoder, encoder_weights=None, encoder_depth=params.encoder_depth,
-                        decoder_intermediate_channels=tuple(params.intermediate_channels),
+                        decoder_intermediate_channels=tuple(params.intermediate_channels[: params.encoder_depth]),
                         decoder_fusion_channels=params.fusion_channels, in_channels=in_channels,
                         classes=num_classes, dynamic_img_size=True)
     except (KeyError, ValueError, RuntimeError) as exc:
