@@ -43,8 +43,11 @@ class COGWriter:
                  crs: Any = None, transform: Affine | None = None, nodata: float | None = None,
                  blocksize: int = 512, compress: str = "ZSTD", cog: bool = True,
                  band_descriptions: list[str] | None = None, predictor: int | None = None,
-                 progress_task: str | None = None) -> None:
+                 progress_task: str | None = None, mask: bool = False) -> None:
         self.path = Path(path)
+        # With an internal mask, GDAL 3.10's multithreaded compression races between a band's and its
+        # mask's jobs ("Bad value 1 for ExtraSamples"): such a writer compresses in one thread.
+        self._threads = "1" if mask else "ALL_CPUS"
         self.cog = cog
         self.compress = compress
         self.blocksize = blocksize
@@ -57,7 +60,7 @@ class COGWriter:
             "driver": "GTiff", "width": width, "height": height, "count": count, "dtype": dtype,
             "crs": crs, "transform": transform or Affine.identity(), "nodata": nodata, "tiled": True,
             "blockxsize": blocksize, "blockysize": blocksize, "compress": compress, "predictor": predictor,
-            "BIGTIFF": "IF_SAFER", "interleave": "pixel" if count <= 4 else "band",
+            "BIGTIFF": "IF_SAFER", "interleave": "pixel" if count <= 4 else "band", "num_threads": self._threads,
         }
         self._env = gdal_env()
         self._env.__enter__()
@@ -84,7 +87,7 @@ class COGWriter:
         self._ds.write(array, window=window)
 
     def write_mask(self, mask: np.ndarray, window: Window) -> None:
-        """Write an internal validity mask (True = valid) for ``window``."""
+        """Write an internal validity mask (True = valid) for ``window`` (create the writer with ``mask=True``)."""
         self._ds.write_mask(np.where(mask, 255, 0).astype("uint8"), window=window)
 
     def update_tags(self, **tags: str) -> None:
@@ -101,7 +104,7 @@ class COGWriter:
             if self.cog:
                 rasterio.shutil.copy(self._tmp, final_tmp, driver="COG", COMPRESS=self.compress,
                                      BLOCKSIZE=self.blocksize, OVERVIEWS="AUTO", BIGTIFF="IF_SAFER",
-                                     NUM_THREADS="ALL_CPUS", PREDICTOR="YES")
+                                     NUM_THREADS=self._threads, PREDICTOR="YES")
                 remove_path(self._tmp)
             else:
                 with rasterio.open(self._tmp, "r+") as ds:
