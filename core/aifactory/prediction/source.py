@@ -1,0 +1,172 @@
+"""The raster side of prediction: input checks against the model cards and the batch reader.
+
+GSD policy (:func:`resample_factor`): a raster within 5 % of the model's GSD is used as is; within a
+factor of 2 either way it is resampled on the fly through a GDAL warped VRT (bilinear) to the model's
+GSD, with a warning (the scores raster is then on that grid); further apart it is refused, because a
+model seeing objects at a quarter of their trained size does not predict anything meaningful.
+Rasters without georeferencing have no GSD and are used as they are.
+
+The reader runs in a thread (GDAL releases the GIL while decoding) and feeds batches through a short
+queue, so reading overlaps with the model. Each batch is one read of the union of its tiles widened to
+the block grid; tiles with no valid pixel (nodata, per-dataset mask or alpha) never reach the model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import rasterio
+from pyproj import CRS, Geod
+from rasterio.enums import MaskFlags, Resampling
+from rasterio.vrt import WarpedVRT
+from rasterio.windows import Window
+
+from aifactory.errors import InputError
+from aifactory.io.raster import RasterInfo, read_window
+from aifactory.models.card import ModelCard
+from aifactory.prediction.geofence import Geofence
+from aifactory.prediction.tiling import Tile, TileGrid, batch_groups
+from aifactory.prediction.tiling import read_window as union_window
+from aifactory.progress import reporter
+
+GSD_TOLERANCE = 0.05
+MAX_RESAMPLE_FACTOR = 2.0
+
+
+def raster_gsd_m(info: RasterInfo) -> float | None:
+    """Ground sample distance in metres (geographic CRSs measured at the raster's centre), or None."""
+    if not info.georeferenced or info.crs is None:
+        return None
+    crs = CRS.from_user_input(info.crs)
+    if crs.is_geographic:
+        left, bottom, right, top = info.bounds
+        lon, lat = (left + right) / 2, (bottom + top) / 2
+        geod = Geod(ellps="WGS84")
+        dx = geod.inv(lon, lat, lon + info.res[0], lat)[2]
+        dy = geod.inv(lon, lat, lon, lat + info.res[1])[2]
+        return float(math.sqrt(dx * dy))
+    unit = crs.axis_info[0].unit_conversion_factor if crs.axis_info else 1.0
+    return float(math.sqrt(info.res[0] * info.res[1]) * unit)
+
+
+def resample_factor(info: RasterInfo, card: ModelCard) -> float:
+    """Model GSD / raster GSD: 1.0 to use the raster as is (see the module docstring for the policy)."""
+    raster_gsd = raster_gsd_m(info)
+    if card.gsd is None or raster_gsd is None:
+        return 1.0
+    factor = card.gsd / raster_gsd
+    if abs(factor - 1.0) <= GSD_TOLERANCE:
+        return 1.0
+    if 1 / MAX_RESAMPLE_FACTOR <= factor <= MAX_RESAMPLE_FACTOR:
+        reporter().warning(f"{info.path}: GSD {raster_gsd:.3g} m differs from the model's {card.gsd:.3g} m; "
+                           f"resampling on the fly by {factor:.3g}")
+        return factor
+    raise InputError(f"{info.path}: GSD {raster_gsd:.3g} m is more than {MAX_RESAMPLE_FACTOR:g}x away from the "
+                     f"model's {card.gsd:.3g} m; resample the raster first (aifactory preprocess)")
+
+
+def check_bands(info: RasterInfo, card: ModelCard, run: str) -> None:
+    """A raster must have every band the model reads."""
+    if not card.bands:
+        raise InputError(f"{run}: model card lists no input bands")
+    if max(card.bands) > info.count or min(card.bands) < 1:
+        raise InputError(f"{info.path}: has {info.count} band(s) but model {run} reads bands "
+                         f"{', '.join(map(str, card.bands))}")
+
+
+@contextlib.contextmanager
+def open_source(path: str, factor: float) -> Iterator[rasterio.io.DatasetReader | WarpedVRT]:
+    """The raster, or a warped VRT resampling it by ``factor`` (output GSD = raster GSD × factor)."""
+    from aifactory.io.raster import open_raster
+
+    with open_raster(path) as ds:
+        if factor == 1.0:
+            yield ds
+            return
+        width = max(1, round(ds.width / factor))
+        height = max(1, round(ds.height / factor))
+        transform = ds.transform * ds.transform.scale(ds.width / width, ds.height / height)
+        with WarpedVRT(ds, crs=ds.crs, transform=transform, width=width, height=height,
+                       resampling=Resampling.bilinear, src_nodata=ds.nodata, nodata=ds.nodata) as vrt:
+            yield vrt
+
+
+@dataclass
+class Batch:
+    """Tiles of one tile row with their pixels (N, bands, T, T) float32 and valid masks (N, T, T)."""
+
+    tiles: list[Tile]
+    data: np.ndarray
+    valid: np.ndarray
+
+
+@dataclass
+class RowDone:
+    """Marks the end of a tile row (after its last batch)."""
+
+    row: int
+
+
+@dataclass
+class ReadStats:
+    tiles_total: int = 0
+    tiles_outside: int = 0
+    tiles_nodata: int = 0
+    tiles_predicted: int = 0
+
+
+def valid_mask(ds: rasterio.io.DatasetReader | WarpedVRT, data: np.ndarray, window: Window) -> np.ndarray:
+    """(h, w) valid pixels of ``data`` read at ``window`` (inside the raster): nodata, masks, alpha honoured.
+
+    With a nodata value a pixel is valid when any band read differs from it (GDAL's per-dataset rule,
+    applied to the bands the models use); otherwise the per-dataset mask or alpha band decides.
+    """
+    flags = ds.mask_flag_enums[0] if ds.count else [MaskFlags.all_valid]
+    if ds.nodata is not None and MaskFlags.nodata in flags:
+        if isinstance(ds.nodata, float) and math.isnan(ds.nodata):
+            return ~np.isnan(data).all(axis=0)
+        return (data != ds.nodata).any(axis=0)
+    if MaskFlags.per_dataset in flags or MaskFlags.alpha in flags:
+        return ds.dataset_mask(window=window) > 0
+    return np.ones(data.shape[1:], dtype=bool)
+
+
+def _fit(array: np.ndarray, size: int) -> np.ndarray:
+    """Pad the last two axes of ``array`` with zeros up to ``size`` (tiles reaching past a small raster)."""
+    if array.shape[-2:] == (size, size):
+        return array
+    pad = [(0, 0)] * (array.ndim - 2) + [(0, size - array.shape[-2]), (0, size - array.shape[-1])]
+    return np.pad(array, pad)
+
+
+def iter_batches(ds: rasterio.io.DatasetReader | WarpedVRT, grid: TileGrid, bands: Sequence[int],
+                 fence: Geofence, batch_size: int, stats: ReadStats) -> Iterator[Batch | RowDone]:
+    """Batches of tiles in grid order, each tile row closed by a :class:`RowDone`."""
+    block = ds.block_shapes[0] if ds.block_shapes else (grid.tile, grid.tile)
+    size = grid.tile
+    for row in grid.rows():
+        stats.tiles_total += len(row)
+        inside = [tile for tile in row if fence.touches(tile)]
+        stats.tiles_outside += len(row) - len(inside)
+        for group in batch_groups(inside, batch_size):
+            window = union_window(group, block, ds.width, ds.height)
+            raw = read_window(ds, window, list(bands))
+            valid = valid_mask(ds, raw, window)
+            tiles, data, masks = [], [], []
+            for tile in group:
+                r, c = tile.row_off - int(window.row_off), tile.col_off - int(window.col_off)
+                tile_valid = valid[r:r + size, c:c + size]
+                if not tile_valid.any():
+                    stats.tiles_nodata += 1
+                    continue
+                tiles.append(tile)
+                data.append(_fit(raw[:, r:r + size, c:c + size], size))
+                masks.append(_fit(tile_valid, size))
+            if tiles:
+                stats.tiles_predicted += len(tiles)
+                yield Batch(tiles, np.stack(data).astype("float32"), np.stack(masks))
+        yield RowDone(row[0].row)

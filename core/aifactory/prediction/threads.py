@@ -1,0 +1,111 @@
+"""Two small thread helpers that overlap reading, computing and writing.
+
+The reader (GDAL decoding releases the GIL) runs ahead of the model through :func:`prefetch`; the
+writer side (uint8 conversion, COG writes, vectorization) runs behind it in a :class:`Sink`. Queues are
+short, so memory stays a few batches. Exceptions in a thread surface in the caller, and each thread
+runs in a copy of the caller's context so progress goes to the caller's reporter.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+_END = object()
+
+
+def _put(q: queue.Queue[Any], item: Any, stop: threading.Event) -> bool:
+    """Put ``item`` unless ``stop`` is set while waiting for room; False when stopped."""
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def prefetch(items: Iterator[T], depth: int = 2) -> Iterator[T]:
+    """Iterate ``items`` in a background thread, at most ``depth`` items ahead of the consumer."""
+    q: queue.Queue[tuple[Any, BaseException | None]] = queue.Queue(depth)
+    stop = threading.Event()
+
+    def work() -> None:
+        try:
+            for item in items:
+                if not _put(q, (item, None), stop):
+                    return
+            _put(q, (_END, None), stop)
+        except BaseException as exc:  # handed to the consumer, re-raised there
+            _put(q, (_END, exc), stop)
+
+    thread = threading.Thread(target=contextvars.copy_context().run, args=(work,), daemon=True,
+                              name="aifactory-reader")
+    thread.start()
+    try:
+        while True:
+            item, error = q.get()
+            if item is _END:
+                if error is not None:
+                    raise error
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+class Sink(Generic[T]):
+    """Process items with ``func`` in a background thread, in order; :meth:`close` waits for the rest."""
+
+    def __init__(self, func: Callable[[T], None], depth: int = 2) -> None:
+        self._func = func
+        self._queue: queue.Queue[Any] = queue.Queue(depth)
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=contextvars.copy_context().run, args=(self._work,), daemon=True,
+                                        name="aifactory-writer")
+        self._thread.start()
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _END:
+                return
+            if self._error is None:
+                try:
+                    self._func(item)
+                except BaseException as exc:
+                    self._error = exc
+                    self._stop.set()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def put(self, item: T) -> None:
+        self._raise()
+        _put(self._queue, item, self._stop)
+        self._raise()
+
+    def close(self) -> None:
+        """Wait until every item is processed; re-raise the first error of the thread."""
+        self._queue.put(_END)
+        self._thread.join()
+        self._raise()
+
+    def cancel(self) -> None:
+        """Stop without processing what is queued."""
+        self._stop.set()
+        self._error = self._error or RuntimeError("cancelled")
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        self._queue.put(_END)
+        self._thread.join()

@@ -1,0 +1,102 @@
+"""The tile grid of a prediction: where tiles go, which tile a pixel belongs to, how tiles are batched.
+
+Tiles are ``tile``×``tile`` windows every ``stride = tile - overlap`` pixels, the last row and column
+flush with the raster edge (:func:`aifactory.io.raster.tile_offsets`). Tiles are visited row by row:
+the blending accumulator finalizes the rows above a tile row once that row is done, so the order is
+part of the memory contract. Each batch is read with one call covering the union of its tiles,
+widened to the raster's block grid, so GDAL decodes each block of a batch once and never a partial
+block twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from rasterio.windows import Window
+
+from aifactory.io.raster import tile_offsets
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile: its grid position and its window in raster pixels (may reach past a small raster)."""
+
+    row: int
+    col: int
+    row_off: int
+    col_off: int
+    size: int
+
+    @property
+    def tile_id(self) -> str:
+        return f"r{self.row}c{self.col}"
+
+    @property
+    def window(self) -> Window:
+        return Window(self.col_off, self.row_off, self.size, self.size)
+
+    @property
+    def bounds(self) -> tuple[int, int, int, int]:
+        """(col0, row0, col1, row1) in pixels."""
+        return self.col_off, self.row_off, self.col_off + self.size, self.row_off + self.size
+
+
+class TileGrid:
+    """Tiles of ``tile`` px with ``overlap`` px between neighbours over a ``width``×``height`` raster."""
+
+    def __init__(self, width: int, height: int, tile: int, overlap: int) -> None:
+        if not 0 <= overlap < tile:
+            raise ValueError(f"overlap must be in [0, {tile}), got {overlap}")
+        self.width, self.height, self.tile, self.overlap = width, height, tile, overlap
+        self.stride = tile - overlap
+        self.row_offsets = tile_offsets(height, tile, self.stride)
+        self.col_offsets = tile_offsets(width, tile, self.stride)
+
+    def __len__(self) -> int:
+        return len(self.row_offsets) * len(self.col_offsets)
+
+    def row(self, index: int) -> list[Tile]:
+        """The tiles of tile row ``index``, left to right."""
+        row_off = self.row_offsets[index]
+        return [Tile(index, col, row_off, col_off, self.tile) for col, col_off in enumerate(self.col_offsets)]
+
+    def rows(self) -> Iterator[list[Tile]]:
+        for index in range(len(self.row_offsets)):
+            yield self.row(index)
+
+    def final_rows(self, index: int) -> tuple[int, int]:
+        """Raster rows [start, stop) that no tile after tile row ``index`` touches."""
+        start = self.row_offsets[index]
+        last = index == len(self.row_offsets) - 1
+        stop = self.height if last else self.row_offsets[index + 1]
+        return start, min(stop, self.height)
+
+    def tile_ids(self, rows: np.ndarray, cols: np.ndarray) -> list[str]:
+        """Ids of the tiles whose centre part holds each pixel (rows, cols): the tile a detection is from."""
+        half = self.overlap / 2
+        ti = np.clip(np.searchsorted(self.row_offsets, np.asarray(rows) - half, side="right") - 1,
+                     0, len(self.row_offsets) - 1)
+        tj = np.clip(np.searchsorted(self.col_offsets, np.asarray(cols) - half, side="right") - 1,
+                     0, len(self.col_offsets) - 1)
+        return [f"r{i}c{j}" for i, j in zip(ti.tolist(), tj.tolist(), strict=True)]
+
+
+def batch_groups(tiles: Sequence[Tile], batch_size: int) -> Iterator[list[Tile]]:
+    """Consecutive tiles of one tile row in groups of at most ``batch_size``."""
+    for start in range(0, len(tiles), batch_size):
+        yield list(tiles[start:start + batch_size])
+
+
+def read_window(tiles: Sequence[Tile], block: tuple[int, int], width: int, height: int) -> Window:
+    """The union of ``tiles`` widened to whole blocks (``block`` = (rows, cols)) and clipped to the raster.
+
+    Tiles reaching past a raster smaller than one tile are padded by the reader.
+    """
+    block_rows, block_cols = block
+    col0 = min(t.col_off for t in tiles) // block_cols * block_cols
+    row0 = min(t.row_off for t in tiles) // block_rows * block_rows
+    col1 = min(width, -(-max(t.col_off + t.size for t in tiles) // block_cols) * block_cols)
+    row1 = min(height, -(-max(t.row_off + t.size for t in tiles) // block_rows) * block_rows)
+    return Window(col0, row0, col1 - col0, row1 - row0)

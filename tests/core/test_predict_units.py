@@ -1,0 +1,134 @@
+"""Tiling, blending, the row-band accumulator, TTA and ensembling, without models or rasters."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from aifactory.errors import ConfigError
+from aifactory.prediction.blending import RowBandAccumulator, blend_weights, normalize, to_uint8
+from aifactory.prediction.ensemble import check_weights, combine, weighted_box_fusion
+from aifactory.prediction.tiling import TileGrid, read_window
+from aifactory.prediction.tta import predict_tta, transforms
+
+
+@pytest.mark.parametrize("kind", ["cosine", "hann", "crop"])
+def test_blend_windows_are_symmetric_positive_and_peak_in_the_middle(kind):
+    w = blend_weights(64, 16, kind)
+    assert w.shape == (64, 64) and w.dtype == np.float32
+    assert (w > 0).all() and w.max() == pytest.approx(1.0, abs=2e-3)
+    np.testing.assert_allclose(w, w.T)
+    np.testing.assert_allclose(w, w[::-1, ::-1])
+    assert w[32, 32] > w[0, 32] and w[32, 32] > w[32, 0]
+    if kind == "cosine":
+        assert (w[16:48, 16:48] == 1).all()  # flat outside the overlap ramp
+    if kind == "crop":
+        assert w[3, 32] < 0.01 and w[8, 32] == 1
+
+
+def test_grid_covers_the_raster_and_final_rows_partition_it():
+    grid = TileGrid(1000, 700, 256, 32)
+    assert grid.row_offsets[-1] == 700 - 256 and grid.col_offsets[-1] == 1000 - 256
+    spans = [grid.final_rows(i) for i in range(len(grid.row_offsets))]
+    assert spans[0][0] == 0 and spans[-1][1] == 700
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(spans))
+    small = TileGrid(100, 60, 256, 32)
+    assert len(small) == 1 and small.final_rows(0) == (0, 60)
+
+
+def test_read_windows_are_block_aligned_and_inside():
+    grid = TileGrid(1500, 1300, 256, 32)
+    tiles = grid.row(2)[1:4]
+    window = read_window(tiles, (512, 512), 1500, 1300)
+    assert window.col_off % 512 == 0 and window.row_off % 512 == 0
+    assert window.col_off <= tiles[0].col_off and window.col_off + window.width >= tiles[-1].col_off + 256
+    assert window.row_off + window.height <= 1300 and window.col_off + window.width <= 1500
+
+
+@pytest.mark.parametrize("kind", ["cosine", "hann", "crop"])
+def test_blending_a_smooth_field_reproduces_it_with_a_band_of_tile_rows(kind):
+    """Tiles that all see the same field blend back into exactly that field, row band by row band."""
+    width, height, tile = 230, 190, 64
+    yy, xx = np.mgrid[0:height, 0:width]
+    field = np.stack([np.sin(xx / 17.0) * 0.5 + 0.5, (yy / height)]).astype("float32")
+    grid = TileGrid(width, height, tile, 16)
+    weights = blend_weights(tile, 16, kind)
+    acc = RowBandAccumulator(width, height, tile, 2)
+    assert acc.sums.shape == (2, tile, width)  # a band of rows, not the raster
+    rows = []
+    for index, row in enumerate(grid.rows()):
+        for t in row:
+            acc.add(t, field[:, t.row_off:t.row_off + tile, t.col_off:t.col_off + tile], weights)
+        rows.append(acc.pop(grid.final_rows(index)[1]))
+    assert [r[0] for r in rows] == [grid.final_rows(i)[0] for i in range(len(rows))]
+    sums = np.concatenate([r[1] for r in rows], axis=1)
+    total = np.concatenate([r[2] for r in rows], axis=0)
+    scores, predicted = normalize(sums, total)
+    assert predicted.all()
+    np.testing.assert_allclose(scores, field, atol=1e-5)
+
+
+def test_uint8_scores_are_zero_where_not_predicted():
+    scores = np.array([[[0.0, 0.5, 1.0]]], dtype="float32")
+    predicted = np.array([[True, True, False]])
+    assert to_uint8(scores, predicted).tolist() == [[[0, 128, 0]]]
+
+
+@pytest.mark.parametrize("mode", ["flips", "d4"])
+def test_tta_inverts_every_transform(mode):
+    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8)
+    for t in transforms(mode):
+        assert torch.equal(t.inverse(t.forward(x)), x)
+    assert len({(t.rot, t.flip) for t in transforms(mode)}) == (4 if mode == "flips" else 8)
+    # a pixel-wise model is equivariant: TTA must give exactly the plain prediction
+    assert torch.allclose(predict_tta(torch.sigmoid, x / 100, mode), torch.sigmoid(x / 100))
+    # a model that only looks left averages to a left-right symmetric answer under TTA
+    def look_left(t: torch.Tensor) -> torch.Tensor:
+        return torch.roll(t, 1, dims=-1)
+
+    out = predict_tta(look_left, x, mode)
+    assert torch.allclose(out, (torch.roll(x, 1, -1) + torch.roll(x, -1, -1) + (
+        torch.roll(x, 1, -2) + torch.roll(x, -1, -2) if mode == "d4" else 0)) / (2 if mode == "flips" else 4))
+
+
+def test_tta_mode_errors():
+    assert len(transforms(False)) == 1 and len(transforms(True)) == 8
+    with pytest.raises(ConfigError, match="tta"):
+        transforms("everything")
+
+
+def test_ensemble_modes():
+    a = torch.tensor([[[[0.8]], [[0.2]]]])  # (1, 2, 1, 1): model A says class 0
+    b = torch.tensor([[[[0.4]], [[0.6]]]])
+    c = torch.tensor([[[[0.3]], [[0.7]]]])
+    equal = check_weights("mean", None, 3)
+    assert combine([a, b, c], "mean", equal)[0, :, 0, 0].tolist() == pytest.approx([0.5, 0.5])
+    weighted = check_weights("weighted", [2, 1, 1], 3)
+    assert combine([a, b, c], "weighted", weighted)[0, :, 0, 0].tolist() == pytest.approx([0.575, 0.425])
+    assert combine([a, b, c], "max", equal)[0, :, 0, 0].tolist() == pytest.approx([0.8, 0.7])
+    assert combine([a, b, c], "vote", equal)[0, :, 0, 0].tolist() == pytest.approx([1 / 3, 2 / 3])
+    sigmoid = [torch.tensor([[[[v]]]]) for v in (0.7, 0.2, 0.6)]
+    assert combine(sigmoid, "vote", equal).item() == pytest.approx(2 / 3)
+    with pytest.raises(ConfigError, match="one weight per model"):
+        check_weights("weighted", [1.0], 3)
+    with pytest.raises(ConfigError, match="ensemble"):
+        check_weights("median", None, 2)
+
+
+def test_weighted_box_fusion():
+    m1 = np.array([[0, 0, 10, 10], [50, 50, 60, 60]], float)
+    m2 = np.array([[2, 0, 12, 10], [100, 100, 110, 110]], float)
+    boxes, scores, labels = weighted_box_fusion([m1, m2], [np.array([0.9, 0.8]), np.array([0.3, 0.5])],
+                                                [np.array([1, 1]), np.array([1, 2])])
+    assert len(boxes) == 3
+    fused = boxes[0]
+    np.testing.assert_allclose(fused, [0.5, 0, 10.5, 10])  # (0.9·0 + 0.3·2) / 1.2
+    assert scores[0] == pytest.approx(0.6)  # both models agree: mean score
+    single = {int(lab): s for lab, s in zip(labels[1:], scores[1:], strict=True)}
+    assert single[1] == pytest.approx(0.4) and single[2] == pytest.approx(0.25)  # one of two models
+    # boxes of different labels never fuse
+    b, _, _ = weighted_box_fusion([m1[:1], m1[:1]], [np.array([0.5]), np.array([0.5])],
+                                  [np.array([1]), np.array([2])])
+    assert len(b) == 2
