@@ -1,0 +1,181 @@
+"""B2/B3 prediction: efficiency η = bare forward time / end-to-end predict time, and peak RSS vs raster size.
+
+η (BENCHMARKS.md B3): ``predict()`` on a synthetic 4-band uint16 COG (read → model → blend → scores COG
+→ vectorize → GeoPackage) against the model alone on random tensors already in memory, same tile count,
+tile size, batch size, precision and memory format, warmed up; the two alternate and medians are
+compared. The peer baseline's setting: U-Net resnet18, 4 bands, tile 512, overlap 64 (stride 448),
+batch 8. Also printed: what channels_last and bf16 autocast do to the forward on this machine.
+
+Peak RSS: ``predict()`` of N × N scenes, each in a fresh interpreter (scene generated beforehand in its
+own process), with a lighter U-Net (resnet18 cut to 3 stages) so that 16k² runs in minutes on 2 CPUs;
+the goal is a flat curve, ratio largest/smallest ≤ 1.10.
+
+``python -m bench.bench_predict`` (4k² η, RSS at 4k², 8k², 16k²); ``--full`` uses 20k² for η.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from bench.common import alternate, peak_rss_mb, row
+
+WORK = Path(__file__).resolve().parents[1] / "bench_output" / "predict"
+FULL_UNET = {"encoder": "resnet18", "encoder_depth": 5}
+LIGHT_UNET = {"encoder": "resnet18", "encoder_depth": 3, "decoder_channels": [32, 16, 8]}
+
+
+def scene(size: int) -> Path:
+    """A cached N × N synthetic scene, generated in its own process (keeps the caller's RSS clean)."""
+    path = WORK / f"scene-{size}.tif"
+    if not path.exists():
+        WORK.mkdir(parents=True, exist_ok=True)
+        code = ("from aifactory.io.synthetic import SceneSpec, generate_scene\n"
+                f"generate_scene(SceneSpec(width={size}, height={size}, density=0.5, seed=1), {str(path)!r})")
+        subprocess.run([sys.executable, "-c", code], check=True)
+    return path
+
+
+def train(card: object, steps: int = 40) -> dict[str, torch.Tensor]:
+    """A few dozen steps on a small synthetic scene, so outputs look like a real model's (timing and
+    memory of vectorization depend on how many objects a model finds: random weights find noise)."""
+    import numpy as np
+    import rasterio
+    from aifactory.io.synthetic import SceneSpec, generate_scene
+    from aifactory.models.card import build_model
+    from rasterio.features import rasterize
+
+    raster = WORK / "train.tif"
+    truth = generate_scene(SceneSpec(width=384, height=384, seed=11, density=1.6), raster)
+    with rasterio.open(raster) as ds:
+        image = torch.from_numpy((ds.read().astype("float32") - 4000.0) / 2500.0)
+        mask = np.zeros((384, 384), dtype="int64")
+        for index, name in enumerate(("building", "vegetation/tree"), start=1):
+            geoms = truth.geometry[truth["class"] == name]
+            mask[rasterize(geoms, out_shape=(384, 384), transform=ds.transform) > 0] = index
+    target = torch.from_numpy(mask)
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    model = build_model(card)  # type: ignore[arg-type]
+    optimizer = torch.optim.Adam(model.parameters(), 5e-3)
+    for _ in range(steps):
+        rows, cols = rng.integers(0, 384 - 96, 8), rng.integers(0, 384 - 96, 8)
+        x = torch.stack([image[:, r:r + 96, c:c + 96] for r, c in zip(rows, cols, strict=True)])
+        y = torch.stack([target[r:r + 96, c:c + 96] for r, c in zip(rows, cols, strict=True)])
+        loss = torch.nn.functional.cross_entropy(model(x), y, weight=torch.tensor([0.1, 1.0, 1.0]))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.state_dict()
+
+
+def run_dir(name: str, params: dict[str, object], tile: int) -> Path:
+    """A run directory with a briefly trained U-Net (cached in bench_output/)."""
+    from aifactory.datasets.format import Normalization
+    from aifactory.models.card import ModelCard, write_card
+
+    path = WORK / name
+    if not (path / "model.json").exists():
+        card = ModelCard(architecture="unet", params=params, in_channels=4, num_classes=3,
+                         classes=["background", "building", "vegetation/tree"], bands=[1, 2, 3, 4],
+                         normalization=Normalization(mean=[4000.0] * 4, std=[2500.0] * 4), tile_size=tile, gsd=0.5)
+        path.mkdir(parents=True, exist_ok=True)
+        torch.save(train(card), path / "model.pt")
+        write_card(card, path)
+    return path
+
+
+def forward_only(run: Path, tiles: int, batch: int, tile: int, bf16: bool, channels_last: bool = True) -> None:
+    from aifactory.models.card import load_run_model
+
+    model, _ = load_run_model(run)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=fmt)
+    x = torch.randn(batch, 4, tile, tile).contiguous(memory_format=fmt)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        model(x)  # warm-up
+        for _ in range(math.ceil(tiles / batch)):
+            torch.softmax(model(x).float(), dim=1)
+
+
+def forward_variants(run: Path, batch: int, tile: int) -> None:
+    """Seconds per batch of the forward in NCHW fp32, channels_last fp32, channels_last bf16."""
+    from aifactory.prediction.runtime import bf16_supported
+
+    variants = {"NCHW fp32": (False, False), "channels_last fp32": (False, True)}
+    if bf16_supported(torch.device("cpu")):
+        variants["channels_last bf16"] = (True, True)
+    seconds = {}
+    for name, (bf16, cl) in variants.items():
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            forward_only(run, batch, batch, tile, bf16, cl)
+            times.append(time.perf_counter() - start)
+        seconds[name] = statistics.median(times)
+    base = seconds["NCHW fp32"]
+    for name, value in seconds.items():
+        row(f"forward {name}", f"{base / value:.2f}×", "speed vs NCHW fp32 (one batch, median of 3)")
+
+
+def child(size: int, tile: int, batch: int) -> str:
+    """Code run in a fresh interpreter for the RSS measurement."""
+    out = WORK / f"out-rss-{size}"
+    return ("from aifactory.prediction import predict\n"
+            f"r = predict([{str(run_dir('run-light', LIGHT_UNET, tile))!r}], {str(scene(size))!r}, {str(out)!r}, "
+            f"batch_size={batch}, precision='fp32')\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--size", type=int, default=4096, help="side of the η raster in pixels")
+    parser.add_argument("--rss-sizes", default="4096,8192,16384", help="comma-separated sides for peak RSS")
+    parser.add_argument("--tile", type=int, default=512)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--skip-eta", action="store_true")
+    parser.add_argument("--skip-rss", action="store_true")
+    parser.add_argument("--full", action="store_true", help="η on a 20000² scene")
+    args = parser.parse_args(argv)
+    if args.full:
+        args.size = 20_000
+    from aifactory.prediction import predict
+
+    if not args.skip_eta:
+        run = run_dir("run-full", FULL_UNET, args.tile)
+        raster = scene(args.size)
+        first = predict([run], raster, WORK / "out-eta", batch_size=args.batch_size)  # warm-up, tile count
+        tiles, bf16 = first.tiles_predicted, first.precision == "bf16"
+        end_to_end, forward = alternate(
+            lambda: predict([run], raster, WORK / "out-eta", batch_size=args.batch_size),
+            lambda: forward_only(run, tiles, args.batch_size, args.tile, bf16), args.repeats)
+        row(f"B3 η = forward / end-to-end, {args.size}²", f"{forward / end_to_end:.3f}",
+            f"{tiles} tiles of {args.tile}, batch {args.batch_size}, {first.precision}, {first.device}; "
+            f"medians of {args.repeats}")
+        row("B3 end-to-end throughput", f"{args.size ** 2 / 1e6 / end_to_end:.2f} Mpx/s",
+            f"{first.detections_count} detections")
+        forward_variants(run, args.batch_size, args.tile)
+    if not args.skip_rss:
+        peaks = {}
+        for size in (int(s) for s in args.rss_sizes.split(",")):
+            scene(size)
+            start = time.perf_counter()
+            peak, _ = peak_rss_mb(child(size, args.tile, args.batch_size))
+            peaks[size] = peak
+            summary = json.loads((WORK / f"out-rss-{size}" / "prediction.json").read_text())
+            row(f"predict peak RSS {size}²", f"{peak:.0f} MB",
+                f"{summary['tiles_predicted']} tiles, {time.perf_counter() - start:.0f} s, light U-Net fp32")
+        smallest, largest = min(peaks), max(peaks)
+        row(f"predict RSS ratio {largest}²/{smallest}²", f"{peaks[largest] / peaks[smallest]:.3f}", "goal ≤ 1.10")
+
+
+if __name__ == "__main__":
+    main()
