@@ -4,7 +4,10 @@
 modules are the stages it chains: tiling → source (reader) → runtime (models) → ensemble/tta →
 blending → vectorize → geofence → detections.
 
-Imports the models stage (run directories, model cards): prediction consumes what training produced.
+Imports from other stages, on purpose: the models stage (run directories, model cards: prediction
+consumes what training produced), the datasets stage's label-mode vocabulary (the ``contact`` class name,
+so that models trained on boundary labels are vectorized accordingly) and, only for ``--postprocess``,
+the post-processing stage's chain runner.
 """
 
 from __future__ import annotations
