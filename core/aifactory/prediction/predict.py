@@ -164,9 +164,7 @@ def predict(models: Sequence[str | Path], raster: str | Path, out_dir: str | Pat
                                 str(postprocess or "")) as detections_out:
 
             def write_rows(item: tuple[int, np.ndarray, np.ndarray]) -> None:
-                row0, sums, weight = item
-                scores, predicted = normalize(sums, weight)
-                values = to_uint8(scores, predicted)
+                row0, values, predicted = item
                 inside = fence.mask(row0, values.shape[1], width)
                 keep = predicted if inside is None else predicted & inside
                 where = Window(0, row0, width, values.shape[1])
@@ -174,7 +172,7 @@ def predict(models: Sequence[str | Path], raster: str | Path, out_dir: str | Pat
                 scores_out.write_mask(keep, where)
                 detections_out.add(fence.apply(vectorizer.feed(row0, values, predicted)))
 
-            sink: Sink[tuple[int, np.ndarray, np.ndarray]] = Sink(write_rows)
+            sink: Sink[tuple[int, np.ndarray, np.ndarray]] = Sink(write_rows, depth=1)
             progress = reporter()
             try:
                 for item in prefetch(iter_batches(ds, grid, bands, fence, batch_size, stats)):
@@ -184,7 +182,9 @@ def predict(models: Sequence[str | Path], raster: str | Path, out_dir: str | Pat
                         for index, tile_ in enumerate(item.tiles):
                             accumulator.add(tile_, fg[index], window * item.valid[index])
                     else:
-                        sink.put(accumulator.pop(grid.final_rows(item.row)[1]))
+                        row0, sums, weight = accumulator.pop(grid.final_rows(item.row)[1])
+                        scores, predicted = normalize(sums, weight)  # queued as uint8: 3 bytes/px, not 12
+                        sink.put((row0, to_uint8(scores, predicted), predicted))
                         done = stats.tiles_predicted + stats.tiles_nodata + stats.tiles_outside
                         progress.progress("predict", done / len(grid),
                                           f"{stats.tiles_predicted} tiles predicted")
