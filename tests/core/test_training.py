@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -313,3 +314,34 @@ def test_train_config_validates_without_importing_torch(dataset, tmp_path):
     result = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "unet", result.stderr
     assert issubclass(TrainConfig, StrictModel)
+
+
+def test_example_config_validates_and_builds():
+    example = Path(__file__).resolve().parents[2] / "resources" / "examples" / "train.yaml"
+    config = TrainConfig.from_yaml(example)
+    assert Path(config.dataset).is_absolute() and config.model.architecture == "unet"
+    from aifactory.models import ARCHITECTURES
+
+    entry = ARCHITECTURES.get(config.model.architecture)
+    model = entry.func(entry.parse_params(config.model.params, "example"), 4, 3)
+    assert any(".gate_proj." in k for k in model.state_dict())
+    ctx = LossContext(3, 255, config.class_weights)
+    assert build_loss([(t.name, t.weight, t.params) for t in config.loss], ctx, "dense") is not None
+
+
+def test_without_validation_chips_the_last_weights_are_the_model(dataset, tmp_path):
+    folder = tmp_path / "train-only"
+    folder.mkdir()
+    for name in ("dataset.json", "images", "masks"):
+        (folder / name).symlink_to(dataset / name)
+    table = read_chips(dataset)
+    table[table["split"] == "train"].assign(boxes=lambda t: t["boxes"].map(json.dumps)).to_csv(
+        folder / "chips.csv", index=False)
+    events = []
+    config = TrainConfig.model_validate(config_data(folder, epochs=1, max_steps=2))
+    with use_reporter(CallbackReporter(events.append)):
+        run = train(config, tmp_path / "run", device="cpu")
+    assert any(e["event"] == "log" and "no validation" in e["message"] for e in events)
+    final = ckpt.latest_checkpoint(run)["model"]
+    weights = torch.load(run / "model.pt", weights_only=True)
+    assert all(torch.equal(weights[k], final[k]) for k in final)

@@ -150,6 +150,9 @@ def load_data(config: TrainConfig, family: str, source: str) -> Data:
         raise ConfigError(f"{source}: class_weights: {len(config.class_weights)} weights for "
                           f"{meta.num_classes} classes ({', '.join(meta.classes)})")
     val = ChipDataset(root, config.val_split)
+    if not len(val):
+        reporter().warning(f"{root}: no chips in the {config.val_split} split: no validation, no early stopping; "
+                           f"model.pt will hold the last weights")
     return Data(meta, bands, train, val if len(val) else None)
 
 

@@ -1,0 +1,59 @@
+"""``aifactory train`` as the plugin and the orchestrator run it: JSON-lines events, and ``--ref`` training
+the code of a git commit from a worktree, recorded in the manifest."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from test_training_support import make_dataset, write_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def git(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture()
+def head_commit() -> str:
+    found = git("rev-parse", "HEAD")
+    if found.returncode:
+        pytest.skip("not a git checkout")
+    return found.stdout.strip()
+
+
+def test_ref_trains_a_worktree_of_the_commit_and_streams_events(tmp_path, cli, head_commit):
+    dataset = make_dataset(tmp_path / "data", size=256)
+    config = write_config(tmp_path / "train.yaml", dataset, epochs=1, max_steps=2)
+    cache = tmp_path / "cache"
+    tree = cache / "worktrees" / head_commit
+    try:
+        result = cli("train", str(config), "-o", str(tmp_path / "run"), "--ref", "HEAD", "--events", "jsonl",
+                     env={"AIFACTORY_CACHE": str(cache)})
+        assert result.returncode == 0, result.stderr
+        events = [json.loads(line) for line in result.stdout.splitlines()]
+        kinds = [e["event"] for e in events]
+        assert kinds[-1] == "done" and events[-1]["status"] == "ok" and kinds.count("done") == 1
+        assert any(e["event"] == "progress" and e["task"] == "train" and e["value"] == 1.0 for e in events)
+        assert {e["name"] for e in events if e["event"] == "metric"} >= {"train/loss", "val/miou"}
+        assert {e["kind"] for e in events if e["event"] == "artifact"} == {"model", "model_card", "report"}
+        manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+        assert manifest["code"]["ref"] == "HEAD" and manifest["code"]["commit"] == head_commit
+        assert Path(manifest["code"]["path"]) == tree / "core" / "aifactory"
+        assert manifest["code"]["dirty"] is False
+    finally:
+        git("worktree", "remove", "--force", str(tree))
+        git("worktree", "prune")
+
+
+def test_unknown_ref_is_one_line_exit_2(tmp_path, cli, head_commit):
+    config = tmp_path / "train.yaml"
+    config.write_text("dataset: nowhere\n")
+    result = cli("train", str(config), "-o", str(tmp_path / "run"), "--ref", "no-such-branch-xyz",
+                 env={"AIFACTORY_CACHE": str(tmp_path / "cache")})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "aifactory: error: --ref no-such-branch-xyz: not a branch, tag or commit of " + str(REPO)]
