@@ -69,19 +69,29 @@ class RowBandAccumulator:
         self.sums[:, r0:r0 + h, c0:c0 + w] += scores[:, :h, :w] * weights
         self.weights[r0:r0 + h, c0:c0 + w] += weights
 
-    def pop(self, stop: int) -> tuple[int, np.ndarray, np.ndarray]:
-        """Hand out the finished rows [top, stop) as (top, sums, weights) copies and shift the band."""
+    def pop(self, stop: int, chunk: int = 64) -> tuple[int, np.ndarray, np.ndarray]:
+        """Hand out the finished rows [top, stop) as (top, uint8 scores, predicted mask); shift the band.
+
+        Scores are normalised ``chunk`` rows at a time straight from the band, so the float temporaries
+        stay small whatever the raster's width.
+        """
         count = stop - self.top
         if not 0 < count <= self.rows:
             raise ValueError(f"cannot pop rows [{self.top}, {stop}) from a band of {self.rows} rows")
-        out = (self.top, self.sums[:, :count].copy(), self.weights[:count].copy())
+        values = np.empty((self.sums.shape[0], count, self.width), dtype="uint8")
+        predicted = np.empty((count, self.width), dtype=bool)
+        for start in range(0, count, chunk):
+            rows = slice(start, min(count, start + chunk))
+            scores, predicted[rows] = normalize(self.sums[:, rows], self.weights[rows])
+            values[:, rows] = to_uint8(scores, predicted[rows])
+        top = self.top
         keep = self.rows - count
         self.sums[:, :keep] = self.sums[:, count:]
         self.weights[:keep] = self.weights[count:]
         self.sums[:, keep:] = 0
         self.weights[keep:] = 0
         self.top = stop
-        return out
+        return top, values, predicted
 
 
 def normalize(sums: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -35,7 +35,7 @@ from aifactory.errors import ConfigError, InputError
 from aifactory.io.atomic import write_text_atomic
 from aifactory.io.cog import COGWriter
 from aifactory.io.raster import crs_string, raster_info
-from aifactory.prediction.blending import BlendWindow, RowBandAccumulator, blend_weights, normalize, to_uint8
+from aifactory.prediction.blending import BlendWindow, RowBandAccumulator, blend_weights
 from aifactory.prediction.detections import DetectionWriter
 from aifactory.prediction.ensemble import check_weights, combine
 from aifactory.prediction.geofence import Geofence
@@ -59,6 +59,7 @@ SCORES_NAME = "scores.tif"
 DETECTIONS_NAME = "detections.gpkg"
 SUMMARY_NAME = "prediction.json"
 PREVIEW_NAME = "preview.png"
+WRITE_ROWS = 128
 
 
 @dataclass
@@ -164,13 +165,17 @@ def predict(models: Sequence[str | Path], raster: str | Path, out_dir: str | Pat
                                 str(postprocess or "")) as detections_out:
 
             def write_rows(item: tuple[int, np.ndarray, np.ndarray]) -> None:
-                row0, values, predicted = item
-                inside = fence.mask(row0, values.shape[1], width)
-                keep = predicted if inside is None else predicted & inside
-                where = Window(0, row0, width, values.shape[1])
-                scores_out.write(np.where(keep, values, 0), where)
-                scores_out.write_mask(keep, where)
-                detections_out.add(fence.apply(vectorizer.feed(row0, values, predicted)))
+                top, strip, strip_predicted = item
+                for start in range(0, strip.shape[1], WRITE_ROWS):  # thin pieces: temporaries ∝ width × 128
+                    values = strip[:, start:start + WRITE_ROWS]
+                    predicted = strip_predicted[start:start + WRITE_ROWS]
+                    row0 = top + start
+                    inside = fence.mask(row0, values.shape[1], width)
+                    keep = predicted if inside is None else predicted & inside
+                    where = Window(0, row0, width, values.shape[1])
+                    scores_out.write(np.where(keep, values, 0), where)
+                    scores_out.write_mask(keep, where)
+                    detections_out.add(fence.apply(vectorizer.feed(row0, values, predicted)))
 
             sink: Sink[tuple[int, np.ndarray, np.ndarray]] = Sink(write_rows, depth=1)
             progress = reporter()
@@ -182,9 +187,7 @@ def predict(models: Sequence[str | Path], raster: str | Path, out_dir: str | Pat
                         for index, tile_ in enumerate(item.tiles):
                             accumulator.add(tile_, fg[index], window * item.valid[index])
                     else:
-                        row0, sums, weight = accumulator.pop(grid.final_rows(item.row)[1])
-                        scores, predicted = normalize(sums, weight)  # queued as uint8: 3 bytes/px, not 12
-                        sink.put((row0, to_uint8(scores, predicted), predicted))
+                        sink.put(accumulator.pop(grid.final_rows(item.row)[1]))
                         done = stats.tiles_predicted + stats.tiles_nodata + stats.tiles_outside
                         progress.progress("predict", done / len(grid),
                                           f"{stats.tiles_predicted} tiles predicted")
