@@ -49,7 +49,7 @@ from aifactory.prediction.source import (
     open_source,
     resample_factor,
 )
-from aifactory.prediction.threads import Sink, prefetch
+from aifactory.prediction.threads import Sink, limit_malloc_arenas, prefetch
 from aifactory.prediction.tiling import TileGrid
 from aifactory.prediction.tta import transforms
 from aifactory.prediction.vectorize import StreamingVectorizer
@@ -123,6 +123,7 @@ def predict(models: Sequence[str | Path], raster: str | Path, out_dir: str | Pat
     raw ones stay in layer ``raw_detections``.
     """
     started = time.monotonic()
+    limit_malloc_arenas()
     if batch_size < 1:
         raise ConfigError(f"batch size must be at least 1, got {batch_size}")
     if not 0.0 <= score_floor <= 1.0:

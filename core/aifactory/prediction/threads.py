@@ -4,17 +4,40 @@ The reader (GDAL decoding releases the GIL) runs ahead of the model through :fun
 writer side (uint8 conversion, COG writes, vectorization) runs behind it in a :class:`Sink`. Queues are
 short, so memory stays a few batches. Exceptions in a thread surface in the caller, and each thread
 runs in a copy of the caller's context so progress goes to the caller's reporter.
+
+Handing big buffers from thread to thread fragments glibc's per-thread malloc arenas: peak RSS then
+creeps up with the number of tiles (measured: +100 MB at 4k², more at 16k²). :func:`limit_malloc_arenas`
+caps the arenas and serves buffers above 4 MB with mmap (returned to the system when freed); it is
+process-wide, glibc only, and a no-op elsewhere.
 """
 
 from __future__ import annotations
 
 import contextvars
+import ctypes
+import ctypes.util
+import functools
 import queue
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
+M_MMAP_THRESHOLD, M_ARENA_MAX = -3, -8  # mallopt parameters (glibc malloc.h)
+
+
+@functools.cache
+def limit_malloc_arenas(arenas: int = 2, mmap_threshold: int = 4 << 20) -> bool:
+    """Cap glibc malloc arenas and fix the mmap threshold (once per process); False when not glibc."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        mallopt = libc.mallopt if libc is not None else None
+    except (OSError, AttributeError):
+        return False
+    if mallopt is None:
+        return False
+    return bool(mallopt(M_ARENA_MAX, arenas)) and bool(mallopt(M_MMAP_THRESHOLD, mmap_threshold))
 _END = object()
 
 
