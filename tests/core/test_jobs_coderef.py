@@ -6,8 +6,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from aifactory.coderef import checkout, current_code, worktrees_dir
 from aifactory.errors import InputError
-from aifactory.jobs.coderef import checkout, current_code, worktrees_dir
 
 
 def git(repo: Path, *args: str) -> str:

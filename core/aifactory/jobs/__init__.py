@@ -6,7 +6,7 @@ PIPELINE.yaml --events jsonl -o WORKDIR``, whose JSON-lines event stream (DESIGN
 client learns progress, artifacts and the outcome.
 
 Modules: ``base`` (statuses, the runner protocol), ``events`` (reading the stream back), ``ledger``
-(SQLite history), ``security`` (addresses, tokens, job ids), ``coderef`` (git worktrees for
+(SQLite history), ``security`` (addresses, tokens, job ids), ``aifactory.coderef`` (git worktrees for
 ``--ref``), ``resources``, ``local``, ``rayapi`` (HTTP client) + ``ray`` (runner), ``pack`` (the
 worker-side artifact packer), ``service`` (submit/refresh/stop/logs/fetch) and ``commands`` (CLI).
 """

@@ -15,7 +15,7 @@ from aifactory.io.atomic import atomic_path
 from aifactory.progress import reporter
 
 if TYPE_CHECKING:
-    from aifactory.jobs.coderef import CodeRef
+    from aifactory.coderef import CodeRef
     from aifactory.jobs.ledger import JobRecord
 
 STATUSES = ("pending", "running", "succeeded", "failed", "stopped")

@@ -23,8 +23,8 @@ from typing import Any
 
 import psutil
 
+from aifactory.coderef import REF_ENV, CodeRef
 from aifactory.jobs.base import Poll, copy_from_workdir, entrypoint
-from aifactory.jobs.coderef import REF_ENV, CodeRef
 from aifactory.jobs.events import parse_events, summarize
 from aifactory.jobs.ledger import JobRecord
 

@@ -26,11 +26,11 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from aifactory.coderef import REF_ENV, CodeRef
 from aifactory.errors import InputError
 from aifactory.io.atomic import atomic_path
 from aifactory.jobs import pack
 from aifactory.jobs.base import TERMINAL, Poll, copy_from_workdir, entrypoint
-from aifactory.jobs.coderef import REF_ENV, CodeRef
 from aifactory.jobs.events import parse_events, summarize
 from aifactory.jobs.ledger import JobRecord
 from aifactory.jobs.rayapi import NotFound, RayAPI, Unreachable

@@ -14,9 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from aifactory.coderef import CodeRef, checkout, current_code
 from aifactory.errors import AIFactoryError, ConfigError, InputError
 from aifactory.jobs.base import TERMINAL, Poll, Runner
-from aifactory.jobs.coderef import CodeRef, checkout, current_code
 from aifactory.jobs.events import summarize
 from aifactory.jobs.ledger import JobRecord, Ledger
 from aifactory.jobs.local import LocalRunner

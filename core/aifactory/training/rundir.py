@@ -26,12 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import aifactory
+from aifactory.coderef import REF_ENV
 from aifactory.io.atomic import atomic_path, write_text_atomic
 
 PACKAGES = ("aifactory", "torch", "torchvision", "segmentation-models-pytorch", "timm", "numpy", "rasterio",
             "pydantic", "mlflow-skinny")
-#: Set by ``aifactory train --ref`` in the environment of the process it starts.
-REF_ENV = "AIFACTORY_CODE_REF"
 
 
 def _git(*args: str, cwd: Path) -> str | None:
