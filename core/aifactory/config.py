@@ -7,6 +7,7 @@ line naming the file, the key path and what was expected, raised as :class:`Conf
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -74,6 +75,25 @@ def validate(model: type[ModelT], data: Any, source: str, prefix: str = "") -> M
 def load_config(path: str | Path, model: type[ModelT]) -> ModelT:
     """Load a YAML file and validate it into ``model``."""
     return validate(model, load_yaml(path), str(path))
+
+
+def read_versioned_json(path: str | Path, model: type[ModelT], max_version: int, missing: str) -> ModelT:
+    """A JSON file with a ``version`` field validated into ``model``; one-line errors for a missing file
+    (``missing`` says what the folder is not), invalid JSON, or a version newer than this code reads."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path.parent}: {missing} (no {path.name})")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: invalid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a JSON object")
+    version = data.get("version", max_version)
+    if not isinstance(version, int) or version > max_version:
+        raise ConfigError(f"{path}: format version {version} is newer than this aifactory reads ({max_version}); "
+                          "upgrade aifactory")
+    return validate(model, data, str(path))
 
 
 def dump_yaml(data: BaseModel | Mapping[str, Any]) -> str:

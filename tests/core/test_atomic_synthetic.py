@@ -70,7 +70,6 @@ def test_synthetic_objects_are_visible_in_the_raster(tmp_path):
 def test_write_vector_shapefile_keeps_side_files(tmp_path):
     import geopandas as gpd
     import shapely
-
     from aifactory.io.vector import write_vector
 
     frame = gpd.GeoDataFrame({"score": [0.5]}, geometry=[shapely.box(0, 0, 1, 1)], crs="EPSG:32631")

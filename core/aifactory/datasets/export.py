@@ -11,7 +11,6 @@ with Chan's parallel-variance update, so no chip is kept after it is written. Th
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 import tempfile
@@ -35,6 +34,7 @@ from aifactory.datasets.plan import DatasetPlan, chip_window, plan_dataset
 from aifactory.datasets.render import render_chip, window_footprint
 from aifactory.io.atomic import atomic_path
 from aifactory.io.cog import gdal_env
+from aifactory.io.hashing import sha256_file
 from aifactory.io.raster import open_raster, window_transform
 from aifactory.progress import reporter
 
@@ -77,14 +77,6 @@ class RunningStats:
         var = [max(q * n - s * s, 0) / (n * max(n - 1, 1)) for s, q in zip(self.sums, self.squares, strict=True)]
         std = [float(np.sqrt(v)) if v > 0 else 1.0 for v in var]  # a constant band must not divide by zero
         return Normalization(mean=[float(m) for m in mean], std=std)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _write_tif(path: Path, array: np.ndarray, crs: Any, transform: Any, compress: str,
@@ -263,7 +255,8 @@ def _meta(plan: DatasetPlan, normalization: Normalization) -> DatasetMeta:
         else [f"band {b}" for b in plan.bands],
         dtype=first.dtype, tile_size=config.chips.size, gsd=float(np.median(gsds)) if gsds else None,
         normalization=normalization, splits=plan.chip_counts(),
-        extra={"label_mode": config.chips.label_mode, "overlap": config.chips.overlap,
+        extra={"label_mode": config.chips.label_mode, "core_factor": config.chips.core_factor,
+               "overlap": config.chips.overlap,
                "contact_class": plan.contact_index, "source_bands": plan.bands, "class_map": config.classes.map,
                "georeferenced": bool(gsds)},
     )

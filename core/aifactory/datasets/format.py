@@ -21,7 +21,7 @@ from typing import Any, Literal
 import pandas as pd
 from pydantic import Field
 
-from aifactory.config import StrictModel, validate
+from aifactory.config import StrictModel, read_versioned_json
 from aifactory.errors import InputError
 
 FORMAT_VERSION = 1
@@ -63,17 +63,8 @@ class DatasetMeta(StrictModel):
 
 
 def read_meta(dataset_dir: str | Path) -> DatasetMeta:
-    path = Path(dataset_dir) / "dataset.json"
-    if not path.is_file():
-        raise InputError(f"{dataset_dir}: not a dataset folder (no dataset.json)")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}: invalid JSON: {exc}") from None
-    if data.get("version", FORMAT_VERSION) > FORMAT_VERSION:
-        raise InputError(f"{path}: dataset format version {data['version']} is newer than this aifactory "
-                         f"supports ({FORMAT_VERSION}); upgrade aifactory")
-    return validate(DatasetMeta, data, str(path))
+    return read_versioned_json(Path(dataset_dir) / "dataset.json", DatasetMeta, FORMAT_VERSION,
+                               "not a dataset folder")
 
 
 def read_chips(dataset_dir: str | Path, split: str | None = None) -> pd.DataFrame:

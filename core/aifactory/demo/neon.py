@@ -27,6 +27,7 @@ import shapely
 
 from aifactory.errors import InputError
 from aifactory.io.atomic import write_bytes_atomic
+from aifactory.io.hashing import sha256_file
 from aifactory.io.raster import raster_info
 from aifactory.io.vector import write_vector
 from aifactory.progress import reporter
@@ -63,18 +64,10 @@ def cache_dir() -> Path:
     return Path(os.environ.get("AIFACTORY_CACHE", Path.home() / ".cache" / "aifactory"))
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def fetch_wheel(folder: Path) -> Path:
     """The pinned deepforest wheel, downloaded once with pip and checked against its sha256."""
     wheel = folder / WHEEL
-    if wheel.is_file() and sha256(wheel) == WHEEL_SHA256:
+    if wheel.is_file() and sha256_file(wheel) == WHEEL_SHA256:
         return wheel
     folder.mkdir(parents=True, exist_ok=True)
     reporter().log(f"downloading {WHEEL} (≈ 20 MB) from PyPI")
@@ -85,7 +78,7 @@ def fetch_wheel(folder: Path) -> Path:
         if result.returncode != 0 or not downloaded.is_file():
             last = (result.stderr.strip().splitlines() or ["no output"])[-1]
             raise InputError(f"could not download {WHEEL} from PyPI: {last}")
-        if sha256(downloaded) != WHEEL_SHA256:
+        if sha256_file(downloaded) != WHEEL_SHA256:
             raise InputError(f"{WHEEL}: sha256 mismatch, refusing to use it")
         os.replace(downloaded, wheel)
     return wheel
@@ -96,7 +89,7 @@ def fetch_data(folder: Path | None = None) -> Path:
     folder = folder or cache_dir() / "neon"
     folder.mkdir(parents=True, exist_ok=True)
     missing = [name for name, digest in FILES.items()
-               if not (folder / name).is_file() or sha256(folder / name) != digest]
+               if not (folder / name).is_file() or sha256_file(folder / name) != digest]
     if not missing:
         return folder
     with zipfile.ZipFile(fetch_wheel(cache_dir() / "wheels")) as archive:

@@ -12,6 +12,8 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
 
 
 def temporary_sibling(final: str | os.PathLike[str], tag: str = "part") -> Path:
@@ -57,6 +59,29 @@ def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         remove_path(tmp)
         raise
+
+
+class AtomicWriter:
+    """Base of streamed writers: ``close()`` publishes the output, ``abort()`` drops it.
+
+    As a context manager the output is published only when the block exits without an exception.
+    """
+
+    def close(self) -> Any:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
 
 
 def write_text_atomic(final: str | os.PathLike[str], text: str) -> Path:

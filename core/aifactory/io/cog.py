@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import numpy as np
@@ -21,7 +20,7 @@ from affine import Affine
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
-from aifactory.io.atomic import remove_path, temporary_sibling
+from aifactory.io.atomic import AtomicWriter, remove_path, temporary_sibling
 from aifactory.progress import reporter
 
 #: GDAL block cache for writing and COG conversion (MB): bounds memory whatever the raster size.
@@ -33,7 +32,7 @@ def gdal_env(**options: Any) -> rasterio.Env:
     return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB, GDAL_NUM_THREADS="ALL_CPUS", **options)
 
 
-class COGWriter:
+class COGWriter(AtomicWriter):
     """Write a raster window by window, finalize it as a COG (or tiled GeoTIFF) atomically.
 
     Use as a context manager: the output appears at ``path`` only if the block exits without error.
@@ -131,15 +130,6 @@ class COGWriter:
             self._env.__exit__(None, None, None)
         remove_path(self._tmp)
 
-    def __enter__(self) -> COGWriter:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 def overview_factors(width: int, height: int, blocksize: int) -> list[int]:

@@ -7,7 +7,6 @@ come from the card written by training next to ``model.pt`` (a state_dict, loade
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,11 +14,11 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from aifactory.config import StrictModel, validate
+from aifactory.config import StrictModel, read_versioned_json
 from aifactory.datasets.format import Normalization
-from aifactory.errors import InputError
 from aifactory.io.atomic import write_text_atomic
 from aifactory.models import ARCHITECTURES
+from aifactory.models.base import load_weights
 
 CARD_VERSION = 1
 
@@ -55,33 +54,13 @@ def write_card(card: ModelCard, run_dir: str | Path) -> Path:
 
 
 def read_card(run_dir: str | Path) -> ModelCard:
-    path = Path(run_dir) / "model.json"
-    if not path.is_file():
-        raise InputError(f"{run_dir}: not a trained run (no model.json)")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}: invalid JSON: {exc}") from None
-    if data.get("version", CARD_VERSION) > CARD_VERSION:
-        raise InputError(f"{path}: model card version {data['version']} is newer than supported ({CARD_VERSION})")
-    return validate(ModelCard, data, str(path))
+    return read_versioned_json(Path(run_dir) / "model.json", ModelCard, CARD_VERSION, "not a trained run")
 
 
 def load_run_model(run_dir: str | Path, device: str | torch.device = "cpu",
                    weights: str = "model.pt") -> tuple[nn.Module, ModelCard]:
-    """Rebuild the model of a run and load its weights (``weights_only=True``); eval mode."""
+    """Rebuild the model of a run and load its weights (``weights_only=True``, strict); eval mode."""
     card = read_card(run_dir)
     model = build_model(card)
-    path = Path(run_dir) / weights
-    if not path.is_file():
-        raise InputError(f"{run_dir}: no weights file {weights}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for corrupt or foreign files
-        raise InputError(f"{path}: cannot load weights: {str(exc).splitlines()[0]}") from None
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise InputError(f"{path}: weights do not match architecture {card.architecture!r}: "
-                         f"{str(exc).splitlines()[0]}") from None
+    load_weights(model, Path(run_dir) / weights, strict=True)
     return model.to(device).eval(), card

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import geopandas as gpd
@@ -26,7 +25,7 @@ import pyogrio
 import shapely
 from affine import Affine
 
-from aifactory.io.atomic import remove_path, temporary_sibling
+from aifactory.io.atomic import AtomicWriter, remove_path, temporary_sibling
 from aifactory.prediction.tiling import TileGrid
 from aifactory.prediction.vectorize import Detections
 from aifactory.progress import reporter
@@ -59,7 +58,7 @@ def to_frame(detections: Detections, classes: list[str], transform: Affine, crs:
     }, geometry=gpd.GeoSeries(geometry, crs=crs))
 
 
-class DetectionWriter:
+class DetectionWriter(AtomicWriter):
     """Streams detections into ``path`` (layer ``detections``); the file appears only on :meth:`close`.
 
     As a context manager it closes on success and aborts on any exception, like the COG writer.
@@ -122,12 +121,3 @@ class DetectionWriter:
     def abort(self) -> None:
         remove_path(self._tmp)
 
-    def __enter__(self) -> DetectionWriter:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
