@@ -65,10 +65,11 @@ class Tracker:
         if not self.enabled:
             return None
         try:
-            for name in ("mlflow", "alembic"):
-                logging.getLogger(name).setLevel(logging.WARNING)
             from mlflow.entities import Param, RunStatus
             from mlflow.tracking import MlflowClient
+
+            for name in ("mlflow", "alembic"):  # after the import: mlflow sets its own levels when imported
+                logging.getLogger(name).setLevel(logging.WARNING)
 
             self._client = MlflowClient(self.uri)
             if run_id is not None:

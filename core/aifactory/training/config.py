@@ -107,7 +107,7 @@ class TrainConfig(StrictModel):
     accumulate: int = Field(default=1, ge=1, description="micro-batches per optimiser step")
     num_workers: int = Field(default=2, ge=0, description="data loading processes")
     amp: bool = Field(default=True, description="mixed precision on CUDA (bf16 where supported); off on CPU")
-    channels_last: bool = Field(default=True, description="channels-last memory format on CUDA")
+    channels_last: bool = Field(default=True, description="channels-last memory format (dense families, CPU and CUDA)")
     deterministic: bool = Field(default=False, description="deterministic algorithms (bitwise reproducible on CPU)")
     seed: int = 0
     checkpoint_every: int = Field(default=100, ge=1, description="checkpoint every this many optimiser steps")

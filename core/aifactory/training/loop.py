@@ -62,6 +62,9 @@ METRICS = {"segmentation": ("miou", "f1", "accuracy", "loss"), "contact": ("miou
            "instance": ("f1", "precision", "recall")}
 
 
+#: how the dataset drew its labels: prediction needs it to turn scores back into objects
+LABEL_KEYS = ("label_mode", "core_factor", "contact_class")
+
 def resolve_device(device: str) -> torch.device:
     """``auto`` → CUDA when available, else CPU; asking for CUDA without it is a one-line error."""
     if device == "auto":
@@ -236,7 +239,7 @@ class Session:
                  model: nn.Module, params: Any, adapter: TaskAdapter, monitor: str, manifest: dict[str, Any]):
         self.config, self.run_dir, self.dev, self.family = config, run_dir, dev, family
         self.data, self.params, self.adapter, self.monitor, self.manifest = data, params, adapter, monitor, manifest
-        self.channels_last = config.channels_last and dev.type == "cuda" and family not in ("detection", "instance")
+        self.channels_last = config.channels_last and family not in ("detection", "instance")
         self.model = model.to(dev)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -479,7 +482,8 @@ class Session:
             normalization=Normalization(mean=[meta.normalization.mean[b] for b in selected],
                                         std=[meta.normalization.std[b] for b in selected]),
             tile_size=meta.tile_size, gsd=meta.gsd, ignore_index=meta.ignore_index,
-            extra={"monitor": self.monitor, "best": loop["best"], "best_step": loop["best_step"],
+            extra={**{key: meta.extra[key] for key in LABEL_KEYS if key in meta.extra},
+                   "monitor": self.monitor, "best": loop["best"], "best_step": loop["best_step"],
                    "steps": loop["step"], "band_names": [meta.band_names[b] for b in selected
                                                          if b < len(meta.band_names)]})
         write_card(card, self.run_dir)
