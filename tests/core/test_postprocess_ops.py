@@ -238,6 +238,18 @@ def test_explode_hulls_boxes_centroids():
     assert ell.contains(local(inside)[0])
 
 
+def test_scale_resizes_about_each_centre_with_holes():
+    ring = box(0, 0, 10, 10).difference(box(4, 4, 6, 6))
+    frame = detections([box(100, 100, 120, 110), ring], crs=None)
+    half = run(frame, "scale", factor=0.5)
+    assert [tuple(local(half)[0].bounds)] == [(105.0, 102.5, 115.0, 107.5)]
+    assert half["area"].tolist() == [50, pytest.approx(24)]
+    assert local(half)[1].equals(box(2.5, 2.5, 7.5, 7.5).difference(box(4.5, 4.5, 5.5, 5.5)))
+    tri = shapely.Polygon([(0, 0), (6, 0), (0, 6)])
+    grown = run(detections([tri], crs=None), "scale", factor=2, origin="centroid")
+    assert local(grown)[0].centroid.equals_exact(tri.centroid, 1e-9) and grown["area"].iloc[0] == 72
+
+
 def test_skeletonize_cross_of_roads():
     cross = box(0, 45, 200, 55).union(box(95, 0, 105, 100))
     frame = detections([cross, box(300, 0, 310, 10)], classes=["road", "building"], crs=None)

@@ -30,6 +30,7 @@ from aifactory.progress import reporter
 
 THUMBNAILS = 8
 THUMB_PX = 384
+OVERVIEW_PX = 1400
 COLUMNS = ("n_truth", "n_pred", "tp", "fp", "fn", "precision", "recall", "f1", "ap50", "ap")
 STYLE = """body{font-family:sans-serif;margin:2em;max-width:1100px;color:#222}
 table{border-collapse:collapse;margin:0.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
@@ -117,6 +118,11 @@ def _object_body(result: EvaluationResult, out: Path, raster: str | Path | None,
     rep.progress("report", 0.4, "curves")
     parts += ["<h2>Curves</h2>", _img("pr_curve.png", "PR curve"), _img("f1_curve.png", "F1 against threshold"),
               "<h2>Confusion matrix</h2>", _img("confusion.png", "confusion matrix")]
+    if raster is not None and (len(result.pred) or len(result.truth)):
+        _overview(result, raster, out / "overview.png")
+        parts += ["<h2>Overview</h2><p class='muted'>green: matched truth; orange: missed truth; blue: true "
+                  "positives; red: false positives (scores below the minimum are not drawn)</p>",
+                  _img("overview.png", "overview of the evaluated area")]
     fps = result.pred[result.pred["status"] == "fp"].sort_values("score", ascending=False, kind="stable")
     fns = result.truth[result.truth["status"] == "fn"]
     fns = fns.iloc[np.argsort(-shapely.area(fns.geometry.array), kind="stable")]
@@ -148,6 +154,40 @@ def _pixel_body(result: PixelResult, out: Path) -> str:
                                                          "f1")),
         _img("iou.png", "IoU per class"), "<h2>Confusion matrix</h2>", _img("confusion.png", "confusion matrix"),
     ])
+
+
+def _overview(result: EvaluationResult, raster: str | Path, path: Path) -> None:
+    """The whole evaluated extent over the imagery (decimated to OVERVIEW_PX), objects coloured by outcome."""
+    import matplotlib.pyplot as plt
+
+    with open_raster(raster) as ds:
+        pred, truth = (align_to_crs(f, ds.crs, "report") if f.crs is not None or ds.crs is None else f
+                       for f in (result.pred, result.truth))
+        pred = pred[pred["status"].isin(["tp", "fp"])]
+        to_px = ~ds.transform
+        geoms = {key: shapely.transform(frame.geometry.to_numpy(), lambda xy: np.column_stack(to_px * xy.T))
+                 for key, frame in (("pred", pred), ("truth", truth))}
+        x0, y0, x1, y1 = shapely.total_bounds(np.concatenate([geoms["pred"], geoms["truth"]]))
+        x0, y0 = max(0.0, np.floor(x0) - 8), max(0.0, np.floor(y0) - 8)
+        x1, y1 = min(float(ds.width), np.ceil(x1) + 8), min(float(ds.height), np.ceil(y1) + 8)
+        window = Window(int(x0), int(y0), int(x1 - x0), int(y1 - y0))
+        image = _stretch(_read_thumbnail(ds, window, _display_bands(ds), OVERVIEW_PX))
+    width = 12.0
+    fig, ax = plt.subplots(figsize=(width, width * (y1 - y0) / max(x1 - x0, 1) + 0.5))
+    ax.imshow(image, extent=(x0, x1, y1, y0))
+    styles = (("truth", "tp", "lime", "-"), ("truth", "fn", "orange", "--"),
+              ("pred", "tp", "deepskyblue", "-"), ("pred", "fp", "red", "-"))
+    for key, status, color, line in styles:
+        frame = truth if key == "truth" else pred
+        for geom in geoms[key][(frame["status"] == status).to_numpy()]:
+            for ring in _rings(geom):
+                ax.plot(*ring.T, color=color, lw=0.9, ls=line)
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(y1, y0)
+    ax.set_axis_off()
+    ax.set_title(f"{Path(raster).name}: TP {result.overall['tp']}, FP {result.overall['fp']}, "
+                 f"FN {result.overall['fn']}")
+    plots.save(fig, path)
 
 
 def _display_bands(ds: Any) -> list[int]:
@@ -214,10 +254,10 @@ def _draw_all(axes: Any, chosen: gpd.GeoDataFrame, pred: gpd.GeoDataFrame, truth
         ax.set_aspect("equal")
 
 
-def _read_thumbnail(ds: Any, window: Window, bands: list[int]) -> np.ndarray:
-    """Pixels of ``window``, decimated (from overviews) to at most THUMB_PX on a side: a huge object
+def _read_thumbnail(ds: Any, window: Window, bands: list[int], max_px: int = THUMB_PX) -> np.ndarray:
+    """Pixels of ``window``, decimated (from overviews) to at most ``max_px`` on a side: a huge object
     never means a huge read."""
-    scale = max(window.width, window.height) / THUMB_PX
+    scale = max(window.width, window.height) / max_px
     if scale <= 1:
         return read_window(ds, window, bands)
     shape = (len(bands), max(1, round(window.height / scale)), max(1, round(window.width / scale)))

@@ -1,6 +1,9 @@
 """RPS: find the operating point (score threshold × minimum area × NMS IoU × post-processing parameters)
 from stored raw detections, without running the model again.
 
+Post-processing sweeps (``OP.PARAM``) and :func:`apply_operating_point` run ops of
+:mod:`aifactory.postprocess` — the one sideways stage import here: an operating point *is* a chain of ops.
+
 How it stays cheap: detections are ranked by score once. Greedy matching by score and greedy NMS are
 both prefix-consistent (the result for the detections above a threshold is the prefix of the result
 for all of them), so one matching per combination of the *other* parameters yields every score
@@ -42,7 +45,6 @@ precision, recall, f1`` (``zone`` and ``class`` are ``all`` for the pooled rows)
 
 from __future__ import annotations
 
-import importlib
 import itertools
 import json
 import math
@@ -64,6 +66,7 @@ from aifactory.evaluation.metrics import PRCurve, counts_at, curve_from_flags, v
 from aifactory.evaluation.objects import prepare
 from aifactory.io.atomic import atomic_path
 from aifactory.io.vector import align_to_crs
+from aifactory.postprocess import apply_chain
 from aifactory.progress import reporter
 
 VERSION = 1
@@ -164,27 +167,53 @@ def load_rps_config(path: str | Path) -> RpsConfig:
     return config
 
 
+def chain_of(params: dict[str, float]) -> list[dict[str, Any]]:
+    """``{"OP.PARAM": value}`` → op specs (one per op, in first-seen order)."""
+    ops: dict[str, dict[str, Any]] = {}
+    for key, value in params.items():
+        op, param = key.split(".")
+        ops.setdefault(op, {"name": op})[param] = value
+    return list(ops.values())
+
+
 def _postprocess_chains(grid: dict[str, list[float]]) -> list[tuple[dict[str, float], list[dict[str, Any]]]]:
     """Every combination of OP.PARAM values, as (flat params, chain of op specs) in first-seen op order."""
     names = [n for n in grid if n not in BUILTIN]
-    if not names:
-        return [({}, [])]
+    combos = [dict(zip(names, values, strict=True)) for values in itertools.product(*(grid[n] for n in names))]
+    return [(flat, chain_of(flat)) for flat in combos]
+
+
+def operating_chain(point: dict[str, Any]) -> list[dict[str, Any]]:
+    """The post-processing chain that reproduces an operating point on raw detections, in RPS's order:
+    swept ops at their chosen values → NMS → minimum area → minimum score."""
+    chain = chain_of(point.get("postprocess") or {})
+    if point.get("nms_iou") is not None:
+        chain.append({"name": "nms", "iou_threshold": point["nms_iou"]})
+    if point.get("min_area"):
+        chain.append({"name": "area_filter", "min_area": point["min_area"]})
+    chain.append({"name": "score_filter", "min_score": point["score"]})
+    return chain
+
+
+def read_operating_point(path: str | Path) -> dict[str, Any]:
+    """An ``operating_point.json`` (any version up to this one), checked for its ``score``."""
+    path = Path(path)
     try:
-        module = importlib.import_module("aifactory.postprocess")
-    except ImportError:
-        module = None
-    if module is None or not hasattr(module, "apply_chain"):
-        raise ConfigError(f"--sweep {names[0]}: post-processing sweeps need aifactory.postprocess.apply_chain, "
-                          "which this installation does not have")
-    out = []
-    for values in itertools.product(*(grid[n] for n in names)):
-        flat = dict(zip(names, values, strict=True))
-        ops: dict[str, dict[str, Any]] = {}
-        for key, value in flat.items():
-            op, param = key.split(".")
-            ops.setdefault(op, {"name": op})[param] = value
-        out.append((flat, list(ops.values())))
-    return out
+        point = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: cannot read the operating point: {exc}") from None
+    if not isinstance(point, dict) or not isinstance(point.get("score"), int | float):
+        raise InputError(f"{path}: not an operating point (no numeric 'score')")
+    if point.get("version", VERSION) > VERSION:
+        raise InputError(f"{path}: operating point version {point['version']} is newer than supported ({VERSION})")
+    return point
+
+
+def apply_operating_point(frame: gpd.GeoDataFrame, point: dict[str, Any] | str | Path) -> gpd.GeoDataFrame:
+    """Detections kept at an operating point (a dict or an ``operating_point.json`` path)."""
+    if not isinstance(point, dict):
+        point = read_operating_point(point)
+    return apply_chain(frame, operating_chain(point), "operating point")
 
 
 def _zone_masks(zones: gpd.GeoDataFrame | None, frame: gpd.GeoDataFrame, crs: Any) -> dict[str, np.ndarray]:
@@ -261,10 +290,7 @@ def sweep(pred: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, grid: dict[str, list[
     rows: list[dict[str, Any]] = []
     thresholds = np.asarray(grid["score"], dtype="float64")
     for k, (flat, chain) in enumerate(chains):
-        raw = pred
-        if chain:
-            apply_chain = importlib.import_module("aifactory.postprocess").apply_chain
-            raw = apply_chain(pred, chain)
+        raw = apply_chain(pred, chain) if chain else pred
         prep = prepare(raw, truth, class_field=class_field, score_field=score_field)
         areas = native_areas(raw, prep.pred, score_field)
         pred_zone = _zone_masks(geofence, prep.pred, prep.crs)

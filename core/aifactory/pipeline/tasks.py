@@ -226,6 +226,8 @@ class EvaluateTask(StrictModel):
     class_field: str = "class"
     by: str | None = None
     raster: str | None = Field(None, description="imagery under the report's thumbnails")
+    operating_point: str | None = Field(None, description="operating_point.json: its post-processing, NMS and "
+                                                          "minimum area are applied and its score is min_score")
 
 
 @TASKS.register("evaluate", EvaluateTask)
@@ -236,10 +238,17 @@ def evaluate_task(params: EvaluateTask, context: TaskContext) -> dict[str, Any]:
 
     pred = read_vector(context.resolve(params.pred), layer=params.pred_layer)
     truth = read_vector(context.resolve(params.truth), layer=params.truth_layer)
+    min_score = params.min_score
+    if params.operating_point:
+        from aifactory.evaluation.rps import apply_operating_point, read_operating_point
+
+        point = read_operating_point(context.resolve(params.operating_point))
+        pred = apply_operating_point(pred, {**point, "score": 0.0})  # every score, for the curves
+        min_score = point["score"]
     if params.aoi:
         pred, truth = within_aoi(pred, truth, read_vector(context.resolve(params.aoi)))
     result = evaluate_objects(pred, truth, iou=params.iou, min_area=params.min_area, by=params.by,
-                              class_field=params.class_field, min_score=params.min_score,
+                              class_field=params.class_field, min_score=min_score,
                               pred_source=params.pred, truth_source=params.truth)
     metrics = write_text_atomic(context.workdir / "metrics.json", json.dumps(result.to_dict(), indent=2))
     report = write_report(result, context.workdir / "report",
@@ -256,6 +265,26 @@ def within_aoi(pred: Any, truth: Any, aoi: Any) -> tuple[Any, Any]:
         return frame[frame.geometry.representative_point().within(area)]
 
     return keep(pred), keep(truth)
+
+
+class OperatingPointTask(StrictModel):
+    """Apply an operating point (from the rps task) to raw detections: the deliverable detections."""
+
+    OUTPUTS: ClassVar[tuple[str, ...]] = ("detections",)
+    input: str
+    layer: str | None = "detections"
+    operating_point: str
+
+
+@TASKS.register("apply_operating_point", OperatingPointTask)
+def apply_operating_point_task(params: OperatingPointTask, context: TaskContext) -> dict[str, Any]:
+    """Post-processing, NMS, minimum area and score of the operating point, to detections.gpkg."""
+    from aifactory.evaluation.rps import apply_operating_point
+    from aifactory.io.vector import read_vector, write_vector
+
+    frame = read_vector(context.resolve(params.input), layer=params.layer)
+    kept = apply_operating_point(frame, context.resolve(params.operating_point))
+    return {"detections": write_vector(kept, context.workdir / "detections.gpkg", layer="detections")}
 
 
 class RpsTask(StrictModel):
