@@ -15,24 +15,30 @@ PIPELINE = Path(__file__).resolve().parents[3] / "resources" / "pipelines" / "ne
 
 
 def summary_rows(outputs: dict[str, dict[str, str]]) -> list[tuple[str, str]]:
-    """The figures worth a glance: data, training, prediction, metrics, where the report is."""
+    """The figures worth a glance: data, training, prediction, operating point, held-out metrics, files."""
     rows: list[tuple[str, str]] = []
     meta = json.loads((Path(outputs["dataset"]["dataset"]) / "dataset.json").read_text())
-    rows.append(("dataset chips", ", ".join(f"{k} {v}" for k, v in meta["splits"].items())))
+    rows.append(("dataset chips", ", ".join(f"{k} {v}" for k, v in meta["splits"].items())
+                 + " (test = the held-out strip)"))
+    card = json.loads((Path(outputs["train"]["run"]) / "model.json").read_text())
+    extra = card["extra"]
+    rows.append(("training", f"{card['architecture']}, {extra['steps']} steps, best validation "
+                             f"{extra['monitor']} {extra['best']:.3f} at step {extra['best_step']}"))
     prediction = json.loads(Path(outputs["predict"]["summary"]).read_text())
     rows.append(("held-out tiles predicted", f"{prediction['tiles_predicted']} of {prediction['tiles_total']} "
                                              f"({prediction['tiles_skipped_outside']} outside the geofence)"))
+    point = json.loads(Path(outputs["rps"]["operating_point"]).read_text())
+    chosen = ", ".join([f"score ≥ {point['score']:.2f}", f"NMS IoU {point['nms_iou']}",
+                        f"min area {point['min_area']:g} px²",
+                        *(f"{k} {v:g}" for k, v in point.get("postprocess", {}).items())])
+    rows.append(("operating point (tune half)", f"{chosen}: F1 {point['f1']:.3f}"))
     metrics = json.loads(Path(outputs["evaluate"]["metrics"]).read_text())["overall"]
-    rows.append(("truth / detections", f"{metrics['tp'] + metrics['fn']} / {metrics['tp'] + metrics['fp']}"))
-    rows.append(("TP / FP / FN", f"{metrics['tp']} / {metrics['fp']} / {metrics['fn']}"))
-    rows.append(("precision / recall / F1", f"{metrics['precision']:.3f} / {metrics['recall']:.3f} / "
-                                            f"{metrics['f1']:.3f}  (IoU ≥ 0.5, all scores ≥ floor)"))
+    rows.append(("test half: TP / FP / FN", f"{metrics['tp']} / {metrics['fp']} / {metrics['fn']}"))
+    rows.append(("test half: P / R / F1", f"{metrics['precision']:.3f} / {metrics['recall']:.3f} / "
+                                          f"{metrics['f1']:.3f}  (IoU ≥ 0.5, at the operating point)"))
     if metrics.get("ap50") is not None:
-        rows.append(("AP@0.5 / AP@0.5:0.95", f"{metrics['ap50']:.3f} / {metrics['ap']:.3f}"))
-    operating = json.loads(Path(outputs["rps"]["operating_point"]).read_text())
-    rows.append(("operating point (max F1)", f"score ≥ {operating['score']:.2f}: P {operating['precision']:.3f} "
-                                             f"R {operating['recall']:.3f} F1 {operating['f1']:.3f}"))
-    rows.append(("detections", outputs["predict"]["detections"]))
+        rows.append(("test half: AP@0.5", f"{metrics['ap50']:.3f} (all scores)"))
+    rows.append(("detections", outputs["final"]["detections"]))
     rows.append(("report", outputs["evaluate"]["report"]))
     return rows
 
@@ -58,6 +64,6 @@ def demo(output: Path, dry_run: bool) -> None:
     outputs = run(pipeline)
     rows = summary_rows(outputs)
     width = max(len(name) for name, _ in rows)
-    click.echo("\nAI Factory demo — NEON tree crowns, held-out region of 2019_YELL_2_528000_4978000_image_crop2")
+    click.echo("\nAI Factory demo — NEON tree crowns, held-out strip of 2019_YELL_2_528000_4978000_image_crop2")
     for name, value in rows:
         click.echo(f"  {name:<{width}}  {value}")
