@@ -35,10 +35,10 @@ LAZY_COMMANDS: dict[str, str] = {
     "dataset": "aifactory.datasets.commands:dataset",
     "preprocess": "aifactory.preprocess.commands:preprocess",
     "postprocess": "aifactory.postprocess.commands:postprocess",
-    "submit": "aifactory.jobs.commands:submit_command",
-    "jobs": "aifactory.jobs.commands:jobs_group",
     "train": "aifactory.training.commands:train",
     "models": "aifactory.models.commands:models",
+    "submit": "aifactory.jobs.commands:submit_command",
+    "jobs": "aifactory.jobs.commands:jobs_group",
 }
 
 
