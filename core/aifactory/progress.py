@@ -55,11 +55,13 @@ class Reporter:
         if total is None:
             total = len(items) if hasattr(items, "__len__") else None  # type: ignore[arg-type]
         self.progress(task, 0.0, message)
+        count = 0
         for count, item in enumerate(items, start=1):
             yield item
             if total:
                 self.progress(task, count / total, message)
-        self.progress(task, 1.0, message)
+        if not total or count < total:
+            self.progress(task, 1.0, message)
 
 
 class CallbackReporter(Reporter):
@@ -109,12 +111,18 @@ BAR_FORMAT = "{desc:<14} {percentage:3.0f}%|{bar:30}| {elapsed}<{remaining} {pos
 
 
 class BarReporter(Reporter):
-    """tqdm bars (one per task) and log lines on stderr, for people at a terminal."""
+    """tqdm bars (one per task) and log lines on stderr, for people at a terminal.
+
+    When stderr is not a terminal (a log file, CI), bars would print a line per refresh: progress is then
+    written as plain lines, one per task every 10 % or 30 seconds.
+    """
 
     def __init__(self, stream: IO[str] | None = None, verbose: bool = True) -> None:
         self.stream = stream or sys.stderr
         self.verbose = verbose
+        self.interactive = bool(getattr(self.stream, "isatty", lambda: False)())
         self._bars: dict[str, Any] = {}
+        self._plain: dict[str, tuple[float, float]] = {}
 
     def _bar(self, task: str) -> Any:
         from tqdm import tqdm
@@ -125,9 +133,23 @@ class BarReporter(Reporter):
                                     disable=not self.verbose, dynamic_ncols=True)
         return self._bars[task]
 
+    def _plain_progress(self, event: dict[str, Any]) -> None:
+        task, value = event["task"], event["value"]
+        last_time, last_value = self._plain.get(task, (0.0, -1.0))
+        now = time.monotonic()
+        if value >= 1.0 or value - last_value >= 0.1 or now - last_time >= 30:
+            self._plain[task] = (now, value)
+            message = f"  {event['message']}" if event.get("message") else ""
+            self._write(f"[{task or 'working'}] {value:4.0%}{message}")
+        if value >= 1.0:
+            self._plain.pop(task, None)
+
     def emit(self, event: dict[str, Any]) -> None:
         kind = event["event"]
-        if kind == "progress":
+        if kind == "progress" and not self.interactive:
+            if self.verbose:
+                self._plain_progress(event)
+        elif kind == "progress":
             bar = self._bar(event["task"])
             target = round(event["value"] * 1000)
             if target > bar.n:
