@@ -3,22 +3,26 @@
 Prediction, bundles and active learning never guess: bands, normalisation, tile size, GSD and classes
 come from the card written by training next to ``model.pt`` (a state_dict, loaded with
 ``weights_only=True``).
+
+Importing this module does not import torch (only building or loading a model does), so the torch-free
+bundle predictor reads cards too.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
 from pydantic import Field
-from torch import nn
 
 from aifactory.config import StrictModel, read_versioned_json
 from aifactory.datasets.format import Normalization
 from aifactory.io.atomic import write_text_atomic
 from aifactory.models import ARCHITECTURES
-from aifactory.models.base import load_weights
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 CARD_VERSION = 1
 
@@ -60,6 +64,8 @@ def read_card(run_dir: str | Path) -> ModelCard:
 def load_run_model(run_dir: str | Path, device: str | torch.device = "cpu",
                    weights: str = "model.pt") -> tuple[nn.Module, ModelCard]:
     """Rebuild the model of a run and load its weights (``weights_only=True``, strict); eval mode."""
+    from aifactory.models.base import load_weights
+
     card = read_card(run_dir)
     model = build_model(card)
     load_weights(model, Path(run_dir) / weights, strict=True)

@@ -4,8 +4,8 @@ The stages and where memory goes (none of it scales with the raster's area):
 
 1. reader thread: one block-aligned read per batch of tiles, nodata and out-of-geofence tiles dropped
    (:mod:`.source`);
-2. main thread: every model (× TTA passes) on the batch, probabilities combined (:mod:`.runtime`,
-   :mod:`.ensemble`), blended into a band of ``tile`` rows (:mod:`.blending`);
+2. main thread: the model source on the batch (:mod:`.model_source`: torch run directories with TTA and
+   ensembles, or one ONNX bundle), blended into a band of ``tile`` rows (:mod:`.blending`);
 3. writer thread: each band of finished rows becomes uint8 scores (COG, streamed) and polygons
    (:mod:`.vectorize`, seam-free), filtered by the geofence rule and appended to the GeoPackage.
 
@@ -37,10 +37,9 @@ from aifactory.io.cog import COGWriter
 from aifactory.io.raster import crs_string, raster_info
 from aifactory.prediction.blending import BlendWindow, RowBandAccumulator, blend_weights
 from aifactory.prediction.detections import DetectionWriter
-from aifactory.prediction.ensemble import check_weights, combine
 from aifactory.prediction.geofence import Geofence
+from aifactory.prediction.model_source import Precision, open_models
 from aifactory.prediction.preview import write_preview
-from aifactory.prediction.runtime import Precision, Runner, bind_bands, load_models, select_device
 from aifactory.prediction.source import (
     Batch,
     ReadStats,
@@ -51,7 +50,6 @@ from aifactory.prediction.source import (
 )
 from aifactory.prediction.threads import Sink, limit_malloc_arenas, prefetch
 from aifactory.prediction.tiling import TileGrid
-from aifactory.prediction.tta import transforms
 from aifactory.prediction.vectorize import StreamingVectorizer
 from aifactory.progress import reporter
 
@@ -106,13 +104,21 @@ def label_mode_options(extra: dict[str, Any], classes: list[str], instance_h: fl
     return {"instance_h": instance_h}
 
 
+def default_overlap(tile: int) -> int:
+    """Overlap between tiles when none is given: 1/8 of the tile, even."""
+    return tile // 16 * 2
+
+
 def predict(models: Sequence[str | Path], raster: str | Path, out_dir: str | Path, *,
             geofence: str | Path | None = None, exclude: str | Path | None = None, geofence_rule: str = "keep",
             tta: bool | str = False, batch_size: int = 4, device: str = "auto", score_floor: float = 0.1,
             ensemble: str = "mean", weights: Sequence[float] | None = None, overlap: int | None = None,
             blend: BlendWindow = "cosine", precision: Precision = "auto", instance_h: float = 2.0,
             postprocess: str | Path | None = None) -> PredictionResult:
-    """Predict ``raster`` with the run directories ``models`` into ``out_dir`` (see the module docstring).
+    """Predict ``raster`` with ``models`` into ``out_dir`` (see the module docstring).
+
+    ``models``: run directories, or one bundle (``model.zip`` or its folder; its packaged overlap and
+    post-processing apply unless ``overlap``/``postprocess`` are given), or ``models:/NAME@ALIAS``.
 
     ``tta``: False, True (= "d4", 8 passes) or "flips" (4). ``ensemble``: mean, weighted (with
     ``weights``), max or vote. ``overlap`` defaults to 1/8 of the tile. ``score_floor``: detections whose
@@ -128,42 +134,42 @@ def predict(models: Sequence[str | Path], raster: str | Path, out_dir: str | Pat
         raise ConfigError(f"batch size must be at least 1, got {batch_size}")
     if not 0.0 <= score_floor <= 1.0:
         raise ConfigError(f"score floor must be in [0, 1], got {score_floor}")
-    transforms(tta)  # validates the mode
     chain = None
     if postprocess is not None:
         from aifactory.postprocess import load_chain
 
         chain = load_chain(postprocess)
-    torch_device = select_device(device)
-    loaded = load_models(models, torch_device)
-    member_weights = check_weights(ensemble, weights, len(loaded))
+    source = open_models(models, device=device, precision=precision, tta=tta, ensemble=ensemble, weights=weights)
+    chain_source = str(postprocess or "")
+    if chain is None and source.chain:
+        chain, chain_source = source.chain, f"{source.runs[0]} (packaged post-processing)"
     info = raster_info(raster)
-    for model in loaded:
-        check_bands(info, model.card, model.run)
-    factors = {resample_factor(info, model.card) for model in loaded}
+    for run, model_card in zip(source.runs, source.cards, strict=True):
+        check_bands(info, model_card, run)
+    factors = {resample_factor(info, model_card) for model_card in source.cards}
     if len(factors) > 1:
         raise InputError("ensemble members were trained at different GSDs; predict them separately")
-    bands = bind_bands(loaded)
-    card = loaded[0].card
+    card = source.cards[0]
     classes, channels = foreground_classes(card.classes)
     out_dir = Path(out_dir)
-    runner = Runner(loaded, torch_device, precision, tta)
+    if overlap is None:
+        overlap = source.overlap if source.overlap is not None else default_overlap(card.tile_size)
     stats = ReadStats()
     with open_source(str(raster), factors.pop()) as ds:
         width, height, transform, crs = ds.width, ds.height, ds.transform, ds.crs
         fence = Geofence.load(width, height, crs_string(crs) if info.georeferenced else None, transform,
                               geofence, exclude, geofence_rule, raster_name=str(raster))
         tile = card.tile_size
-        grid = TileGrid(width, height, tile, tile // 16 * 2 if overlap is None else overlap)
+        grid = TileGrid(width, height, tile, overlap)
         window = blend_weights(tile, grid.overlap, blend)
         accumulator = RowBandAccumulator(width, height, tile, len(classes))
         vectorizer = StreamingVectorizer(width, score_floor=score_floor,
                                          **label_mode_options(card.extra, classes, instance_h))
-        model_run = "+".join(Path(model.run).resolve().name for model in loaded)
+        model_run = "+".join(source.names)
         with COGWriter(out_dir / SCORES_NAME, width, height, len(classes), "uint8", crs=crs, transform=transform,
                        blocksize=512, band_descriptions=classes, progress_task="predict", mask=True) as scores_out, \
                 DetectionWriter(out_dir / DETECTIONS_NAME, classes, transform, crs, model_run, grid, chain,
-                                str(postprocess or "")) as detections_out:
+                                chain_source) as detections_out:
 
             def write_rows(item: tuple[int, np.ndarray, np.ndarray]) -> None:
                 top, strip, strip_predicted = item
@@ -181,10 +187,9 @@ def predict(models: Sequence[str | Path], raster: str | Path, out_dir: str | Pat
             sink: Sink[tuple[int, np.ndarray, np.ndarray]] = Sink(write_rows, depth=1)
             progress = reporter()
             try:
-                for item in prefetch(iter_batches(ds, grid, bands, fence, batch_size, stats)):
+                for item in prefetch(iter_batches(ds, grid, source.bands, fence, batch_size, stats)):
                     if isinstance(item, Batch):
-                        probs = combine(runner(item.data, item.valid), ensemble, member_weights)
-                        fg = probs[:, channels].float().cpu().numpy()
+                        fg = source(item.data, item.valid, channels)
                         for index, tile_ in enumerate(item.tiles):
                             accumulator.add(tile_, fg[index], window * item.valid[index])
                     else:
@@ -206,7 +211,7 @@ def predict(models: Sequence[str | Path], raster: str | Path, out_dir: str | Pat
         preview=out_dir / PREVIEW_NAME,
         classes=classes, tiles_total=stats.tiles_total, tiles_predicted=stats.tiles_predicted,
         tiles_skipped_nodata=stats.tiles_nodata, tiles_skipped_outside=stats.tiles_outside,
-        detections_count=detections_out.count, device=str(torch_device), precision=runner.precision,
+        detections_count=detections_out.count, device=source.device, precision=source.precision,
         seconds=round(time.monotonic() - started, 3))
     write_preview(result.scores, result.preview, classes,
                   f"{Path(raster).name} · {model_run} · {result.detections_count} detections")

@@ -1,7 +1,8 @@
-"""Models at prediction time: loading runs, checking they agree, device and precision, the forward pass.
+"""Torch models at prediction time: loading runs, checking they agree, device and precision, the forward pass.
 
-Each run directory is rebuilt with :func:`aifactory.models.card.load_run_model`; bands and
-normalisation come from its card. Ensemble members must share the task and the classes (their outputs
+:class:`TorchModels` is the torch :class:`~aifactory.prediction.model_source.ModelSource`. Each run
+directory is rebuilt with :func:`aifactory.models.card.load_run_model`; bands and normalisation come
+from its card. Ensemble members must share the task and the classes (their outputs
 are combined pixel by pixel); they may read different bands.
 
 Speed on the CPU is nearly all forward pass (BENCHMARKS.md), so the forward is made cheaper where it
@@ -18,7 +19,7 @@ import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,10 +27,11 @@ from torch import nn
 
 from aifactory.errors import ConfigError, InputError
 from aifactory.models.card import ModelCard, load_run_model
-from aifactory.prediction.tta import predict_tta
+from aifactory.prediction.ensemble import check_weights, combine
+from aifactory.prediction.model_source import Precision, check_card
+from aifactory.prediction.tta import predict_tta, transforms
 from aifactory.progress import reporter
 
-Precision = Literal["auto", "fp32", "bf16"]
 BF16_MAX_DISAGREE = 0.002
 BF16_MAX_ERROR = 0.02
 CALIBRATION_TILES = 2
@@ -74,11 +76,7 @@ def load_models(runs: Sequence[str | Path], device: torch.device) -> list[Loaded
         if not Path(run).is_dir():
             raise InputError(f"{run}: model run directory not found")
         module, card = load_run_model(run, device="cpu")
-        if card.task != "segmentation":
-            raise InputError(f"{run}: task {card.task!r} is not supported by predict yet (segmentation only)")
-        if len(card.normalization.mean) != len(card.bands) or len(card.normalization.std) != len(card.bands):
-            raise InputError(f"{run}/model.json: normalization has {len(card.normalization.mean)} values "
-                             f"for {len(card.bands)} bands")
+        check_card(card, f"{run}/model.json")
         module = module.to(device).to(memory_format=torch.channels_last)
         mean = torch.tensor(card.normalization.mean, dtype=torch.float32, device=device)[None, :, None, None]
         std = torch.tensor(card.normalization.std, dtype=torch.float32, device=device)[None, :, None, None]
@@ -167,3 +165,32 @@ class Runner:
         reporter().log(f"precision: bf16 changes {disagree:.3%} of pixel classes, p99 probability error "
                        f"{error:.4f}: using {self.precision}")
         return candidate if keep else self._run(data, bf16=False)
+
+
+class TorchModels:
+    """Run directories as a model source: loaded, band-bound, run with TTA and combined as an ensemble."""
+
+    chain: list[dict[str, Any]] | None = None
+    overlap: int | None = None
+
+    def __init__(self, runs: Sequence[str | Path], *, device: str = "auto", precision: Precision = "auto",
+                 tta: str | bool = False, ensemble: str = "mean", weights: Sequence[float] | None = None) -> None:
+        transforms(tta)  # validates the mode before any model is loaded
+        self._device = select_device(device)
+        self.loaded = load_models(runs, self._device)
+        self.ensemble = ensemble
+        self.weights = check_weights(ensemble, weights, len(self.loaded))
+        self.bands = bind_bands(self.loaded)
+        self.runner = Runner(self.loaded, self._device, precision, tta)
+        self.runs = [m.run for m in self.loaded]
+        self.names = [Path(m.run).resolve().name for m in self.loaded]
+        self.cards = [m.card for m in self.loaded]
+        self.device = str(self._device)
+
+    @property
+    def precision(self) -> str:
+        return self.runner.precision
+
+    def __call__(self, batch: np.ndarray, valid: np.ndarray, channels: slice) -> np.ndarray:
+        probs = combine(self.runner(batch, valid), self.ensemble, self.weights)
+        return probs[:, channels].float().cpu().numpy()
