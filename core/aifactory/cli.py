@@ -39,6 +39,8 @@ LAZY_COMMANDS: dict[str, str] = {
     "models": "aifactory.models.commands:models",
     "submit": "aifactory.jobs.commands:submit_command",
     "jobs": "aifactory.jobs.commands:jobs_group",
+    "bundle": "aifactory.bundle.commands:bundle",
+    "registry": "aifactory.bundle.commands:registry",
 }
 
 

@@ -314,3 +314,31 @@ def rps_task(params: RpsTask, context: TaskContext) -> dict[str, Any]:
     run_rps(pred, truth, parse_sweeps(params.sweep), out, iou=params.iou,
             target_precision=params.target_precision, by_class=params.by_class)
     return {"operating_point": out / "operating_point.json", "points": out / "points.csv"}
+
+
+class BundleTask(StrictModel):
+    """Package a trained run as a deployable bundle (see `aifactory bundle`)."""
+
+    OUTPUTS: ClassVar[tuple[str, ...]] = ("bundle",)
+    run: str
+    operating_point: str | None = Field(None, description="operating_point.json applied by predictions")
+    postprocess: str | None = Field(None, description="post-processing chain YAML applied by predictions")
+    report: str | None = Field(None, description="evaluation report folder to include")
+    sample: str | None = Field(None, description="raster verifying the export (default: the run's dataset)")
+    opset: int = Field(18, ge=18, le=23)
+    overlap: int | None = Field(None, ge=0)
+
+
+@TASKS.register("bundle", BundleTask)
+def bundle_task(params: BundleTask, context: TaskContext) -> dict[str, Any]:
+    """ONNX export verified against torch, bundle.json, config, report and Dockerfile in model.zip."""
+    from aifactory.bundle.build import build_bundle
+
+    def optional(path: str | None) -> Path | None:
+        return context.resolve(path) if path else None
+
+    output = context.workdir / "model.zip"
+    build_bundle(context.resolve(params.run), output, operating_point=optional(params.operating_point),
+                 postprocess=optional(params.postprocess), report=optional(params.report),
+                 sample=optional(params.sample), opset=params.opset, overlap=params.overlap)
+    return {"bundle": output}
