@@ -1,0 +1,92 @@
+"""ONNX export of the dense families, the verification catching a wrong graph, refusals, the pipeline task."""
+
+from __future__ import annotations
+
+import textwrap
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from aifactory.bundle.build import build_bundle
+from aifactory.bundle.export import export_onnx, sample_tiles, verify
+from aifactory.bundle.format import read_meta
+from aifactory.errors import ConfigError, InputError
+from aifactory.io.synthetic import SceneSpec, generate_scene
+from aifactory.models.card import build_model
+from aifactory.pipeline.runner import run
+from aifactory.pipeline.spec import load_pipeline
+from test_predict_support import make_card, write_run
+
+TINY = {"encoder": "resnet18", "encoder_depth": 3}
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    path = tmp_path_factory.mktemp("export") / "scene.tif"
+    generate_scene(SceneSpec(width=256, height=160, seed=3), path)
+    return path
+
+
+@pytest.mark.parametrize(("architecture", "task", "params", "outputs"), [
+    ("contact_unet", "contact", {**TINY, "head_channels": 8}, ["semantic", "boundary", "contact"]),
+    ("centernet", "heatmap", {**TINY, "head_channels": 8, "stride": 2}, ["heatmap", "size", "offset"]),
+])
+def test_multi_head_families_export_and_verify(tmp_path, scene, architecture, task, params, outputs):
+    card = make_card(tile=64).model_copy(update={"architecture": architecture, "task": task, "params": params})
+    torch.manual_seed(0)
+    model = build_model(card).train()  # left in training mode on purpose: the export must not care
+    path = tmp_path / "model.onnx"
+    assert export_onnx(model, card, path) == outputs
+    tiles = sample_tiles(scene, card)
+    result = verify(model, path, outputs, card, tiles, "scene")
+    assert [o.output for o in result.real.outputs] == outputs and result.real.tiles == 2
+    assert all(o.max_rel <= 1e-4 for check in (result.random, result.real) for o in check.outputs)
+    one = ort.InferenceSession(str(path)).run(None, {"input": np.zeros((1, 4, 64, 64), "float32")})
+    stride = params.get("stride", 1)
+    assert one[0].shape == (1, 3, 64 // stride, 64 // stride)  # batch 1 through the dynamic axis
+
+
+def test_verification_catches_a_graph_that_differs_from_torch(tmp_path, scene):
+    card = make_card(tile=64)
+    torch.manual_seed(0)
+    exported = build_model(card)
+    path = tmp_path / "model.onnx"
+    names = export_onnx(exported, card, path)
+    other = build_model(card).eval()  # other random weights: what a wrong export would compute
+    with pytest.raises(InputError, match="does not match torch on random input"):
+        verify(other, path, names, card, sample_tiles(scene, card), "scene")
+
+
+def test_refusals_come_before_the_export(tmp_path, scene):
+    detector = make_card().model_copy(update={"architecture": "faster_rcnn", "task": "detection", "params": {}})
+    write_run(tmp_path / "detector", detector, state={})
+    with pytest.raises(InputError, match="task 'detection' cannot be bundled: box detectors"):
+        build_bundle(tmp_path / "detector", tmp_path / "d.zip", sample=scene)
+    run_dir = write_run(tmp_path / "run", make_card(tile=64))
+    with pytest.raises(InputError, match="give --sample RASTER"):  # no config.yaml: the dataset is unknown
+        build_bundle(run_dir, tmp_path / "m.zip")
+    with pytest.raises(ConfigError, match=r"a bundle is a \.zip file"):
+        build_bundle(run_dir, tmp_path / "m.tar", sample=scene)
+    fence = tmp_path / "chain.yaml"
+    fence.write_text(f"ops:\n  - make_valid\n  - {{name: geofence, path: {scene}}}\n")
+    with pytest.raises(ConfigError, match=r"ops\.1\.path: op 'geofence' reads a file"):
+        build_bundle(run_dir, tmp_path / "m.zip", postprocess=fence, sample=scene)
+    point = tmp_path / "op.json"
+    point.write_text('{"version": 1}')
+    with pytest.raises(InputError, match="not an operating point"):
+        build_bundle(run_dir, tmp_path / "m.zip", operating_point=point, sample=scene)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chain.yaml", "detector", "op.json", "run"]
+
+
+def test_bundle_pipeline_task(tmp_path, scene):
+    run_dir = write_run(tmp_path / "run", make_card(tile=64, bands=[3, 2, 1]))
+    pipeline = tmp_path / "pipeline.yaml"
+    pipeline.write_text(textwrap.dedent(f"""
+        tasks:
+          pack: {{task: bundle, params: {{run: {run_dir}, sample: {scene}, overlap: 8}}}}
+    """))
+    outputs = run(load_pipeline(pipeline))
+    meta = read_meta(outputs["pack"]["bundle"])
+    assert meta.bands == [3, 2, 1] and meta.overlap == 8 and meta.tile_size == 64
+    assert meta.verification.real.source == f"raster {scene}" and meta.postprocess is None
