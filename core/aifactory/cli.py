@@ -41,6 +41,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "jobs": "aifactory.jobs.commands:jobs_group",
     "bundle": "aifactory.bundle.commands:bundle",
     "registry": "aifactory.bundle.commands:registry",
+    "al": "aifactory.active.commands:al",
 }
 
 

@@ -181,22 +181,29 @@ def select_tiles(model: str | Path | None, rasters: Sequence[str | Path], n: int
     infos = [raster_info(r) for r in rasters]
     if len({i.georeferenced for i in infos}) > 1:
         raise InputError("al select: rasters mix georeferenced and pixel-space images; select them separately")
-    tables, scored_parts = [], []
+    plans = []
     offset = 0
     for source, (raster, info) in enumerate(zip(rasters, infos, strict=True)):
-        bands = scorer.bands or list(range(1, info.count + 1))
         factor = 1.0
         if scorer.card is not None:
             check_bands(info, scorer.card, str(model))
             factor = resample_factor(info, scorer.card)
         with open_source(str(raster), factor) as ds:
-            table = grid_table(source, info, ds.width, ds.height, ds.transform, size,
-                               labelled_ground(exclude, info))
-            table.index = np.arange(offset, offset + len(table))
-            offset += len(table)
-            wanted = table if embed else table[~table["labelled"]]
+            table = grid_table(source, info, ds.width, ds.height, ds.transform, size, labelled_ground(exclude, info))
+        table.index = np.arange(offset, offset + len(table))
+        offset += len(table)
+        plans.append((raster, info, factor, table))
+    open_tiles = sum(int((~table["labelled"]).sum()) for *_, table in plans)
+    if n > open_tiles:
+        raise InputError(f"al select: asked for {n} tiles but the rasters hold only {open_tiles} tiles of "
+                         f"{size} px that are not labelled yet")
+    tables, scored_parts = [], []
+    for raster, info, factor, table in plans:
+        bands = scorer.bands or list(range(1, info.count + 1))
+        wanted = table if embed else table[~table["labelled"]]
+        reporter().log(f"{Path(raster).name}: {len(table)} tiles, {int(table['labelled'].sum())} already labelled")
+        with open_source(str(raster), factor) as ds:
             grid = TileGrid(ds.width, ds.height, size, 0)
-            reporter().log(f"{Path(raster).name}: {len(table)} tiles, {int(table['labelled'].sum())} already labelled")
             scored_parts.append(score_batches(scorer, _raster_batches(ds, grid, wanted, bands, options.batch_size),
                                               len(wanted), task="select"))
         tables.append(table)

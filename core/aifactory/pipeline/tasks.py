@@ -316,6 +316,54 @@ def rps_task(params: RpsTask, context: TaskContext) -> dict[str, Any]:
     return {"operating_point": out / "operating_point.json", "points": out / "points.csv"}
 
 
+class AlSelectTask(StrictModel):
+    """Pick the tiles most worth annotating (see `aifactory al select`)."""
+
+    OUTPUTS: ClassVar[tuple[str, ...]] = ("tiles",)
+    model: str | None = Field(None, description="trained run directory (none: random selection)")
+    rasters: list[str] = Field(min_length=1)
+    n: int = Field(ge=1)
+    select: dict[str, Any] = Field(default_factory=dict, description="selection options (strategy, diversity, …)")
+    tile_size: int | None = Field(None, ge=16)
+    exclude: list[str] = Field(default_factory=list, description="labelled layers or catalogs to skip")
+    round: int = Field(1, ge=1)
+    device: str = "auto"
+
+
+@TASKS.register("al_select", AlSelectTask)
+def al_select_task(params: AlSelectTask, context: TaskContext) -> dict[str, Any]:
+    """Write tiles.gpkg (layer 'tiles': score, rank, status, strategy, round) for the Tagging dock."""
+    from aifactory.active.options import SelectOptions
+    from aifactory.active.select import select_tiles, write_tiles
+    from aifactory.config import validate
+
+    options = validate(SelectOptions, params.select, f"tasks.{context.name}.params.select")
+    tiles = select_tiles(context.resolve(params.model) if params.model else None,
+                         [context.resolve(r) for r in params.rasters], params.n, options, tile_size=params.tile_size,
+                         exclude=[context.resolve(e) for e in params.exclude], round_number=params.round,
+                         device=params.device)
+    return {"tiles": write_tiles(tiles, context.workdir / "tiles.gpkg")}
+
+
+class AlSimulateTask(StrictModel):
+    """Label-efficiency simulation on a fully labelled dataset (see `aifactory al simulate`)."""
+
+    OUTPUTS: ClassVar[tuple[str, ...]] = ("summary", "curve", "plot")
+    config: dict[str, Any] = Field(description="dataset, train and simulation sections of a simulation config")
+    device: str = "auto"
+
+
+@TASKS.register("al_simulate", AlSimulateTask)
+def al_simulate_task(params: AlSimulateTask, context: TaskContext) -> dict[str, Any]:
+    """Run (or resume) the simulation into the task folder: curve.csv, curve.png, summary.json."""
+    from aifactory.active.simulate import prepare_simulation, run_simulation
+
+    config, train = prepare_simulation(params.config, f"tasks.{context.name}.params.config", context.base_dir)
+    run_simulation(config, train, context.workdir, device=params.device)
+    return {"summary": context.workdir / "summary.json", "curve": context.workdir / "curve.csv",
+            "plot": context.workdir / "curve.png"}
+
+
 class BundleTask(StrictModel):
     """Package a trained run as a deployable bundle (see `aifactory bundle`)."""
 
