@@ -56,7 +56,7 @@ def test_tiles_layer_schema_and_scores_are_the_models_entropy(scene, tmp_path):
     assert back["score"].is_monotonic_decreasing and back["tile_id"].is_unique
     assert np.allclose(back.area, (TILE * SPEC.gsd) ** 2)
     with rasterio.open(scene.raster) as ds:
-        left, bottom, right, top = ds.bounds
+        left, _, _, top = ds.bounds
         assert (back.bounds.minx >= left).all() and (back.bounds.maxy <= top).all()
         # the score is the mean normalised entropy of the model's probabilities over the tile
         first = back.iloc[0]

@@ -30,7 +30,8 @@ def make_scene(folder: Path) -> tuple[Path, Path, Path]:
     raster, truth = folder / "scene.tif", folder / "truth.gpkg"
     generate_scene(SPEC, raster, truth)
     x0, y0 = SPEC.origin
-    strip = shapely.box(x0, y0 - SPEC.height * SPEC.gsd, x0 + SPEC.width * SPEC.gsd, y0 - (SPEC.height - TILE) * SPEC.gsd)
+    bottom, width = y0 - SPEC.height * SPEC.gsd, SPEC.width * SPEC.gsd
+    strip = shapely.box(x0, bottom, x0 + width, bottom + TILE * SPEC.gsd)
     test = write_vector(gpd.GeoDataFrame({"name": ["test"]}, geometry=[strip], crs=SPEC.crs), folder / "test.gpkg",
                         layer="test")
     return raster, truth, test
