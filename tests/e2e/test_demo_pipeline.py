@@ -39,13 +39,17 @@ def test_every_output_is_there(demo_run):
     _, outputs = demo_run
     metrics = json.loads(Path(outputs["evaluate"]["metrics"]).read_text())["overall"]
     assert {"tp", "fp", "fn", "precision", "recall", "f1"} <= set(metrics)
-    assert metrics["tp"] + metrics["fn"] > 100  # the held-out region holds ~150 annotated crowns
+    assert metrics["tp"] + metrics["fn"] > 50  # the test half of the held-out strip holds 77 annotated crowns
     report = Path(outputs["evaluate"]["report"])
     html = report.read_text()
     for picture in ("pr_curve.png", "overview.png"):
         assert picture in html and (report.parent / picture).stat().st_size > 1000
     operating = json.loads(Path(outputs["rps"]["operating_point"]).read_text())
-    assert 0 <= operating["f1"] <= 1 and "score" in operating
+    assert 0 <= operating["f1"] <= 1 and "scale.factor" in operating["postprocess"]
+    from aifactory.io.vector import read_vector
+
+    final = read_vector(outputs["final"]["detections"], layer="detections")
+    assert (final["score"] >= operating["score"]).all()
     card = json.loads((Path(outputs["train"]["run"]) / "model.json").read_text())
     assert card["extra"]["label_mode"] == "core" and card["classes"] == ["background", "tree"]
 
@@ -79,4 +83,4 @@ def test_demo_command_plans_the_pipeline(cli, tmp_path):
     result = cli("demo", "--dry-run", "-o", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert [line.split()[1].rstrip(":") for line in result.stdout.splitlines()] == [
-        "neon", "holdout", "dataset", "train", "predict", "boxes", "evaluate", "rps"]
+        "neon", "holdout", "tune", "test", "dataset", "train", "predict", "boxes", "rps", "evaluate", "final"]
