@@ -11,7 +11,8 @@ from aifactory.cli import with_events
 
 @click.command()
 @click.option("--model", "models", multiple=True, required=True, type=click.Path(path_type=Path),
-              help="Run directory of a trained model (model.json + model.pt); repeat to ensemble.")
+              help="Run directory of a trained model (model.json + model.pt; repeat to ensemble), a bundle "
+                   "(model.zip, runs without torch) or models:/NAME@ALIAS from the model registry.")
 @click.option("--raster", required=True, type=click.Path(path_type=Path), help="Raster to predict.")
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path),
               help="Output folder for scores.tif and detections.gpkg.")
