@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+import zipfile
 
 import numpy as np
 import onnxruntime as ort
@@ -79,14 +80,43 @@ def test_refusals_come_before_the_export(tmp_path, scene):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["chain.yaml", "detector", "op.json", "run"]
 
 
-def test_bundle_pipeline_task(tmp_path, scene):
+def dataset_from(scene, folder, tile=64):
+    """A dataset folder of two chips cut from ``scene`` (what the verification falls back to)."""
+    import pandas as pd
+    import rasterio
+    from aifactory.datasets.format import write_chips
+    from rasterio.windows import Window
+
+    (folder / "images").mkdir(parents=True)
+    rows = []
+    with rasterio.open(scene) as ds:
+        for index, (split, col) in enumerate((("train", 0), ("val", tile))):
+            window = Window(col, 0, tile, tile)
+            image = f"images/{index}.tif"
+            profile = {key: value for key, value in ds.profile.items() if key not in ("blockxsize", "blockysize")}
+            profile.update(width=tile, height=tile, transform=ds.window_transform(window), driver="GTiff", tiled=False)
+            with rasterio.open(folder / image, "w", **profile) as out:
+                out.write(ds.read(window=window))
+            rows.append({"chip_id": str(index), "split": split, "image": image, "mask": "", "source": str(scene),
+                         "source_crs": "EPSG:32631", "col_off": col, "row_off": 0, "width": tile, "height": tile,
+                         "footprint_wkt": "", "n_objects": 0, "boxes": []})
+    write_chips(pd.DataFrame(rows), folder / "chips.csv")
+    return folder
+
+
+def test_bundle_pipeline_task_verifies_on_the_runs_dataset(tmp_path, scene):
     run_dir = write_run(tmp_path / "run", make_card(tile=64, bands=[3, 2, 1]))
+    dataset = dataset_from(scene, tmp_path / "dataset")
+    (run_dir / "config.yaml").write_text(f"dataset: {dataset}\nmodel: {{architecture: unet}}\n")
     pipeline = tmp_path / "pipeline.yaml"
     pipeline.write_text(textwrap.dedent(f"""
         tasks:
-          pack: {{task: bundle, params: {{run: {run_dir}, sample: {scene}, overlap: 8}}}}
+          pack: {{task: bundle, params: {{run: {run_dir}, overlap: 8}}}}
     """))
     outputs = run(load_pipeline(pipeline))
-    meta = read_meta(outputs["pack"]["bundle"])
-    assert meta.bands == [3, 2, 1] and meta.overlap == 8 and meta.tile_size == 64
-    assert meta.verification.real.source == f"raster {scene}" and meta.postprocess is None
+    zip_path = outputs["pack"]["bundle"]
+    meta = read_meta(zip_path)
+    assert meta.bands == [3, 2, 1] and meta.overlap == 8 and meta.tile_size == 64 and meta.postprocess is None
+    assert meta.verification.real.source == f"dataset {dataset}" and meta.verification.real.tiles == 2
+    with zipfile.ZipFile(zip_path) as archive:
+        assert archive.read("config.yaml") == (run_dir / "config.yaml").read_bytes()
