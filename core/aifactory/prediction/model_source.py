@@ -65,10 +65,16 @@ class ModelSource(Protocol):
         ...
 
 
-def check_card(card: ModelCard, run: str) -> None:
-    """What predict needs from any model card: a segmentation model with statistics for every band."""
-    if card.task != "segmentation":
-        raise InputError(f"{run}: task {card.task!r} is not supported by predict yet (segmentation only)")
+#: Task families predict handles from run directories; the box families go through :mod:`.detectors`.
+BOX_FAMILIES = ("heatmap", "detection", "instance")
+PREDICT_TASKS = ("segmentation", *BOX_FAMILIES)
+
+
+def check_card(card: ModelCard, run: str, tasks: Sequence[str] = ("segmentation",)) -> None:
+    """What predict needs from any model card: a model of one of ``tasks`` with statistics for every band."""
+    if card.task not in tasks:
+        raise InputError(f"{run}: task {card.task!r} is not supported by this model source "
+                         f"(supported: {', '.join(tasks)})")
     if len(card.normalization.mean) != len(card.bands) or len(card.normalization.std) != len(card.bands):
         raise InputError(f"{run}: normalization has {len(card.normalization.mean)} values "
                          f"for {len(card.bands)} bands")

@@ -9,6 +9,12 @@ The stages and where memory goes (none of it scales with the raster's area):
 3. writer thread: each band of finished rows becomes uint8 scores (COG, streamed) and polygons
    (:mod:`.vectorize`, seam-free), filtered by the geofence rule and appended to the GeoPackage.
 
+Box detectors (task families ``heatmap``, ``detection``, ``instance``; :mod:`.detectors`) take the same
+path for their scores raster (the centre heatmap, or the box-score coverage, see ``SCORES_MEANING``),
+while their boxes go from each tile into the streamed cross-tile merge (:mod:`.boxes`) and from there,
+as rows are finished, to the GeoPackage with the same columns (geometry = the box polygon, or the
+instance polygon for Mask R-CNN).
+
 Both outputs are written to hidden temporary files and renamed only when complete, so a prediction
 killed at any moment leaves no partial ``scores.tif`` or ``detections.gpkg``.
 
@@ -36,9 +42,10 @@ from aifactory.io.atomic import write_text_atomic
 from aifactory.io.cog import COGWriter
 from aifactory.io.raster import crs_string, raster_info
 from aifactory.prediction.blending import BlendWindow, RowBandAccumulator, blend_weights
+from aifactory.prediction.boxes import BoxMerger
 from aifactory.prediction.detections import DetectionWriter
 from aifactory.prediction.geofence import Geofence
-from aifactory.prediction.model_source import Precision, open_models
+from aifactory.prediction.model_source import BOX_FAMILIES, Precision, open_models
 from aifactory.prediction.preview import write_preview
 from aifactory.prediction.source import (
     Batch,
@@ -50,7 +57,7 @@ from aifactory.prediction.source import (
 )
 from aifactory.prediction.threads import Sink, limit_malloc_arenas, prefetch
 from aifactory.prediction.tiling import TileGrid
-from aifactory.prediction.vectorize import StreamingVectorizer
+from aifactory.prediction.vectorize import Detections, StreamingVectorizer
 from aifactory.progress import reporter
 
 SCORES_NAME = "scores.tif"
@@ -58,6 +65,16 @@ DETECTIONS_NAME = "detections.gpkg"
 SUMMARY_NAME = "prediction.json"
 PREVIEW_NAME = "preview.png"
 WRITE_ROWS = 128
+#: What a pixel of ``scores.tif`` means for each task family (written into ``prediction.json``).
+SCORES_MEANING = {
+    "segmentation": "class probability, blended across tiles",
+    "heatmap": "probability that an object of the class is centred on the pixel (CenterNet heatmap upsampled "
+               "to pixels), blended across tiles",
+    "detection": "box-score coverage: the highest score of a detected box of the class covering the pixel, "
+                 "from the tile that owns the pixel",
+    "instance": "instance-score coverage: the highest score of a detected instance of the class whose mask "
+                "covers the pixel, from the tile that owns the pixel",
+}
 
 
 @dataclass
@@ -77,6 +94,8 @@ class PredictionResult:
     device: str
     precision: str
     seconds: float
+    task: str = "segmentation"
+    scores_meaning: str = SCORES_MEANING["segmentation"]
 
     def to_dict(self) -> dict[str, object]:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
@@ -127,6 +146,8 @@ def predict(models: Sequence[str | Path], raster: str | Path, out_dir: str | Pat
     objects themselves, see :func:`label_mode_options`).
     ``postprocess``: a chain YAML file (validated before the model runs) applied to the detections; the
     raw ones stay in layer ``raw_detections``.
+    Box detectors: ``score_floor`` applies to box scores; ``ensemble`` and TTA passes are fused with
+    weighted box fusion (``weights`` apply); ``blend`` applies to the heatmap family's scores.
     """
     started = time.monotonic()
     limit_malloc_arenas()
@@ -151,6 +172,11 @@ def predict(models: Sequence[str | Path], raster: str | Path, out_dir: str | Pat
         raise InputError("ensemble members were trained at different GSDs; predict them separately")
     card = source.cards[0]
     classes, channels = foreground_classes(card.classes)
+    detector = None
+    if card.task in BOX_FAMILIES:
+        from aifactory.prediction.detectors import box_detector  # torch: only for run directories
+
+        detector = box_detector(source, precision, tta, score_floor, ensemble)
     out_dir = Path(out_dir)
     if overlap is None:
         overlap = source.overlap if source.overlap is not None else default_overlap(card.tile_size)
@@ -161,18 +187,19 @@ def predict(models: Sequence[str | Path], raster: str | Path, out_dir: str | Pat
                               geofence, exclude, geofence_rule, raster_name=str(raster))
         tile = card.tile_size
         grid = TileGrid(width, height, tile, overlap)
-        window = blend_weights(tile, grid.overlap, blend)
+        window = blend_weights(tile, grid.overlap, "crop" if card.task in ("detection", "instance") else blend)
         accumulator = RowBandAccumulator(width, height, tile, len(classes))
-        vectorizer = StreamingVectorizer(width, score_floor=score_floor,
-                                         **label_mode_options(card.extra, classes, instance_h))
+        merger = BoxMerger(grid) if detector is not None else None
+        vectorizer = None if detector is not None else \
+            StreamingVectorizer(width, score_floor=score_floor, **label_mode_options(card.extra, classes, instance_h))
         model_run = "+".join(source.names)
         with COGWriter(out_dir / SCORES_NAME, width, height, len(classes), "uint8", crs=crs, transform=transform,
                        blocksize=512, band_descriptions=classes, progress_task="predict", mask=True) as scores_out, \
                 DetectionWriter(out_dir / DETECTIONS_NAME, classes, transform, crs, model_run, grid, chain,
                                 chain_source) as detections_out:
 
-            def write_rows(item: tuple[int, np.ndarray, np.ndarray]) -> None:
-                top, strip, strip_predicted = item
+            def write_rows(item: tuple[int, np.ndarray, np.ndarray, Detections | None]) -> None:
+                top, strip, strip_predicted, found = item
                 for start in range(0, strip.shape[1], WRITE_ROWS):  # thin pieces: temporaries ∝ width × 128
                     values = strip[:, start:start + WRITE_ROWS]
                     predicted = strip_predicted[start:start + WRITE_ROWS]
@@ -182,18 +209,27 @@ def predict(models: Sequence[str | Path], raster: str | Path, out_dir: str | Pat
                     where = Window(0, row0, width, values.shape[1])
                     scores_out.write(np.where(keep, values, 0), where)
                     scores_out.write_mask(keep, where)
-                    detections_out.add(fence.apply(vectorizer.feed(row0, values, predicted)))
+                    if vectorizer is not None:
+                        detections_out.add(fence.apply(vectorizer.feed(row0, values, predicted)))
+                if found is not None:
+                    detections_out.add(fence.apply(found))
 
-            sink: Sink[tuple[int, np.ndarray, np.ndarray]] = Sink(write_rows, depth=1)
+            sink: Sink[tuple[int, np.ndarray, np.ndarray, Detections | None]] = Sink(write_rows, depth=1)
             progress = reporter()
             try:
                 for item in prefetch(iter_batches(ds, grid, source.bands, fence, batch_size, stats)):
                     if isinstance(item, Batch):
-                        fg = source(item.data, item.valid, channels)
+                        if detector is not None and merger is not None:
+                            fg, found = detector.predict_batch(item, len(classes), width, height)
+                            for tile_, tile_boxes in zip(item.tiles, found, strict=True):
+                                merger.add(tile_, tile_boxes)
+                        else:
+                            fg = source(item.data, item.valid, channels)
                         for index, tile_ in enumerate(item.tiles):
                             accumulator.add(tile_, fg[index], window * item.valid[index])
                     else:
-                        sink.put(accumulator.pop(grid.final_rows(item.row)[1]))
+                        stop = grid.final_rows(item.row)[1]  # also the top of the next tile row
+                        sink.put((*accumulator.pop(stop), merger.close(stop) if merger is not None else None))
                         done = stats.tiles_predicted + stats.tiles_nodata + stats.tiles_outside
                         progress.progress("predict", done / len(grid),
                                           f"{stats.tiles_predicted} tiles predicted")
@@ -204,15 +240,16 @@ def predict(models: Sequence[str | Path], raster: str | Path, out_dir: str | Pat
             if stats.tiles_predicted == 0:
                 where = " inside the geofence" if fence.limited else ""
                 raise InputError(f"{raster}: no valid pixel to predict{where} (all nodata)")
-            detections_out.add(fence.apply(vectorizer.finish()))
+            detections_out.add(fence.apply(vectorizer.finish() if vectorizer is not None else Detections()))
             scores_out.update_tags(AIFACTORY_MODEL_RUN=model_run, AIFACTORY_CLASSES=json.dumps(classes))
     result = PredictionResult(
         scores=out_dir / SCORES_NAME, detections=out_dir / DETECTIONS_NAME, summary=out_dir / SUMMARY_NAME,
         preview=out_dir / PREVIEW_NAME,
         classes=classes, tiles_total=stats.tiles_total, tiles_predicted=stats.tiles_predicted,
         tiles_skipped_nodata=stats.tiles_nodata, tiles_skipped_outside=stats.tiles_outside,
-        detections_count=detections_out.count, device=source.device, precision=source.precision,
-        seconds=round(time.monotonic() - started, 3))
+        detections_count=detections_out.count, device=source.device,
+        precision=detector.precision if detector is not None else source.precision,
+        seconds=round(time.monotonic() - started, 3), task=card.task, scores_meaning=SCORES_MEANING[card.task])
     write_preview(result.scores, result.preview, classes,
                   f"{Path(raster).name} · {model_run} · {result.detections_count} detections")
     write_text_atomic(result.summary, json.dumps(result.to_dict(), indent=2))

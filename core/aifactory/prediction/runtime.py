@@ -28,7 +28,7 @@ from torch import nn
 from aifactory.errors import ConfigError, InputError
 from aifactory.models.card import ModelCard, load_run_model
 from aifactory.prediction.ensemble import check_weights, combine
-from aifactory.prediction.model_source import Precision, check_card
+from aifactory.prediction.model_source import PREDICT_TASKS, Precision, check_card
 from aifactory.prediction.tta import predict_tta, transforms
 from aifactory.progress import reporter
 
@@ -76,7 +76,7 @@ def load_models(runs: Sequence[str | Path], device: torch.device) -> list[Loaded
         if not Path(run).is_dir():
             raise InputError(f"{run}: model run directory not found")
         module, card = load_run_model(run, device="cpu")
-        check_card(card, f"{run}/model.json")
+        check_card(card, f"{run}/model.json", PREDICT_TASKS)
         module = module.to(device).to(memory_format=torch.channels_last)
         mean = torch.tensor(card.normalization.mean, dtype=torch.float32, device=device)[None, :, None, None]
         std = torch.tensor(card.normalization.std, dtype=torch.float32, device=device)[None, :, None, None]

@@ -1,7 +1,8 @@
 """Test-time augmentation: the dihedral group of the square tile (flips and quarter turns).
 
 Each transform is applied to the input batch, the model's probabilities are mapped back with the
-inverse transform and averaged. ``flips`` uses {identity, horizontal, vertical, both} (4 passes),
+inverse transform and averaged (box detectors map their boxes back with :meth:`Transform.inverse_boxes`
+and fuse the passes, :mod:`.detectors`). ``flips`` uses {identity, horizontal, vertical, both} (4 passes),
 ``d4`` all 8 symmetries of the square (4 rotations × optional flip). Averaging happens on
 probabilities, after the inverse, so every pass votes on the same pixel.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from aifactory.errors import ConfigError
@@ -34,6 +36,18 @@ class Transform:
         if self.rot:
             y = torch.rot90(y, -self.rot, dims=(-2, -1))
         return torch.flip(y, dims=(-1,)) if self.flip else y
+
+    def inverse_boxes(self, boxes: np.ndarray, size: int) -> np.ndarray:
+        """Boxes (K, 4) x0, y0, x1, y1 found in the transformed tile, mapped back to the tile (side ``size``).
+
+        One inverse quarter turn sends a point (x, y) of the turned tile to (size - y, x).
+        """
+        x0, y0, x1, y1 = np.asarray(boxes, dtype="float64").reshape(-1, 4).T
+        for _ in range(self.rot):
+            x0, y0, x1, y1 = size - y1, x0, size - y0, x1
+        if self.flip:
+            x0, x1 = size - x1, size - x0
+        return np.stack([x0, y0, x1, y1], axis=1)
 
 
 def transforms(mode: str | bool) -> list[Transform]:
