@@ -235,4 +235,11 @@ def test_bad_bundles_are_one_line_errors(bundle_dir, predict_scene, tmp_path, ca
         stderr = capsys.readouterr().err
         assert code == 2, (bundle, stderr)
         assert stderr.count("\n") == 1 and stderr.startswith("aifactory: error:") and message in stderr, stderr
+    # what a bundle does not do: TTA, bf16, ensembles (the torch runtime's)
+    for extra, message in ((["--tta"], "without TTA"), (["--precision", "bf16"], "float32"),
+                           (["--model", str(source)], "a bundle predicts alone")):
+        code = main(["predict", "--model", str(source), "--raster", str(raster), "-o", str(tmp_path / "o"),
+                     "--events", "none", *extra])
+        stderr = capsys.readouterr().err
+        assert code == 2 and stderr.count("\n") == 1 and message in stderr, stderr
     assert not (tmp_path / "o").exists()
