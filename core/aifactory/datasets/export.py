@@ -1,8 +1,11 @@
 """``dataset build``: export a plan's chips into the dataset folder format, atomically.
 
 Chips are written in chunks by a few threads, window by window: memory is a few chips plus the running
-statistics. PNG/JPEG sources (no random access: each window read would decode from the first line) are
-first copied once into a tiled GeoTIFF next to the output, removed afterwards.
+statistics. Chip files come from :mod:`aifactory.datasets.chipfile` (uncompressed by default: a GeoTIFF
+header plus the pixels, hashed as they are written), so a chip costs little more than its read. PNG/JPEG
+sources (no random access: each window read would decode from the first line) are first copied once into
+a tiled GeoTIFF next to the output, removed afterwards. The sources' hashes and the balance chart are
+made by one more thread while the chips are written.
 The per-band normalisation statistics come from the train split only (valid pixels), merged chip by chip
 with Chan's parallel-variance update, so no chip is kept after it is written. The folder (chips,
 ``chips.csv``, ``dataset.json``, ``manifest.json``, ``balance.png``) appears whole or not at all.
@@ -11,6 +14,7 @@ with Chan's parallel-variance update, so no chip is kept after it is written. Th
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import os
 import tempfile
@@ -28,6 +32,7 @@ from rasterio.errors import NotGeoreferencedWarning
 
 from aifactory import __version__
 from aifactory.catalog.splits import SPLIT_NAMES
+from aifactory.datasets.chipfile import ChipFiles
 from aifactory.datasets.config import DatasetConfig
 from aifactory.datasets.format import DatasetMeta, Normalization, write_chips
 from aifactory.datasets.plan import DatasetPlan, chip_window, plan_dataset
@@ -79,31 +84,21 @@ class RunningStats:
         return Normalization(mean=[float(m) for m in mean], std=std)
 
 
-def _write_tif(path: Path, array: np.ndarray, crs: Any, transform: Any, compress: str,
-               nodata: float | None = None) -> None:
-    profile: dict[str, Any] = {"driver": "GTiff", "height": array.shape[-2], "width": array.shape[-1],
-                               "count": 1 if array.ndim == 2 else array.shape[0], "dtype": array.dtype.name,
-                               "crs": crs, "transform": transform, "nodata": nodata}
-    if compress != "none":
-        profile.update(compress=compress, predictor=2 if array.dtype.kind in "iu" else 1)
-    with rasterio.open(path, "w", **profile) as ds:
-        ds.write(array, 1) if array.ndim == 2 else ds.write(array)
+@functools.cache
+def _figure_class() -> Any:
+    """matplotlib's ``Figure``, imported once (no pyplot: no global state, so a worker thread may draw)."""
+    with warnings.catch_warnings():  # Debian's system matplotlib next to the venv's one: harmless
+        warnings.filterwarnings("ignore", message="Unable to import Axes3D")
+        from matplotlib.figure import Figure
+    return Figure
 
 
 def balance_chart(plan: DatasetPlan, path: Path) -> None:
     """Grouped bars: objects per class in each split (and chips per split), as a PNG."""
-    import warnings
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    with warnings.catch_warnings():  # Debian's system matplotlib next to the venv's one: harmless
-        warnings.filterwarnings("ignore", message="Unable to import Axes3D")
-        import matplotlib.pyplot as plt
-
     table = plan.table()
     names = table["class"].tolist()
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(names) + 2), 4), dpi=100)
+    fig = _figure_class()(figsize=(max(5.0, 1.2 * len(names) + 2), 4), dpi=100)
+    ax = fig.subplots()
     x = np.arange(len(names))
     width = 0.8 / len(SPLIT_NAMES)
     for i, split in enumerate(SPLIT_NAMES):
@@ -116,10 +111,11 @@ def balance_chart(plan: DatasetPlan, path: Path) -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
 
 
 CHUNK = 8  # chips per task: one raster open per chunk, progress per chunk
+#: GDAL's block cache while chips are read and rasterized, in bytes (see :class:`_ChipWriter`)
+READ_CACHE_BYTES = 1 << 20
 
 
 class _ChipWriter:
@@ -129,12 +125,22 @@ class _ChipWriter:
     building keeps pace with the raw read rate on several cores. Each thread keeps its own statistics
     (merged at the end); each chunk opens and closes its own raster handle in its own thread, as GDAL
     handles must not cross threads.
+
+    GDAL's block cache is held to :data:`READ_CACHE_BYTES` while chunks run: every source block is read
+    once, so a cache buys nothing, and blocks freed at once keep the peak RSS flat in the raster size
+    (GDAL's default 5 % of RAM let it creep up by ~17 MB per 4× pixels). It must not be smaller, because
+    GDAL's rasterization works in row chunks of cache size: rasterio hands ``GDAL_CACHEMAX`` to GDAL in
+    bytes, and :func:`~aifactory.io.cog.gdal_env`'s "256" (meant as MB) made one pass over every polygon
+    per mask row, 3× slower per chip.
     """
 
     def __init__(self, plan: DatasetPlan, folder: Path, readable: dict[int, Path]) -> None:
         self.plan = plan
         self.folder = folder
         self.readable = readable  # source index -> the file to read windows from
+        self.files = ChipFiles(plan.config.chips.compress)
+        # other splits' statistics only serve when there is no train chip at all
+        self.other_stats = not (plan.chips["split"] == "train").any()
         self.local = threading.local()
         self.lock = threading.Lock()
         self.stats: list[tuple[RunningStats, RunningStats]] = []  # (train, other splits) per thread
@@ -152,7 +158,7 @@ class _ChipWriter:
         source = self.plan.sources[int(chunk[0].source)]
         config = self.plan.config.chips
         out = []
-        with gdal_env(), open_raster(self.readable[source.index]) as ds:
+        with rasterio.Env(GDAL_CACHEMAX=READ_CACHE_BYTES), open_raster(self.readable[source.index]) as ds:
             crs = ds.crs if source.info.georeferenced else None
             for chip in chunk:
                 window = chip_window(chip)
@@ -161,10 +167,12 @@ class _ChipWriter:
                                                         self.plan.contact_index)
                 transform = window_transform(ds.transform, window)
                 image_rel, mask_rel = f"images/{chip.chip_id}.tif", f"masks/{chip.chip_id}.tif"
-                _write_tif(self.folder / image_rel, image, crs, transform, config.compress, ds.nodata)
-                _write_tif(self.folder / mask_rel, mask, crs, transform, config.compress)
-                (train if chip.split == "train" else other).update(image, valid)
-                hashes = {rel: sha256_file(self.folder / rel) for rel in (image_rel, mask_rel)}
+                hashes = {image_rel: self.files.write(self.folder / image_rel, image, crs, transform, ds.nodata),
+                          mask_rel: self.files.write(self.folder / mask_rel, mask, crs, transform)}
+                if chip.split == "train":
+                    train.update(image, valid)
+                elif self.other_stats:
+                    other.update(image, valid)
                 row = {"chip_id": chip.chip_id, "split": chip.split, "image": image_rel, "mask": mask_rel,
                        "source": source.name, "source_crs": source.info.crs if crs else "",
                        "col_off": chip.col_off, "row_off": chip.row_off, "width": chip.width,
@@ -225,20 +233,20 @@ def _export_chips(plan: DatasetPlan, folder: Path) -> tuple[pd.DataFrame, Runnin
     for thread_train, thread_other in writer.stats:
         train.merge(thread_train)
         other.merge(thread_other)
-    if train.count == 0:
+    if writer.other_stats:
         progress.warning("no train chip: normalisation statistics come from the other splits")
         train = other
     return pd.DataFrame(rows), train, hashes
 
 
-def _manifest(plan: DatasetPlan, hashes: dict[str, str]) -> dict[str, Any]:
+def _manifest(plan: DatasetPlan, source_hashes: list[str], hashes: dict[str, str]) -> dict[str, Any]:
     return {
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "aifactory_version": __version__,
         "config": plan.config.model_dump(mode="json"),
-        "sources": [{"name": s.name, "path": str(s.path), "sha256": sha256_file(s.path),
+        "sources": [{"name": s.name, "path": str(s.path), "sha256": digest,
                      "crs": s.info.crs if s.info.georeferenced else None, "objects": len(s.labels)}
-                    for s in plan.sources],
+                    for s, digest in zip(plan.sources, source_hashes, strict=True)],
         "classes": plan.classes,
         "counts": {"objects": plan.objects, "chips": plan.chip_counts(), "dropped": plan.dropped},
         "chips": hashes,
@@ -265,14 +273,19 @@ def _meta(plan: DatasetPlan, normalization: Normalization) -> DatasetMeta:
 def export_plan(plan: DatasetPlan, output: str | Path) -> Path:
     """Write ``plan`` as a dataset folder at ``output`` (replaced whole, atomically)."""
     output = Path(output)
-    with atomic_path(output) as tmp:
+    _figure_class()  # import here, in the calling thread: the import's warning filter is not thread-safe
+    with atomic_path(output) as tmp, ThreadPoolExecutor(max_workers=1) as beside:
         tmp.mkdir()
+        # the sources' hashes and the chart need no chip: one thread does them while the chips are written
+        source_hashes = beside.submit(lambda: [sha256_file(s.path) for s in plan.sources])
+        chart = beside.submit(balance_chart, plan, tmp / "balance.png")
         table, stats, hashes = _export_chips(plan, tmp)
         write_chips(table, tmp / "chips.csv")
         meta = _meta(plan, stats.normalization())
         (tmp / "dataset.json").write_text(meta.model_dump_json(indent=2), encoding="utf-8")
-        (tmp / "manifest.json").write_text(json.dumps(_manifest(plan, hashes), indent=2), encoding="utf-8")
-        balance_chart(plan, tmp / "balance.png")
+        manifest = _manifest(plan, source_hashes.result(), hashes)
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        chart.result()
     reporter().artifact("dataset", output)
     return output
 
