@@ -29,9 +29,13 @@ def alternate(a: Callable[[], Any], b: Callable[[], Any], repeats: int = 3) -> t
 
 
 def peak_rss_mb(code: str) -> tuple[float, dict[str, Any]]:
-    """Run Python ``code`` in a fresh interpreter; return its peak RSS (MB) and the JSON it printed last."""
-    wrapper = code + "\nimport resource as _r, json as _j\nprint(_j.dumps({'peak_rss_mb': " \
-                     "_r.getrusage(_r.RUSAGE_SELF).ru_maxrss / 1024}))\n"
+    """Run Python ``code`` in a fresh interpreter; return its peak RSS (MB) and the JSON it printed last.
+
+    The peak is the interpreter's own high-water mark (``VmHWM``): Linux carries ``ru_maxrss`` across
+    ``exec``, so it would report the benchmark's own RSS whenever that is larger.
+    """
+    wrapper = code + "\nimport json as _j\n_hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')]" \
+                     "\nprint(_j.dumps({'peak_rss_mb': int(_hwm[0].split()[1]) / 1024}))\n"
     result = subprocess.run([sys.executable, "-c", wrapper], capture_output=True, text=True, check=True)
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
     data = json.loads(lines[-1])
