@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from aifactory.jobs.ledger import Ledger
 from aifactory.jobs.service import JobClient
 
@@ -207,7 +208,12 @@ def test_train_predict_pipeline_on_ray(cli, env, ray_head, tmp_path):
     missing = {"dataset_build", "train", "predict"} - set(TASKS.names())
     if missing:
         pytest.skip(f"pipeline tasks not registered yet: {sorted(missing)}")
-    result = cli("submit", str(TRAIN_PREDICT), "--runner", "ray", "--gpus", "1", "--wait", "--json", env=env)
+    # the example, plus the same prediction fanned out to 2 Ray tasks of the same cluster
+    pipeline = yaml.safe_load(TRAIN_PREDICT.read_text())
+    pipeline["tasks"]["predict_fanout"] = {"task": "predict", "params": {
+        **pipeline["tasks"]["predict"]["params"], "workers": 2, "worker_cpus": 0.5}}
+    path = write(tmp_path / "train-predict.yaml", yaml.safe_dump(pipeline))
+    result = cli("submit", str(path), "--runner", "ray", "--gpus", "1", "--wait", "--json", env=env)
     assert result.returncode == 0, result.stderr
     job = json.loads(result.stdout)
     assert job["status"] == "succeeded"
@@ -221,3 +227,17 @@ def test_train_predict_pipeline_on_ray(cli, env, ray_head, tmp_path):
     detections = gpd.read_file(out / "predict" / "detections.gpkg", layer="detections")
     assert {"class", "score", "review"} <= set(detections.columns)
     assert (out / "train" / "run" / "model.pt").is_file() and (out / "train" / "run" / "model.json").is_file()
+    # fan-out: the same scores, pixel for pixel, and the same detections as one process
+    import numpy as np
+    import rasterio
+    import shapely
+
+    with rasterio.open(out / "predict" / "scores.tif") as one, \
+            rasterio.open(out / "predict_fanout" / "scores.tif") as two:
+        np.testing.assert_array_equal(two.read(), one.read())
+        np.testing.assert_array_equal(two.dataset_mask(), one.dataset_mask())
+    fanned = gpd.read_file(out / "predict_fanout" / "detections.gpkg", layer="detections")
+    assert len(fanned) == len(detections)
+    assert sorted(shapely.to_wkt(shapely.normalize(fanned.geometry.array))) == \
+        sorted(shapely.to_wkt(shapely.normalize(detections.geometry.array)))
+    assert json.loads((out / "predict_fanout" / "prediction.json").read_text())["workers"] == 2

@@ -83,7 +83,7 @@ def build_bundle(run_dir: str | Path, out: str | Path, *, operating_point: str |
     """
     from aifactory.evaluation.rps import read_operating_point
     from aifactory.models.card import load_run_model
-    from aifactory.prediction.predict import default_overlap
+    from aifactory.prediction.rows import default_overlap
 
     run_dir, out = Path(run_dir), Path(out)
     rep = reporter()

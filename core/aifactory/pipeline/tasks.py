@@ -171,11 +171,16 @@ class PredictTask(StrictModel):
     ensemble: str = "mean"
     overlap: int | None = Field(None, ge=0)
     postprocess: str | None = Field(None, description="post-processing chain YAML applied to the detections")
+    workers: int = Field(1, ge=1, description="Ray tasks the tile rows are fanned out to (see predict --workers)")
+    ray_address: str | None = None
+    worker_cpus: float = Field(1.0, ge=0)
+    worker_gpus: float = Field(0.0, ge=0)
 
 
 @TASKS.register("predict", PredictTask)
 def predict_task(params: PredictTask, context: TaskContext) -> dict[str, Any]:
     """Streamed tiled prediction to scores.tif + detections.gpkg."""
+    from aifactory.prediction.fanout import FanOut
     from aifactory.prediction.predict import predict
 
     def optional(path: str | None) -> Path | None:
@@ -185,7 +190,8 @@ def predict_task(params: PredictTask, context: TaskContext) -> dict[str, Any]:
                      geofence=optional(params.geofence), exclude=optional(params.exclude),
                      geofence_rule=params.geofence_rule, tta=params.tta, batch_size=params.batch_size,
                      device=params.device, score_floor=params.score_floor, ensemble=params.ensemble,
-                     overlap=params.overlap, postprocess=optional(params.postprocess))
+                     overlap=params.overlap, postprocess=optional(params.postprocess), workers=params.workers,
+                     fan_out=FanOut(params.ray_address, params.worker_cpus, params.worker_gpus))
     return {"scores": result.scores, "detections": result.detections, "summary": result.summary}
 
 

@@ -45,12 +45,13 @@ def blend_weights(tile: int, overlap: int, kind: BlendWindow = "cosine") -> np.n
 
 
 class RowBandAccumulator:
-    """Weighted sums of ``channels`` score planes over rows [top, top + tile) of the raster, full width."""
+    """Weighted sums of ``channels`` score planes over rows [top, top + tile) of the raster, full width;
+    ``top`` starts at 0, or at the first row of the first tile row when only part of the raster is predicted."""
 
-    def __init__(self, width: int, height: int, tile: int, channels: int) -> None:
+    def __init__(self, width: int, height: int, tile: int, channels: int, top: int = 0) -> None:
         self.width, self.height = width, height
         self.rows = min(tile, height)
-        self.top = 0
+        self.top = top
         self.sums = np.zeros((channels, self.rows, width), dtype="float32")
         self.weights = np.zeros((self.rows, width), dtype="float32")
 
@@ -72,8 +73,8 @@ class RowBandAccumulator:
     def pop(self, stop: int, chunk: int = 64) -> tuple[int, np.ndarray, np.ndarray]:
         """Hand out the finished rows [top, stop) as (top, uint8 scores, predicted mask); shift the band.
 
-        Scores are normalised ``chunk`` rows at a time straight from the band, so the float temporaries
-        stay small whatever the raster's width.
+        Scores are normalised ``chunk`` rows at a time in place in the band (those rows are dropped by the
+        shift) and written straight into the uint8 output, so no float temporary spans the raster's width.
         """
         count = stop - self.top
         if not 0 < count <= self.rows:
@@ -82,8 +83,9 @@ class RowBandAccumulator:
         predicted = np.empty((count, self.width), dtype=bool)
         for start in range(0, count, chunk):
             rows = slice(start, min(count, start + chunk))
-            scores, predicted[rows] = normalize(self.sums[:, rows], self.weights[rows])
-            values[:, rows] = to_uint8(scores, predicted[rows])
+            sums = self.sums[:, rows]
+            _, predicted[rows] = normalize(sums, self.weights[rows], out=sums)
+            to_uint8(sums, predicted[rows], out=values[:, rows])
         top = self.top
         keep = self.rows - count
         self.sums[:, :keep] = self.sums[:, count:]
@@ -94,16 +96,27 @@ class RowBandAccumulator:
         return top, values, predicted
 
 
-def normalize(sums: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Blended scores (channels, h, w) in [0, 1] and the mask of pixels any tile predicted."""
+def normalize(sums: np.ndarray, weights: np.ndarray, out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Blended scores (channels, h, w) in [0, 1] and the mask of pixels any tile predicted.
+
+    ``out`` may be ``sums`` itself (normalised in place); pixels no tile predicted are 0 in either case.
+    """
     predicted = weights > 0
-    scores = np.divide(sums, weights, out=np.zeros_like(sums), where=predicted)
-    np.clip(scores, 0.0, 1.0, out=scores)
-    return scores, predicted
+    if out is None:
+        out = np.zeros_like(sums)
+    else:
+        out[:, ~predicted] = 0
+    np.divide(sums, weights, out=out, where=predicted)
+    np.clip(out, 0.0, 1.0, out=out)
+    return out, predicted
 
 
-def to_uint8(scores: np.ndarray, predicted: np.ndarray) -> np.ndarray:
-    """Scores × 255 rounded, 0 where not predicted (the scores raster's contract)."""
-    out = np.rint(scores * 255.0).astype("uint8")
+def to_uint8(scores: np.ndarray, predicted: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Scores × 255 rounded, 0 where not predicted (the scores raster's contract); ``scores`` is overwritten."""
+    np.multiply(scores, 255.0, out=scores)
+    np.rint(scores, out=scores)
+    if out is None:
+        out = np.empty(scores.shape, dtype="uint8")
+    out[...] = scores
     out[:, ~predicted] = 0
     return out

@@ -40,13 +40,23 @@ from aifactory.cli import with_events
               help="Neck depth in pixels that splits touching objects (0: never split).")
 @click.option("--postprocess", type=click.Path(path_type=Path),
               help="YAML chain of post-processing ops applied to the detections.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
+              help="Fan tile rows out to N Ray tasks (same output as one process): the Ray cluster this runs in, "
+                   "--ray-address, or a local Ray started for the call.")
+@click.option("--ray-address", help="Ray cluster for --workers (e.g. 10.0.0.5:6379) [RAY_ADDRESS or local].")
+@click.option("--worker-cpus", default=1.0, show_default=True, type=click.FloatRange(0),
+              help="CPUs each --workers task asks Ray for.")
+@click.option("--worker-gpus", default=0.0, show_default=True, type=click.FloatRange(0),
+              help="GPUs each --workers task asks Ray for (1 on a GPU cluster).")
 @with_events
 def predict(models: tuple[Path, ...], raster: Path, out_dir: Path, geofence: Path | None, exclude: Path | None,
             geofence_rule: str, tta: str | None, tta_mode: str | None, ensemble: str, weights: str | None,
             batch_size: int, overlap: int | None, blend: str, device: str, precision: str, score_floor: float,
-            instance_h: float, postprocess: Path | None) -> None:
+            instance_h: float, postprocess: Path | None, workers: int, ray_address: str | None,
+            worker_cpus: float, worker_gpus: float) -> None:
     """Predict RASTER with one or more trained models: OUT/scores.tif and OUT/detections.gpkg."""
     from aifactory.errors import ConfigError
+    from aifactory.prediction.fanout import FanOut
     from aifactory.prediction.predict import predict as run_predict
 
     member_weights = None
@@ -59,6 +69,7 @@ def predict(models: tuple[Path, ...], raster: Path, out_dir: Path, geofence: Pat
                          geofence_rule=geofence_rule, tta=tta_mode or tta or False, batch_size=batch_size,
                          device=device, score_floor=score_floor, ensemble=ensemble, weights=member_weights,
                          overlap=overlap, blend=blend, precision=precision,  # type: ignore[arg-type]
-                         instance_h=instance_h, postprocess=postprocess)
+                         instance_h=instance_h, postprocess=postprocess, workers=workers,
+                         fan_out=FanOut(ray_address, worker_cpus, worker_gpus))
     click.echo(f"predicted {result.tiles_predicted}/{result.tiles_total} tiles on {result.device} "
                f"({result.precision}): {result.detections_count} detections -> {result.detections}", err=True)

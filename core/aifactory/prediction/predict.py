@@ -26,12 +26,13 @@ not intersect the raster; an all-nodata raster (or geofence) is refused when no 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from rasterio.windows import Window
@@ -40,25 +41,20 @@ from aifactory.datasets.render import CONTACT_CLASS
 from aifactory.errors import ConfigError, InputError
 from aifactory.io.atomic import write_text_atomic
 from aifactory.io.cog import COGWriter
-from aifactory.io.raster import crs_string, raster_info
-from aifactory.prediction.blending import BlendWindow, RowBandAccumulator, blend_weights
+from aifactory.prediction.blending import BlendWindow
 from aifactory.prediction.boxes import BoxMerger
 from aifactory.prediction.detections import DetectionWriter
 from aifactory.prediction.geofence import Geofence
-from aifactory.prediction.model_source import BOX_FAMILIES, Precision, open_models
+from aifactory.prediction.model_source import Precision
 from aifactory.prediction.preview import write_preview
-from aifactory.prediction.source import (
-    Batch,
-    ReadStats,
-    check_bands,
-    iter_batches,
-    open_source,
-    resample_factor,
-)
-from aifactory.prediction.threads import Sink, limit_malloc_arenas, prefetch
-from aifactory.prediction.tiling import TileGrid
-from aifactory.prediction.vectorize import Detections, StreamingVectorizer
+from aifactory.prediction.rows import PredictSpec, RowResult, open_prediction, predict_rows
+from aifactory.prediction.source import ReadStats
+from aifactory.prediction.threads import Sink, limit_malloc_arenas
+from aifactory.prediction.vectorize import StreamingVectorizer
 from aifactory.progress import reporter
+
+if TYPE_CHECKING:
+    from aifactory.prediction.fanout import FanOut
 
 SCORES_NAME = "scores.tif"
 DETECTIONS_NAME = "detections.gpkg"
@@ -96,16 +92,10 @@ class PredictionResult:
     seconds: float
     task: str = "segmentation"
     scores_meaning: str = SCORES_MEANING["segmentation"]
+    workers: int = 1
 
     def to_dict(self) -> dict[str, object]:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
-
-
-def foreground_classes(classes: list[str]) -> tuple[list[str], slice]:
-    """Classes that get a scores band and their channels: all but the background (index 0) of a softmax."""
-    if len(classes) == 1:
-        return list(classes), slice(0, 1)
-    return list(classes[1:]), slice(1, len(classes))
 
 
 def label_mode_options(extra: dict[str, Any], classes: list[str], instance_h: float) -> dict[str, Any]:
@@ -123,9 +113,36 @@ def label_mode_options(extra: dict[str, Any], classes: list[str], instance_h: fl
     return {"instance_h": instance_h}
 
 
-def default_overlap(tile: int) -> int:
-    """Overlap between tiles when none is given: 1/8 of the tile, even."""
-    return tile // 16 * 2
+class RowWriter:
+    """Writes each :class:`RowResult` in order: scores and mask into the COG, polygons (or boxes merged across
+    tiles) through the geofence rule into the GeoPackage; :meth:`finish` flushes the vectorizer."""
+
+    def __init__(self, scores_out: COGWriter, detections_out: DetectionWriter, fence: Geofence,
+                 vectorizer: StreamingVectorizer | None, merger: BoxMerger | None) -> None:
+        self.scores_out, self.detections_out, self.fence = scores_out, detections_out, fence
+        self.vectorizer, self.merger = vectorizer, merger
+
+    def __call__(self, result: RowResult) -> None:
+        width = result.values.shape[2]
+        for start in range(0, result.values.shape[1], WRITE_ROWS):  # thin pieces: temporaries ∝ width × 128
+            values = result.values[:, start:start + WRITE_ROWS]
+            predicted = result.predicted[start:start + WRITE_ROWS]
+            row0 = result.top + start
+            inside = self.fence.mask(row0, values.shape[1], width)
+            keep = predicted if inside is None else predicted & inside
+            where = Window(0, row0, width, values.shape[1])
+            self.scores_out.write(np.where(keep, values, 0), where)
+            self.scores_out.write_mask(keep, where)
+            if self.vectorizer is not None:
+                self.detections_out.add(self.fence.apply(self.vectorizer.feed(row0, values, predicted)))
+        if self.merger is not None:
+            for tile, boxes in result.boxes:
+                self.merger.add(tile, boxes)
+            self.detections_out.add(self.fence.apply(self.merger.close(result.stop)))
+
+    def finish(self) -> None:
+        if self.vectorizer is not None:
+            self.detections_out.add(self.fence.apply(self.vectorizer.finish()))
 
 
 def predict(models: Sequence[str | Path], raster: str | Path, out_dir: str | Path, *,
@@ -133,7 +150,8 @@ def predict(models: Sequence[str | Path], raster: str | Path, out_dir: str | Pat
             tta: bool | str = False, batch_size: int = 4, device: str = "auto", score_floor: float = 0.1,
             ensemble: str = "mean", weights: Sequence[float] | None = None, overlap: int | None = None,
             blend: BlendWindow = "cosine", precision: Precision = "auto", instance_h: float = 2.0,
-            postprocess: str | Path | None = None) -> PredictionResult:
+            postprocess: str | Path | None = None, workers: int = 1,
+            fan_out: FanOut | None = None) -> PredictionResult:
     """Predict ``raster`` with ``models`` into ``out_dir`` (see the module docstring).
 
     ``models``: run directories, or one bundle (``model.zip`` or its folder; its packaged overlap and
@@ -148,11 +166,15 @@ def predict(models: Sequence[str | Path], raster: str | Path, out_dir: str | Pat
     raw ones stay in layer ``raw_detections``.
     Box detectors: ``score_floor`` applies to box scores; ``ensemble`` and TTA passes are fused with
     weighted box fusion (``weights`` apply); ``blend`` applies to the heatmap family's scores.
+    ``workers`` > 1: tile rows are fanned out to that many Ray tasks (``fan_out`` says where and with
+    which resources, :mod:`.fanout`); the outputs are the same as with one process.
     """
     started = time.monotonic()
     limit_malloc_arenas()
     if batch_size < 1:
         raise ConfigError(f"batch size must be at least 1, got {batch_size}")
+    if workers < 1:
+        raise ConfigError(f"workers must be at least 1, got {workers}")
     if not 0.0 <= score_floor <= 1.0:
         raise ConfigError(f"score floor must be in [0, 1], got {score_floor}")
     chain = None
@@ -160,87 +182,59 @@ def predict(models: Sequence[str | Path], raster: str | Path, out_dir: str | Pat
         from aifactory.postprocess import load_chain
 
         chain = load_chain(postprocess)
-    source = open_models(models, device=device, precision=precision, tta=tta, ensemble=ensemble, weights=weights)
-    chain_source = str(postprocess or "")
-    if chain is None and source.chain:
-        chain, chain_source = source.chain, f"{source.runs[0]} (packaged post-processing)"
-    info = raster_info(raster)
-    for run, model_card in zip(source.runs, source.cards, strict=True):
-        check_bands(info, model_card, run)
-    factors = {resample_factor(info, model_card) for model_card in source.cards}
-    if len(factors) > 1:
-        raise InputError("ensemble members were trained at different GSDs; predict them separately")
-    card = source.cards[0]
-    classes, channels = foreground_classes(card.classes)
-    detector = None
-    if card.task in BOX_FAMILIES:
-        from aifactory.prediction.detectors import box_detector  # torch: only for run directories
-
-        detector = box_detector(source, precision, tta, score_floor, ensemble)
+    spec = PredictSpec(tuple(str(m) for m in models), str(raster), None if geofence is None else str(geofence),
+                       None if exclude is None else str(exclude), geofence_rule, tta, batch_size, device,
+                       score_floor, ensemble, None if weights is None else tuple(weights), overlap, blend, precision)
     out_dir = Path(out_dir)
-    if overlap is None:
-        overlap = source.overlap if source.overlap is not None else default_overlap(card.tile_size)
     stats = ReadStats()
-    with open_source(str(raster), factors.pop()) as ds:
-        width, height, transform, crs = ds.width, ds.height, ds.transform, ds.crs
-        fence = Geofence.load(width, height, crs_string(crs) if info.georeferenced else None, transform,
-                              geofence, exclude, geofence_rule, raster_name=str(raster))
-        tile = card.tile_size
-        grid = TileGrid(width, height, tile, overlap)
-        window = blend_weights(tile, grid.overlap, "crop" if card.task in ("detection", "instance") else blend)
-        accumulator = RowBandAccumulator(width, height, tile, len(classes))
-        merger = BoxMerger(grid) if detector is not None else None
-        vectorizer = None if detector is not None else \
+    with open_prediction(spec) as run, contextlib.ExitStack() as stack:
+        if workers > 1:
+            from aifactory.prediction.fanout import FanOut, ray_session
+
+            fan_out = fan_out or FanOut()
+            stack.enter_context(ray_session(fan_out))
+        source, card, grid, fence, ds = run.source, run.card, run.grid, run.fence, run.ds
+        chain_source = str(postprocess or "")
+        if chain is None and source.chain:
+            chain, chain_source = source.chain, f"{source.runs[0]} (packaged post-processing)"
+        classes, width, height = run.classes, ds.width, ds.height
+        vectorizer = None if run.detector is not None else \
             StreamingVectorizer(width, score_floor=score_floor, **label_mode_options(card.extra, classes, instance_h))
         model_run = "+".join(source.names)
-        with COGWriter(out_dir / SCORES_NAME, width, height, len(classes), "uint8", crs=crs, transform=transform,
-                       blocksize=512, band_descriptions=classes, progress_task="predict", mask=True) as scores_out, \
-                DetectionWriter(out_dir / DETECTIONS_NAME, classes, transform, crs, model_run, grid, chain,
+        with COGWriter(out_dir / SCORES_NAME, width, height, len(classes), "uint8", crs=ds.crs,
+                       transform=ds.transform, blocksize=512, band_descriptions=classes, progress_task="predict",
+                       mask=True) as scores_out, \
+                DetectionWriter(out_dir / DETECTIONS_NAME, classes, ds.transform, ds.crs, model_run, grid, chain,
                                 chain_source) as detections_out:
-
-            def write_rows(item: tuple[int, np.ndarray, np.ndarray, Detections | None]) -> None:
-                top, strip, strip_predicted, found = item
-                for start in range(0, strip.shape[1], WRITE_ROWS):  # thin pieces: temporaries ∝ width × 128
-                    values = strip[:, start:start + WRITE_ROWS]
-                    predicted = strip_predicted[start:start + WRITE_ROWS]
-                    row0 = top + start
-                    inside = fence.mask(row0, values.shape[1], width)
-                    keep = predicted if inside is None else predicted & inside
-                    where = Window(0, row0, width, values.shape[1])
-                    scores_out.write(np.where(keep, values, 0), where)
-                    scores_out.write_mask(keep, where)
-                    if vectorizer is not None:
-                        detections_out.add(fence.apply(vectorizer.feed(row0, values, predicted)))
-                if found is not None:
-                    detections_out.add(fence.apply(found))
-
-            sink: Sink[tuple[int, np.ndarray, np.ndarray, Detections | None]] = Sink(write_rows, depth=1)
+            writer = RowWriter(scores_out, detections_out, fence, vectorizer,
+                               BoxMerger(grid) if run.detector is not None else None)
             progress = reporter()
-            try:
-                for item in prefetch(iter_batches(ds, grid, source.bands, fence, batch_size, stats)):
-                    if isinstance(item, Batch):
-                        if detector is not None and merger is not None:
-                            fg, found = detector.predict_batch(item, len(classes), width, height)
-                            for tile_, tile_boxes in zip(item.tiles, found, strict=True):
-                                merger.add(tile_, tile_boxes)
-                        else:
-                            fg = source(item.data, item.valid, channels)
-                        for index, tile_ in enumerate(item.tiles):
-                            accumulator.add(tile_, fg[index], window * item.valid[index])
-                    else:
-                        stop = grid.final_rows(item.row)[1]  # also the top of the next tile row
-                        sink.put((*accumulator.pop(stop), merger.close(stop) if merger is not None else None))
-                        done = stats.tiles_predicted + stats.tiles_nodata + stats.tiles_outside
-                        progress.progress("predict", done / len(grid),
-                                          f"{stats.tiles_predicted} tiles predicted")
-                sink.close()
-            except BaseException:
-                sink.cancel()
-                raise
+
+            def report(rows: RowResult) -> None:
+                done = f"{stats.tiles_predicted} tiles predicted" if workers == 1 else \
+                    f"rows 0-{rows.stop} of {height} from {workers} Ray workers"
+                progress.progress("predict", rows.stop / height, done)
+
+            if fan_out is not None and workers > 1:
+                from aifactory.prediction.fanout import fan_out_rows
+
+                for rows in fan_out_rows(spec, len(grid.row_offsets), workers, stats, fan_out):
+                    writer(rows)
+                    report(rows)
+            else:
+                sink: Sink[RowResult] = Sink(writer, depth=1)
+                try:
+                    for rows in predict_rows(run, stats):
+                        sink.put(rows)
+                        report(rows)
+                    sink.close()
+                except BaseException:
+                    sink.cancel()
+                    raise
             if stats.tiles_predicted == 0:
                 where = " inside the geofence" if fence.limited else ""
                 raise InputError(f"{raster}: no valid pixel to predict{where} (all nodata)")
-            detections_out.add(fence.apply(vectorizer.finish() if vectorizer is not None else Detections()))
+            writer.finish()
             scores_out.update_tags(AIFACTORY_MODEL_RUN=model_run, AIFACTORY_CLASSES=json.dumps(classes))
     result = PredictionResult(
         scores=out_dir / SCORES_NAME, detections=out_dir / DETECTIONS_NAME, summary=out_dir / SUMMARY_NAME,
@@ -248,8 +242,9 @@ def predict(models: Sequence[str | Path], raster: str | Path, out_dir: str | Pat
         classes=classes, tiles_total=stats.tiles_total, tiles_predicted=stats.tiles_predicted,
         tiles_skipped_nodata=stats.tiles_nodata, tiles_skipped_outside=stats.tiles_outside,
         detections_count=detections_out.count, device=source.device,
-        precision=detector.precision if detector is not None else source.precision,
-        seconds=round(time.monotonic() - started, 3), task=card.task, scores_meaning=SCORES_MEANING[card.task])
+        precision=run.detector.precision if run.detector is not None else source.precision,
+        seconds=round(time.monotonic() - started, 3), task=card.task, scores_meaning=SCORES_MEANING[card.task],
+        workers=workers)
     write_preview(result.scores, result.preview, classes,
                   f"{Path(raster).name} · {model_run} · {result.detections_count} detections")
     write_text_atomic(result.summary, json.dumps(result.to_dict(), indent=2))

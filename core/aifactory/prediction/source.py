@@ -135,20 +135,14 @@ def valid_mask(ds: rasterio.io.DatasetReader | WarpedVRT, data: np.ndarray, wind
     return np.ones(data.shape[1:], dtype=bool)
 
 
-def _fit(array: np.ndarray, size: int) -> np.ndarray:
-    """Pad the last two axes of ``array`` with zeros up to ``size`` (tiles reaching past a small raster)."""
-    if array.shape[-2:] == (size, size):
-        return array
-    pad = [(0, 0)] * (array.ndim - 2) + [(0, size - array.shape[-2]), (0, size - array.shape[-1])]
-    return np.pad(array, pad)
-
-
 def iter_batches(ds: rasterio.io.DatasetReader | WarpedVRT, grid: TileGrid, bands: Sequence[int],
-                 fence: Geofence, batch_size: int, stats: ReadStats) -> Iterator[Batch | RowDone]:
-    """Batches of tiles in grid order, each tile row closed by a :class:`RowDone`."""
+                 fence: Geofence, batch_size: int, stats: ReadStats,
+                 rows: range | None = None) -> Iterator[Batch | RowDone]:
+    """Batches of tiles in grid order, each tile row closed by a :class:`RowDone`; ``rows``: the tile rows
+    to read (all by default)."""
     block = ds.block_shapes[0] if ds.block_shapes else (grid.tile, grid.tile)
     size = grid.tile
-    for row in grid.rows():
+    for row in map(grid.row, rows if rows is not None else range(len(grid.row_offsets))):
         stats.tiles_total += len(row)
         inside = [tile for tile in row if fence.touches(tile)]
         stats.tiles_outside += len(row) - len(inside)
@@ -156,17 +150,26 @@ def iter_batches(ds: rasterio.io.DatasetReader | WarpedVRT, grid: TileGrid, band
             window = union_window(group, block, ds.width, ds.height)
             raw = read_window(ds, window, list(bands))
             valid = valid_mask(ds, raw, window)
-            tiles, data, masks = [], [], []
-            for tile in group:
-                r, c = tile.row_off - int(window.row_off), tile.col_off - int(window.col_off)
-                tile_valid = valid[r:r + size, c:c + size]
-                if not tile_valid.any():
-                    stats.tiles_nodata += 1
-                    continue
-                tiles.append(tile)
-                data.append(_fit(raw[:, r:r + size, c:c + size], size))
-                masks.append(_fit(tile_valid, size))
-            if tiles:
-                stats.tiles_predicted += len(tiles)
-                yield Batch(tiles, np.stack(data).astype("float32"), np.stack(masks))
+            places = [(tile, tile.row_off - int(window.row_off), tile.col_off - int(window.col_off))
+                      for tile in group]
+            places = [(tile, r, c) for tile, r, c in places if valid[r:r + size, c:c + size].any()]
+            stats.tiles_nodata += len(group) - len(places)
+            batch = _batch(raw, valid, places, size) if places else None
+            del raw, valid  # not held while the generator waits for room in the queue
+            if batch is not None:
+                stats.tiles_predicted += len(places)
+                yield batch
+                del batch
         yield RowDone(row[0].row)
+
+
+def _batch(raw: np.ndarray, valid: np.ndarray, places: list[tuple[Tile, int, int]], size: int) -> Batch:
+    """The tiles at (row, col) ``places`` of a union read: converted to float32 in one pass into the batch,
+    zero-padded where a tile reaches past a raster smaller than a tile."""
+    data = np.zeros((len(places), raw.shape[0], size, size), dtype="float32")
+    masks = np.zeros((len(places), size, size), dtype=bool)
+    for index, (_, r, c) in enumerate(places):
+        piece = raw[:, r:r + size, c:c + size]
+        data[index, :, :piece.shape[1], :piece.shape[2]] = piece
+        masks[index, :piece.shape[1], :piece.shape[2]] = valid[r:r + size, c:c + size]
+    return Batch([tile for tile, _, _ in places], data, masks)
