@@ -295,10 +295,10 @@ def test_labelled_extent_ignores_the_rest(scene, tmp_path):
 
 
 def test_a_failed_build_leaves_nothing(scene, tmp_path, monkeypatch):
-    from aifactory.datasets.chipfile import ChipFiles
+    import aifactory.datasets.export as export
 
     calls = {"n": 0}
-    original = ChipFiles.write
+    original = export.write_chip
 
     def failing(*args, **kwargs):
         calls["n"] += 1
@@ -306,7 +306,7 @@ def test_a_failed_build_leaves_nothing(scene, tmp_path, monkeypatch):
             raise OSError("disk full")
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(ChipFiles, "write", failing)
+    monkeypatch.setattr(export, "write_chip", failing)
     with pytest.raises(OSError, match="disk full"):
         build_dataset(DatasetConfig.model_validate(config_for(*scene)), tmp_path / "d")
     assert list(tmp_path.iterdir()) == []

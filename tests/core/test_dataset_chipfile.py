@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
-from aifactory.datasets.chipfile import ChipFiles, encode_gdal
+from aifactory.datasets.chipfile import encode_gdal, write_chip
 from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning
 
@@ -35,12 +35,11 @@ def read_back(path):
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
 def test_chips_are_the_files_gdal_writes_and_hash_as_written(layout, tmp_path):
     array, crs, nodata = LAYOUTS[layout]
-    files = ChipFiles()
     base = Affine.identity() if crs is None else UTM
     for number, position in enumerate(POSITIONS):
         transform = base * position
         path = tmp_path / f"{number}.tif"
-        digest = files.write(path, array, crs, transform, nodata)
+        digest = write_chip(path, array, crs, transform, nodata)
         data = path.read_bytes()
         assert digest == hashlib.sha256(data).hexdigest()
         with warnings.catch_warnings():
@@ -54,28 +53,26 @@ def test_chips_are_the_files_gdal_writes_and_hash_as_written(layout, tmp_path):
 def test_rotated_pixels_patch_the_transformation_matrix(tmp_path):
     array = RNG.integers(0, 9, (32, 32), dtype="uint8")
     rotated = Affine(0.5, 0.1, 300_000, 0.1, -0.5, 4_000_000)
-    files = ChipFiles()
     for number, position in enumerate(POSITIONS):
-        files.write(tmp_path / f"{number}.tif", array, CRS.from_epsg(32617), rotated * position)
+        write_chip(tmp_path / f"{number}.tif", array, CRS.from_epsg(32617), rotated * position)
         assert read_back(tmp_path / f"{number}.tif")[1] == rotated * position
 
 
 def test_compressed_chips_and_unprovable_layouts_are_written_by_gdal(tmp_path):
     array, crs, nodata = LAYOUTS["image"]
-    digest = ChipFiles("deflate").write(tmp_path / "z.tif", array, crs, UTM, nodata)
+    digest = write_chip(tmp_path / "z.tif", array, crs, UTM, nodata, "deflate")
     assert digest == hashlib.sha256((tmp_path / "z.tif").read_bytes()).hexdigest()
     pixels, transform, _, _, compression, _ = read_back(tmp_path / "z.tif")
     assert compression.value == "DEFLATE" and (pixels == array).all() and transform == UTM
     # NaN nodata never compares equal, so its template cannot prove itself: GDAL writes those chips
     floats = RNG.random((2, 16, 16), dtype="float32")
-    files = ChipFiles()
-    files.write(tmp_path / "nan.tif", floats, CRS.from_epsg(4326), UTM, float("nan"))
+    write_chip(tmp_path / "nan.tif", floats, CRS.from_epsg(4326), UTM, float("nan"))
     pixels, _, _, got_nodata, _, interleave = read_back(tmp_path / "nan.tif")
     assert np.isnan(got_nodata) and (pixels == floats).all() and interleave == "PIXEL"  # GDAL's default layout
     # a byte-swapped or strided array cannot be copied as is: GDAL writes it too
     swapped = array.astype(">u2")
-    files.write(tmp_path / "be.tif", swapped, crs, UTM, nodata)
-    files.write(tmp_path / "strided.tif", array[:, ::2], crs, UTM, nodata)
+    write_chip(tmp_path / "be.tif", swapped, crs, UTM, nodata)
+    write_chip(tmp_path / "strided.tif", array[:, ::2], crs, UTM, nodata)
     for name, expected in (("be.tif", array), ("strided.tif", array[:, ::2])):
         pixels, *_, interleave = read_back(tmp_path / name)
         assert (pixels == expected).all() and interleave == "PIXEL"

@@ -8,8 +8,8 @@ size) differ only in two doubles: the map position of the chip's corner. So GDAL
 layout (in memory), this module patches those two doubles per chip, appends the pixels and computes the
 sha256 of exactly the bytes it writes. Each template proves itself once when built: a chip made from it
 at another position must read back through GDAL with the same pixels, transform, CRS and nodata, or the
-layout is written by GDAL instead (as are compressed chips). No TIFF is parsed beyond the first
-directory's strip and georeferencing tags.
+layout is written by GDAL instead (as are compressed chips). Templates (a few hundred bytes each) are kept
+for the life of the process. No TIFF is parsed beyond the first directory's strip and georeferencing tags.
 """
 
 from __future__ import annotations
@@ -116,31 +116,30 @@ class Template:
                         and pixels.shape == probe.shape and (pixels == probe).all())
 
 
-class ChipFiles:
-    """Writes chip GeoTIFFs and returns their sha256; templates are shared by threads (one per layout)."""
+#: proven templates (or None: GDAL writes that layout) by layout, shared by threads and builds of a process
+_TEMPLATES: dict[tuple[Any, ...], Template | None] = {}
+_TEMPLATES_LOCK = threading.Lock()
 
-    def __init__(self, compress: str = "none") -> None:
-        self.compress = compress
-        self._templates: dict[tuple[Any, ...], Template | None] = {}
-        self._lock = threading.Lock()
 
-    def _template(self, array: np.ndarray, crs: Any, transform: Affine, nodata: float | None) -> Template | None:
-        key = (array.shape, array.dtype.str, str(crs), nodata, transform.a, transform.b, transform.d, transform.e)
-        with self._lock:
-            if key not in self._templates:
-                self._templates[key] = Template.build(array, crs, transform, nodata)
-            return self._templates[key]
+def _template(array: np.ndarray, crs: Any, transform: Affine, nodata: float | None) -> Template | None:
+    key = (array.shape, array.dtype.str, str(crs), nodata, transform.a, transform.b, transform.d, transform.e)
+    with _TEMPLATES_LOCK:
+        if key not in _TEMPLATES:
+            _TEMPLATES[key] = Template.build(array, crs, transform, nodata)
+        return _TEMPLATES[key]
 
-    def write(self, path: Path, array: np.ndarray, crs: Any, transform: Affine, nodata: float | None = None) -> str:
-        """Write ``array`` ((bands, h, w) or (h, w)) as a GeoTIFF at ``path``; returns its sha256 (hex)."""
-        template = None
-        if self.compress == "none" and LITTLE_ENDIAN and array.dtype.isnative and array.flags.c_contiguous:
-            template = self._template(array, crs, transform, nodata)
-        parts: list[Any] = [template.header_for(transform), array] if template is not None else \
-            [encode_gdal(array, crs, transform, nodata, self.compress)]
-        digest = hashlib.sha256()
-        with open(path, "wb") as handle:
-            for part in parts:
-                digest.update(part)
-                handle.write(part)
-        return digest.hexdigest()
+
+def write_chip(path: Path, array: np.ndarray, crs: Any, transform: Affine, nodata: float | None = None,
+               compress: str = "none") -> str:
+    """Write ``array`` ((bands, h, w) or (h, w)) as a GeoTIFF at ``path``; returns its sha256 (hex)."""
+    template = None
+    if compress == "none" and LITTLE_ENDIAN and array.dtype.isnative and array.flags.c_contiguous:
+        template = _template(array, crs, transform, nodata)
+    parts: list[Any] = [template.header_for(transform), array] if template is not None else \
+        [encode_gdal(array, crs, transform, nodata, compress)]
+    digest = hashlib.sha256()
+    with open(path, "wb") as handle:
+        for part in parts:
+            digest.update(part)
+            handle.write(part)
+    return digest.hexdigest()

@@ -32,7 +32,7 @@ from rasterio.errors import NotGeoreferencedWarning
 
 from aifactory import __version__
 from aifactory.catalog.splits import SPLIT_NAMES
-from aifactory.datasets.chipfile import ChipFiles
+from aifactory.datasets.chipfile import write_chip
 from aifactory.datasets.config import DatasetConfig
 from aifactory.datasets.format import DatasetMeta, Normalization, write_chips
 from aifactory.datasets.plan import DatasetPlan, chip_window, plan_dataset
@@ -138,7 +138,6 @@ class _ChipWriter:
         self.plan = plan
         self.folder = folder
         self.readable = readable  # source index -> the file to read windows from
-        self.files = ChipFiles(plan.config.chips.compress)
         # other splits' statistics only serve when there is no train chip at all
         self.other_stats = not (plan.chips["split"] == "train").any()
         self.local = threading.local()
@@ -167,8 +166,9 @@ class _ChipWriter:
                                                         self.plan.contact_index)
                 transform = window_transform(ds.transform, window)
                 image_rel, mask_rel = f"images/{chip.chip_id}.tif", f"masks/{chip.chip_id}.tif"
-                hashes = {image_rel: self.files.write(self.folder / image_rel, image, crs, transform, ds.nodata),
-                          mask_rel: self.files.write(self.folder / mask_rel, mask, crs, transform)}
+                hashes = {image_rel: write_chip(self.folder / image_rel, image, crs, transform, ds.nodata,
+                                                config.compress),
+                          mask_rel: write_chip(self.folder / mask_rel, mask, crs, transform, None, config.compress)}
                 if chip.split == "train":
                     train.update(image, valid)
                 elif self.other_stats:
