@@ -3,18 +3,35 @@
 A: ``dataset build`` of the whole raster (512 px chips, no overlap, every chip kept, fill masks, boxes,
 train statistics, manifest hashes, chart). B: block-aligned read of the same raster (all CPUs), the
 physical ceiling. Both are timed alternately; the ratio of medians is reported (target ≥ 0.8).
-Then the peak RSS of a build in a fresh process, at the chosen size and at 2048² (flat is the goal).
+Then where a build's CPU goes: each step's CPU seconds per 100 chips, timed on the build's own code path
+with one chip-writing thread (and the once-per-build steps), against the CPU of B1, with the best ratio
+those figures allow on this machine's cores if every step ran in parallel with no overhead.
+Last, the peak RSS of a build in a fresh process, at the chosen size and at 2048² (flat is the goal).
+``python -m bench.bench_chips [--size 4096] [--repeats 3]``; ``--full`` uses 20000².
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import hashlib
+import os
 import shutil
 import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from bench.bench_io import read_all
 from bench.common import alternate, peak_rss_mb, row
+
+
+def build_config(raster: Path, truth: Path, tile: int, workers: int = 0) -> dict[str, Any]:
+    return {"sources": [{"raster": str(raster), "labels": str(truth), "layer": "truth"}],
+            "chips": {"size": tile, "max_nodata": 1.0, "negative_ratio": 1000.0, "workers": workers},
+            "split": {"block_tiles": 4}}
 
 
 def build_code(raster: Path, truth: Path, out: Path, tile: int) -> str:
@@ -22,11 +39,78 @@ def build_code(raster: Path, truth: Path, out: Path, tile: int) -> str:
     return (
         "from aifactory.datasets.config import DatasetConfig\n"
         "from aifactory.datasets.export import build_dataset\n"
-        f"config = DatasetConfig.model_validate({{'sources': [{{'raster': {str(raster)!r}, "
-        f"'labels': {str(truth)!r}, 'layer': 'truth'}}], 'chips': {{'size': {tile}, 'max_nodata': 1.0, "
-        "'negative_ratio': 1000.0}, 'split': {'block_tiles': 4}})\n"
+        f"config = DatasetConfig.model_validate({build_config(raster, truth, tile)!r})\n"
         f"plan = build_dataset(config, {str(out)!r})\n"
     )
+
+
+@contextlib.contextmanager
+def cpu_timers(targets: dict[str, tuple[Any, str]]) -> Iterator[Counter[str]]:
+    """Wrap ``owner.attribute`` for each step name; yields the CPU seconds each step's thread spent in it."""
+    spent: Counter[str] = Counter()
+    originals = {name: getattr(owner, attr) for name, (owner, attr) in targets.items()}
+
+    def timed(name: str, function: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            start = time.thread_time()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent[name] += time.thread_time() - start
+        return wrapper
+
+    for name, (owner, attr) in targets.items():
+        setattr(owner, attr, timed(name, originals[name]))
+    try:
+        yield spent
+    finally:
+        for name, (owner, attr) in targets.items():
+            setattr(owner, attr, originals[name])
+
+
+def decomposition(raster: Path, truth: Path, out: Path, tile: int) -> None:
+    """CPU seconds per 100 chips of each step of a build (one chip thread), against B1's CPU."""
+    from aifactory.datasets import export, render
+    from aifactory.datasets.config import DatasetConfig
+    from aifactory.datasets.plan import plan_dataset
+
+    config = DatasetConfig.model_validate(build_config(raster, truth, tile, workers=1))
+    start = time.process_time()
+    plan = plan_dataset(config)
+    plan_cpu = time.process_time() - start
+    steps = {"read (decode)": (render, "read_window"), "valid pixels": (render, "valid_pixels"),
+             "objects in chip": (render.LabelIndex, "hits"), "rasterize": (render, "render_mask"),
+             "boxes": (render, "chip_boxes"), "write + hash chips": (export, "write_chip"),
+             "statistics": (export.RunningStats, "update"), "source sha256": (export, "sha256_file"),
+             "balance chart": (export, "balance_chart")}
+    with cpu_timers(steps) as spent:
+        start = time.process_time()
+        export.export_plan(plan, out)
+        export_cpu = time.process_time() - start
+    chips = len(plan.chips)
+    chip_bytes = sum(f.stat().st_size for f in out.glob("*s/*.tif"))
+    shutil.rmtree(out)
+    # the hash inside write_chip, timed alone on as many bytes (2 MiB buffers)
+    buffer, digest = os.urandom(2 << 20), hashlib.sha256()
+    start = time.process_time()
+    for _ in range(max(1, chip_bytes // len(buffer))):
+        digest.update(buffer)
+    spent["hash chips (of write + hash)"] = time.process_time() - start
+    spent["plan"] = plan_cpu
+    spent["other (threads, tables, manifest)"] = plan_cpu + export_cpu - sum(
+        v for k, v in spent.items() if not k.startswith("hash chips"))
+    start = time.process_time()
+    read_all(raster, "1")
+    read_cpu = time.process_time() - start
+    per100 = 100 / chips
+    for name, seconds in spent.items():
+        row(f"  CPU {name}", f"{seconds * per100:.3f} s", "per 100 chips")
+    total = plan_cpu + export_cpu
+    row("  CPU whole build", f"{total * per100:.3f} s", f"per 100 chips ({chips} chips)")
+    row("  CPU B1 read", f"{read_cpu * per100:.3f} s", "per 100 chips' worth of blocks")
+    cores = os.cpu_count() or 1
+    row(f"  best B6 / B1 on {cores} cores", f"{min(1.0, read_cpu * cores / total):.2f}",
+        "if all steps ran in parallel, no overhead")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -56,6 +140,7 @@ def main(argv: list[str] | None = None) -> None:
         row("B6 chip building", f"{mpx / build_time:.1f} Mpx/s", f"≈{chips / build_time:.0f} chips/s of {args.tile} px")
         row("B1 read ceiling, all CPUs", f"{mpx / read_time:.1f} Mpx/s", f"{args.size}² 4×uint16 ZSTD COG")
         row("B6 / B1 ratio", f"{read_time / build_time:.2f}", "target ≥ 0.8")
+        decomposition(raster, truth, out, args.tile)
         peaks = {}
         for size in sorted({2048, args.size}):
             if size == args.size:

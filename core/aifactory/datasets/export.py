@@ -128,9 +128,9 @@ class _ChipWriter:
 
     GDAL's block cache is held to :data:`READ_CACHE_BYTES` while chunks run: every source block is read
     once, so a cache buys nothing, and blocks freed at once keep the peak RSS flat in the raster size
-    (GDAL's default 5 % of RAM let it creep up by ~17 MB per 4× pixels). It must not be smaller, because
-    GDAL's rasterization works in row chunks of cache size: rasterio hands ``GDAL_CACHEMAX`` to GDAL in
-    bytes, and :func:`~aifactory.io.cog.gdal_env`'s "256" (meant as MB) made one pass over every polygon
+    (GDAL's default 5 % of RAM let it creep up by ~17 MB per 4× pixels). It must not be much smaller:
+    GDAL rasterizes in row chunks of at most the cache size, and a cache of a few hundred bytes (what
+    ``GDAL_CACHEMAX=256`` means through rasterio, which passes bytes) made it pass over every polygon once
     per mask row, 3× slower per chip.
     """
 
@@ -157,7 +157,7 @@ class _ChipWriter:
         source = self.plan.sources[int(chunk[0].source)]
         config = self.plan.config.chips
         out = []
-        with rasterio.Env(GDAL_CACHEMAX=READ_CACHE_BYTES), open_raster(self.readable[source.index]) as ds:
+        with open_raster(self.readable[source.index]) as ds:
             crs = ds.crs if source.info.georeferenced else None
             for chip in chunk:
                 window = chip_window(chip)
@@ -223,7 +223,8 @@ def _export_chips(plan: DatasetPlan, folder: Path) -> tuple[pd.DataFrame, Runnin
         # in the main thread, around the pool)
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         writer = _ChipWriter(plan, folder, _random_access_copies(plan, Path(scratch)))
-        with ThreadPoolExecutor(max_workers=workers) as pool:
+        # GDAL's cache limit is process-wide: set once here, not per worker (their exits would race)
+        with rasterio.Env(GDAL_CACHEMAX=READ_CACHE_BYTES), ThreadPoolExecutor(max_workers=workers) as pool:
             for results in pool.map(writer, _chunks(plan)):
                 for row, chip_hashes in results:
                     rows.append(row)
