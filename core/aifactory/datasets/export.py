@@ -237,6 +237,8 @@ def _export_chips(plan: DatasetPlan, folder: Path) -> tuple[pd.DataFrame, Runnin
     if writer.other_stats:
         progress.warning("no train chip: normalisation statistics come from the other splits")
         train = other
+    elif train.count == 0:
+        progress.warning("the train chips hold no valid pixel: normalisation is mean 0, std 1")
     return pd.DataFrame(rows), train, hashes
 
 
