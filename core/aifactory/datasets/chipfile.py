@@ -28,8 +28,10 @@ from rasterio.io import MemoryFile
 
 STRIP_OFFSETS, STRIP_BYTE_COUNTS = 273, 279
 MODEL_TIEPOINT, MODEL_TRANSFORMATION = 33922, 34264
-#: TIFF field type -> struct code of one value (SHORT, LONG, DOUBLE)
+#: TIFF field type -> struct code of one value (SHORT, LONG, DOUBLE: the types of the tags read here)
 FIELD_TYPES = {3: "H", 4: "I", 12: "d"}
+#: TIFF field type -> bytes per value (values of at most 4 bytes in all sit in the entry itself)
+FIELD_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8}
 #: templates are byte-exact copies of arrays in memory, so only on little-endian hosts (GeoTIFFs GDAL writes there)
 LITTLE_ENDIAN = sys.byteorder == "little"
 
@@ -58,7 +60,7 @@ def _tags(data: bytes) -> dict[int, tuple[int, int, int]] | None:
     for i in range(struct.unpack_from("<H", data, ifd)[0]):
         entry = ifd + 2 + 12 * i
         tag, kind, count = struct.unpack_from("<HHI", data, entry)
-        size = struct.calcsize(FIELD_TYPES.get(kind, "d")) * count
+        size = FIELD_SIZES.get(kind, 8) * count
         tags[tag] = (kind, count, entry + 8 if size <= 4 else struct.unpack_from("<I", data, entry + 8)[0])
     return tags
 
