@@ -68,10 +68,25 @@ class Detections:
 
 def class_map(scores: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """(h, w) uint8 map: 0 background or not predicted, else the 1-based foreground class."""
-    best = scores.max(axis=0)
-    background = 255 - scores.sum(axis=0, dtype="int32")
-    foreground = valid & (best.astype("int32") > background)
-    return np.where(foreground, scores.argmax(axis=0).astype("uint8") + 1, 0).astype("uint8")
+    return classes_and_best(scores, valid)[0]
+
+
+def classes_and_best(scores: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`class_map` and the highest foreground score of each pixel, in one pass over the classes.
+
+    A plane-by-plane loop rather than ``argmax(axis=0)``, which is several times slower on a (classes, h, w)
+    array; the first class wins ties, as with ``argmax``.
+    """
+    best = scores[0].copy()
+    index = np.ones(best.shape, dtype="uint8")
+    for cls in range(1, len(scores)):
+        index[scores[cls] > best] = cls + 1
+        np.maximum(best, scores[cls], out=best)
+    foreground = scores.sum(axis=0, dtype="int32")  # the implied background is 255 - this sum
+    foreground += best
+    foreground = (foreground > 255) & valid
+    index[~foreground] = 0
+    return index, best
 
 
 @dataclass
@@ -131,10 +146,9 @@ class StreamingVectorizer:
             raise ValueError(f"strip width {scores.shape[-1]} != {self.width}")
         height = scores.shape[1]
         self._next_row = row0 + height
-        classes = class_map(scores, valid)
+        classes, best = classes_and_best(scores, valid)
         if len(self.ignore):
             classes[np.isin(classes, self.ignore)] = 0
-        best = scores.max(axis=0)
         local, count = label(classes, background=0, connectivity=1, return_num=True)
         offset = self._next_id - 1
         self._next_id += count
@@ -181,9 +195,6 @@ class StreamingVectorizer:
         flat = local.ravel()
         pixels = np.bincount(flat, minlength=count + 1)
         totals = np.bincount(flat, weights=best.ravel(), minlength=count + 1)
-        peaks = ndimage.maximum(best, local, index=np.arange(1, count + 1)).astype("int64")
-        label_cls = np.zeros(count + 1, dtype="uint8")
-        label_cls[flat] = classes.ravel()
         slices = ndimage.find_objects(local)
         separate = self.instance_h > 0
         transform = Affine.translation(0, row0)
@@ -191,12 +202,14 @@ class StreamingVectorizer:
             k = int(value)
             rows, cols = slices[k - 1]
             bbox = [row0 + rows.start, cols.start, row0 + rows.stop, cols.stop]
+            mask = local[rows, cols] == k  # per component on its box: cheaper than ndimage's sort by label
+            values = np.where(mask, best[rows, cols], 0).astype("uint8")
             crops = None
             if separate and (bbox[2] - bbox[0]) * (bbox[3] - bbox[1]) <= self.max_separate_px:
-                mask = local[rows, cols] == k
-                crops = [(bbox[0], bbox[1], mask, np.where(mask, best[rows, cols], 0).astype("uint8"))]
-            self._groups[k + offset] = _Group(int(label_cls[k]), [shapely.geometry.shape(geom)], int(pixels[k]),
-                                              float(totals[k]), int(peaks[k - 1]), bbox, crops)
+                crops = [(bbox[0], bbox[1], mask, values)]
+            cls = int(classes[rows, cols][mask][0])
+            self._groups[k + offset] = _Group(cls, [shapely.geometry.shape(geom)], int(pixels[k]),
+                                              float(totals[k]), int(values.max()), bbox, crops)
 
     def _finalize(self, group: _Group) -> Detections:
         if group.pixels < self.min_pixels or group.total / group.pixels / 255.0 < self.score_floor:
