@@ -125,7 +125,9 @@ class Runner:
 
     def _inputs(self, model: LoadedModel, data: torch.Tensor) -> torch.Tensor:
         x = data[:, model.band_index] if len(model.band_index) != data.shape[1] else data
-        return ((x - model.mean) / model.std).contiguous(memory_format=torch.channels_last)
+        out = torch.empty_like(x, memory_format=torch.channels_last)  # normalised straight into the layout
+        torch.sub(x, model.mean, out=out)
+        return out.div_(model.std)
 
     def _run(self, data: torch.Tensor, bf16: bool) -> list[torch.Tensor]:
         out = []

@@ -2,7 +2,9 @@
 
 The reader (GDAL decoding releases the GIL) runs ahead of the model through :func:`prefetch`; the
 writer side (uint8 conversion, COG writes, vectorization) runs behind it in a :class:`Sink`. Queues are
-short, so memory stays a few batches. Exceptions in a thread surface in the caller, and each thread
+short, so memory stays a few batches: reading a batch takes a small fraction of its forward pass, so one
+batch ahead keeps the model fed (a float32 batch of 8 tiles of 512 px is 32 MB, and every batch queued
+counts in the peak RSS). Exceptions in a thread surface in the caller, and each thread
 runs in a copy of the caller's context so progress goes to the caller's reporter.
 
 Handing big buffers from thread to thread fragments glibc's per-thread malloc arenas: peak RSS then
@@ -52,7 +54,7 @@ def _put(q: queue.Queue[Any], item: Any, stop: threading.Event) -> bool:
     return False
 
 
-def prefetch(items: Iterator[T], depth: int = 2) -> Iterator[T]:
+def prefetch(items: Iterator[T], depth: int = 1) -> Iterator[T]:
     """Iterate ``items`` in a background thread, at most ``depth`` items ahead of the consumer."""
     q: queue.Queue[tuple[Any, BaseException | None]] = queue.Queue(depth)
     stop = threading.Event()
