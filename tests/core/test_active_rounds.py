@@ -4,6 +4,7 @@ waiting for tags, retraining, evaluating, recording rounds.jsonl and selecting t
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -110,3 +111,10 @@ def test_round_config_errors_name_the_key(scene, tmp_path):
     without_aoi = {"raster": raster, "truth": "truth.gpkg"}
     with pytest.raises(ConfigError, match=r"evaluate\.aoi: required when the evaluation raster is also tagged"):
         load_round_config(write_round_config(tmp_path, rasters=[raster], evaluate=without_aoi))
+
+
+def test_the_example_round_config_is_valid():
+    example = Path(__file__).resolve().parents[2] / "resources" / "examples" / "al_round.yaml"
+    config, train = load_round_config(example)
+    assert config.select.strategy == "bald" and config.select.diversity == "kcenter" and train.max_steps == 400
+    assert config.workdir == example.parent and config.rasters[0].is_absolute()
