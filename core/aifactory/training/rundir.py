@@ -132,7 +132,8 @@ def plot_curves(records: list[dict[str, Any]], monitor: str, path: Path) -> Path
         ax_loss.plot([r["step"] for r in val_loss], [r["loss"] for r in val_loss], "o-", color="tab:orange",
                      label="validation")
     ax_loss.set(xlabel="optimiser step", ylabel="loss", title="Loss")
-    ax_loss.legend(loc="upper right")
+    if train or val_loss:
+        ax_loss.legend(loc="upper right")
     for name in dict.fromkeys(k for r in val for k in r if k in (monitor, "miou", "f1", "precision", "recall")):
         points = [(r["step"], r[name]) for r in val if name in r]
         ax_metric.plot(*zip(*points, strict=True), "o-", label=name, linewidth=2.5 if name == monitor else 1.2)
