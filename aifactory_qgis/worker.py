@@ -89,3 +89,8 @@ def rps(pred: str, truth: str, output: str, sweeps: Sequence[str] = (DEFAULT_SWE
 def pipeline(config: str, workdir: str | None = None) -> list[str]:
     return ["run", config, *(["-o", workdir] if workdir else []), *EVENTS]
 
+
+def al_round(config: str) -> list[str]:
+    """One active-learning round: wait for tags → retrain → evaluate → pick the next tiles (``al round``)."""
+    return ["al", "round", config, *EVENTS]
+

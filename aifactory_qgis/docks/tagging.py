@@ -1,6 +1,8 @@
 """Tagging dock (active learning): walk the tiles chosen by ``aifactory al select`` in rank order, zoom to
 each and start digitizing on the annotation layer, mark tiles tagged or skipped (``status``), and launch
-the next round (a pipeline job whose new tiles layer is loaded when it finishes)."""
+the next round: an ``aifactory al round CONFIG.yaml`` job (ingest the tags, retrain, evaluate, pick the next
+tiles) whose new tiles layer the dock switches to when it finishes. While tiles are still ``to_tag`` the
+round refuses to start, and its one-line reason reaches the message bar."""
 
 from __future__ import annotations
 
@@ -63,13 +65,15 @@ class TaggingDock(BaseDock):
 
         rounds = QGroupBox(tr("Next round"), self)
         form = QFormLayout(rounds)
-        self.round_pipeline = QgsFileWidget(rounds)
-        self.round_pipeline.setFilter(tr("Round pipeline (*.yaml *.yml)"))
+        self.round_config = QgsFileWidget(rounds)
+        self.round_config.setFilter(tr("al round config (*.yaml *.yml)"))
         launch = QPushButton(tr("Launch next round"), rounds)
         launch.clicked.connect(lambda: self.next_round())
-        form.addRow(tr("Pipeline"), self.round_pipeline)
+        form.addRow(tr("Round config"), self.round_config)
         form.addRow(launch)
         self.body.addWidget(rounds)
+        self.round_job_id = ""
+        manager.jobFinished.connect(self._round_finished)
 
     def open_tiles(self, path: str) -> QgsVectorLayer | None:
         if not path:
@@ -166,19 +170,29 @@ class TaggingDock(BaseDock):
         self.next()
 
     def next_round(self):
-        """Run the round pipeline into ``round-N`` next to the tiles; its tiles layer loads when done."""
-        pipeline = self.round_pipeline.filePath()
-        if not Path(pipeline).is_file():
-            self.error(tr("Choose the pipeline YAML that trains on the new labels and selects the next tiles."))
+        """Save the annotations and run ``al round`` on the chosen config (in the config's folder)."""
+        config = self.round_config.filePath()
+        if not Path(config).is_file():
+            self.error(tr("Choose the al round config YAML (see resources/examples/al_round.yaml)."))
             return None
         annotations = self.annotations.currentLayer()
         if annotations is not None and annotations.isEditable():
             annotations.commitChanges(False)
-        rounds = {int(v) for v in (self.tiles.uniqueValues(self.tiles.fields().indexOf("round"))
-                                   if self.tiles is not None and not missing_fields(self.tiles, "round") else [])
-                  if v != NULL}
-        number = max(rounds, default=0) + 1
-        workdir = Path(pipeline).parent / f"round-{number}"
-        job = self.manager.submit(JobSpec(kind="pipeline", title=tr("active learning round {0}").format(number),
-                                          args=worker.pipeline(pipeline, str(workdir)), cwd=str(workdir)))
+        job = self.manager.submit(JobSpec(kind="al_round", title=tr("active learning round"),
+                                          args=worker.al_round(config), cwd=str(Path(config).parent)))
+        self.round_job_id = job.spec.id
         return job
+
+    def _round_finished(self, job) -> None:
+        """Our round job ended well: walk the tiles it picked (the manager has loaded them)."""
+        if job.spec.id != self.round_job_id or job.status != "ok":
+            return
+        base = Path(job.spec.cwd or ".")
+        picked = [str((base / a["path"]).resolve()) for a in job.state.artifacts if a["kind"] == "tiles"]
+        if not picked:
+            return
+        for layer in QgsProject.instance().mapLayers().values():
+            if isinstance(layer, QgsVectorLayer) and layer.source().split("|")[0] == picked[-1]:
+                self.tiles_combo.setLayer(layer)
+                return
+        self.tiles_file.setFilePath(picked[-1])

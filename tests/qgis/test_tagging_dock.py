@@ -51,18 +51,56 @@ def test_walk_tiles_mark_status_and_launch_next_round(qgis_app, qgis_iface, proj
     assert dock.index == 2
     truth.rollBack()
 
-    assert dock.next_round() is None  # no round pipeline chosen yet
-    assert any("pipeline YAML" in m for m in qgis_iface.messageBar().get_messages(Qgis.Critical))
-    pipeline = tmp_path / "round.yaml"
-    pipeline.write_text("version: 1\nname: round\ntasks:\n  scene: {task: synth, params: {width: 64, height: 64}}\n")
-    dock.round_pipeline.setFilePath(str(pipeline))
-    job = dock.next_round()
-    assert job.spec.args[:4] == ["run", str(pipeline), "-o", str(tmp_path / "round-2")]
-    assert wait_for(qgis_app, lambda: job.done, 120), list(job.log)
-    assert job.status == "ok", job.message
+    assert dock.next_round() is None  # no round config chosen yet
+    assert any("al round config" in m for m in qgis_iface.messageBar().get_messages(Qgis.Critical))
 
 
-def test_layer_without_status_is_refused(qgis_app, qgis_iface, project_layers, plugin):
-    plugin.docks["tagging"].tiles_combo.setLayer(project_layers[1])
-    assert plugin.docks["tagging"].tiles is None
-    assert any("no “status” field" in m for m in qgis_iface.messageBar().get_messages(Qgis.Critical))
+ROUND = """rasters: [{raster}]
+annotations: {{path: {truth}, layer: truth, class_field: class}}
+n: 2
+tile_size: 64
+classes: {{level: 1}}
+train:
+  model: {{architecture: unet, params: {{encoder: resnet18, encoder_depth: 3, decoder_channels: [16, 8, 8]}}}}
+  epochs: 100
+  max_steps: 2
+  batch_size: 2
+  num_workers: 0
+  checkpoint_every: 1000
+  tracking: {{enabled: false}}
+"""
+
+
+def test_the_dock_drives_real_al_rounds(qgis_app, qgis_iface, project_layers, plugin, tmp_path):
+    """Round 1 (random tiles) → refused while tiles are to tag → tagged → round 2 trains and picks new tiles,
+    each time through the real worker's ``al round``; the dock follows the newest tiles layer."""
+    raster, truth, _detections = project_layers
+    config = tmp_path / "round.yaml"
+    config.write_text(ROUND.format(raster=raster.source(), truth=truth.source().split("|")[0]))
+    dock = plugin.docks["tagging"]
+    dock.annotations.setLayer(truth)
+    dock.round_config.setFilePath(str(config))
+
+    def run_round():
+        job = dock.next_round()
+        assert job.spec.args[:3] == ["al", "round", str(config)] and job.spec.cwd == str(tmp_path)
+        assert wait_for(qgis_app, lambda: job.done, 300), list(job.log)
+        return job
+
+    first = run_round()
+    assert first.status == "ok", first.message
+    assert dock.tiles is not None and dock.tiles.source().startswith(str(tmp_path / "round-1" / "tiles.gpkg"))
+    assert dock.counts.text() == "2 to tag · 0 tagged · 0 skipped"
+
+    waiting = run_round()  # nothing tagged yet: the worker refuses with one line, shown in the message bar
+    assert waiting.status == "failed" and "waiting for tags" in waiting.message
+    assert any("waiting for tags" in m for m in qgis_iface.messageBar().get_messages(Qgis.Critical))
+
+    dock.tagged()
+    dock.tagged()
+    truth.rollBack()
+    second = run_round()
+    assert second.status == "ok", second.message
+    assert dock.tiles.source().startswith(str(tmp_path / "round-2" / "tiles.gpkg"))
+    assert dock.counts.text() == "2 to tag · 0 tagged · 0 skipped"
+    assert (tmp_path / "round-1" / "run" / "model.pt").is_file() and (tmp_path / "rounds.jsonl").is_file()

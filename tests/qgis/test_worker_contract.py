@@ -46,6 +46,7 @@ def builders():
         "evaluate": worker.evaluate("d.gpkg", "t.gpkg", "m.json"),
         "rps": worker.rps("d.gpkg", "t.gpkg", "out", ["score=0.1:0.9:0.1", "min_area=0,10"], truth_layer="truth"),
         "run": worker.pipeline("p.yaml", "work"),
+        "al round": worker.al_round("round.yaml"),
     }
 
 
