@@ -10,6 +10,10 @@ Peak RSS: ``predict()`` of N × N scenes, each in a fresh interpreter (scene gen
 own process), with a lighter U-Net (resnet18 cut to 3 stages) so that 16k² runs in minutes on 2 CPUs;
 the goal is a flat curve, ratio largest/smallest ≤ 1.10.
 
+Stages (``--stages``): the same pipeline run sequentially in one thread with a timer per stage (read,
+forward, blend, uint8 scores COG writes, vectorize, closing the outputs, preview), as seconds per 100
+tiles: what each stage costs on the CPU that the reader and writer threads share with the model.
+
 ``python -m bench.bench_predict`` (4k² η, RSS at 4k², 8k², 16k²); ``--full`` uses 20k² for η.
 """
 
@@ -126,6 +130,70 @@ def forward_variants(run: Path, batch: int, tile: int) -> None:
         row(f"forward {name}", f"{base / value:.2f}×", "speed vs NCHW fp32 (one batch, median of 3)")
 
 
+def stages(run: Path, raster: Path, batch: int) -> None:
+    """Seconds per stage per 100 tiles of a sequential replica of predict (see the module docstring)."""
+    from collections import Counter
+
+    import numpy as np
+    from aifactory.io.cog import COGWriter
+    from aifactory.prediction.blending import RowBandAccumulator
+    from aifactory.prediction.detections import DetectionWriter
+    from aifactory.prediction.predict import label_mode_options
+    from aifactory.prediction.preview import write_preview
+    from aifactory.prediction.rows import PredictSpec, open_prediction
+    from aifactory.prediction.source import Batch, ReadStats, iter_batches
+    from aifactory.prediction.vectorize import StreamingVectorizer
+    from rasterio.windows import Window
+
+    seconds: Counter[str] = Counter()
+    clock = [time.perf_counter()]
+
+    def lap(name: str) -> None:
+        now = time.perf_counter()
+        seconds[name] += now - clock[0]
+        clock[0] = now
+
+    out = WORK / "out-stages"
+    stats = ReadStats()
+    with open_prediction(PredictSpec((str(run),), str(raster), batch_size=batch)) as job:
+        width, height, grid, classes = job.ds.width, job.ds.height, job.grid, job.classes
+        accumulator = RowBandAccumulator(width, height, grid.tile, len(classes))
+        vectorizer = StreamingVectorizer(width, score_floor=0.1, **label_mode_options(job.card.extra, classes, 2.0))
+        with COGWriter(out / "scores.tif", width, height, len(classes), "uint8", crs=job.ds.crs,
+                       transform=job.ds.transform, mask=True) as scores_out, \
+                DetectionWriter(out / "detections.gpkg", classes, job.ds.transform, job.ds.crs, "bench",
+                                grid) as detections_out:
+            clock[0] = time.perf_counter()
+            for item in iter_batches(job.ds, grid, job.source.bands, job.fence, batch, stats):
+                lap("read")
+                if isinstance(item, Batch):
+                    scores = job.source(item.data, item.valid, job.channels)
+                    lap("forward (normalise, model, softmax)")
+                    for index, tile in enumerate(item.tiles):
+                        accumulator.add(tile, scores[index], job.window * item.valid[index])
+                    lap("blend + uint8")
+                    continue
+                top, values, predicted = accumulator.pop(grid.final_rows(item.row)[1])
+                lap("blend + uint8")
+                for start in range(0, values.shape[1], 128):
+                    where = Window(0, top + start, width, min(128, values.shape[1] - start))
+                    piece, keep = values[:, start:start + 128], predicted[start:start + 128]
+                    scores_out.write(np.where(keep, piece, 0), where)
+                    scores_out.write_mask(keep, where)
+                    lap("scores COG writes")
+                    detections_out.add(vectorizer.feed(top + start, piece, keep))
+                    lap("vectorize")
+            detections_out.add(vectorizer.finish())
+            lap("vectorize")
+        lap("close (COG conversion, GeoPackage)")
+    write_preview(out / "scores.tif", out / "preview.png", classes)
+    lap("preview")
+    total = sum(seconds.values())
+    for name, value in seconds.most_common():
+        row(f"stage {name}", f"{100 * value / stats.tiles_predicted:.2f} s",
+            f"per 100 tiles, {100 * value / total:.1f} % of {total:.1f} s ({stats.tiles_predicted} tiles, sequential)")
+
+
 def child(size: int, tile: int, batch: int) -> str:
     """Code run in a fresh interpreter for the RSS measurement."""
     out = WORK / f"out-rss-{size}"
@@ -144,6 +212,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip-eta", action="store_true")
     parser.add_argument("--skip-rss", action="store_true")
     parser.add_argument("--full", action="store_true", help="η on a 20000² scene")
+    parser.add_argument("--stages", action="store_true", help="also time each stage, sequentially")
     args = parser.parse_args(argv)
     if args.full:
         args.size = 20_000
@@ -163,6 +232,8 @@ def main(argv: list[str] | None = None) -> None:
         row("B3 end-to-end throughput", f"{args.size ** 2 / 1e6 / end_to_end:.2f} Mpx/s",
             f"{first.detections_count} detections")
         forward_variants(run, args.batch_size, args.tile)
+        if args.stages:
+            stages(run, raster, args.batch_size)
     if not args.skip_rss:
         peaks = {}
         for size in (int(s) for s in args.rss_sizes.split(",")):
