@@ -25,9 +25,11 @@ from aifactory.io.atomic import AtomicWriter, remove_path, temporary_sibling
 from aifactory.progress import reporter
 
 #: GDAL block cache for writing and COG conversion (MB): bounds memory whatever the raster size. It holds
-#: a row of 512-px blocks of a streamed write (so windows thinner than a block do not recompress it) next to
-#: a row of input blocks being read (20k px wide: ~30 MB of uint8 scores and ~80 MB of 4-band uint16).
-GDAL_CACHE_MB = 128
+#: a row of 512-px blocks of a streamed write (so windows thinner than a block are not recompressed) next
+#: to the input blocks read meanwhile: prediction reads ~32 MB of 4-band uint16 per tile row of a 4k-wide
+#: raster. Wider rasters thrash it (blocks recompressed, still correct); a larger one costs its size in peak
+#: RSS (predict with 128 MB: +60 MB at both 4k² and 16k²).
+GDAL_CACHE_MB = 64
 
 
 def gdal_env(**options: Any) -> rasterio.Env:
