@@ -221,12 +221,14 @@ def predict(models: Sequence[str | Path], raster: str | Path, out_dir: str | Pat
                 for rows in fan_out_rows(spec, len(grid.row_offsets), workers, stats, fan_out):
                     writer(rows)
                     report(rows)
+                    del rows  # a strip spans the raster's width: never keep one while the next is made
             else:
                 sink: Sink[RowResult] = Sink(writer, depth=1)
                 try:
                     for rows in predict_rows(run, stats):
                         sink.put(rows)
                         report(rows)
+                        del rows
                     sink.close()
                 except BaseException:
                     sink.cancel()

@@ -165,4 +165,5 @@ def predict_rows(run: OpenPrediction, stats: ReadStats, rows: range | None = Non
             top, values, predicted = accumulator.pop(grid.final_rows(item.row)[1])
             if item.row in rows:
                 yield RowResult(top, values, predicted, boxes)
+            del values, predicted  # raster-wide: released before the next tile row is computed
             boxes = []
