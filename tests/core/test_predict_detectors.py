@@ -14,7 +14,7 @@ import shapely
 from aifactory.evaluation import evaluate_objects
 from aifactory.io.synthetic import SceneSpec, generate_scene
 from aifactory.prediction import predict
-from aifactory.prediction.fanout import predict_part
+from aifactory.prediction.fanout import PartDone, predict_part
 from aifactory.prediction.rows import PredictSpec, open_prediction, predict_rows
 from aifactory.prediction.source import ReadStats
 from aifactory.training.config import TrainConfig
@@ -74,7 +74,7 @@ def test_detector_boxes_do_not_depend_on_how_tile_rows_are_split(centernet_run, 
     with open_prediction(spec) as run:
         whole = list(predict_rows(run, ReadStats()))
     parts = [item for rows in (range(0, 1), range(1, 3), range(3, len(whole)))
-             for item in predict_part(spec, rows) if not isinstance(item, ReadStats)]
+             for item in predict_part(spec, rows) if not isinstance(item, PartDone)]
     assert len(whole) == len(parts) >= 3
     assert sum(len(found) for r in whole for _, found in r.boxes) > 5
     for single, part in zip(whole, parts, strict=True):

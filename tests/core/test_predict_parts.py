@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from aifactory.prediction.fanout import predict_part, split_rows
+from aifactory.prediction.fanout import PartDone, predict_part, split_rows
 from aifactory.prediction.rows import PredictSpec, RowResult, open_prediction, predict_rows
 from aifactory.prediction.source import ReadStats
 from test_predict_support import predict_scene, trained_run  # noqa: F401  (shared session fixtures)
@@ -33,9 +33,8 @@ def test_parts_give_the_rows_of_a_single_pass(trained_run, predict_scene, blend)
     part_stats = ReadStats()
     for rows in ([0, 1], [1, 3], [3, 5]):
         for item in predict_part(spec, range(*rows)):
-            if isinstance(item, ReadStats):
-                for name, value in vars(item).items():
-                    setattr(part_stats, name, getattr(part_stats, name) + value)
+            if isinstance(item, PartDone):
+                part_stats.add(item.stats)
             else:
                 parts.append(item)
     assert part_stats == whole_stats

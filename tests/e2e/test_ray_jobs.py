@@ -240,4 +240,7 @@ def test_train_predict_pipeline_on_ray(cli, env, ray_head, tmp_path):
     assert len(fanned) == len(detections)
     assert sorted(shapely.to_wkt(shapely.normalize(fanned.geometry.array))) == \
         sorted(shapely.to_wkt(shapely.normalize(detections.geometry.array)))
-    assert json.loads((out / "predict_fanout" / "prediction.json").read_text())["workers"] == 2
+    summary = json.loads((out / "predict_fanout" / "prediction.json").read_text())
+    assert summary["workers"] == 2 and summary["device"] == "cpu" and summary["precision"] in ("fp32", "bf16")
+    single = json.loads((out / "predict" / "prediction.json").read_text())
+    assert summary["tiles_predicted"] == single["tiles_predicted"]

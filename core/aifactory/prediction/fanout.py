@@ -50,12 +50,21 @@ def split_rows(count: int, parts: int) -> list[range]:
     return [range(start, stop) for start, stop in itertools.pairwise(bounds)]
 
 
-def predict_part(spec: PredictSpec, rows: range) -> Iterator[RowResult | ReadStats]:
-    """A worker's part: the finished rows of tile rows ``rows``, then the part's read statistics."""
+@dataclass
+class PartDone:
+    """What a part reports after its last row: its read statistics and where and how it computed."""
+
+    stats: ReadStats
+    device: str
+    precision: str
+
+
+def predict_part(spec: PredictSpec, rows: range) -> Iterator[RowResult | PartDone]:
+    """A worker's part: the finished rows of tile rows ``rows``, then a :class:`PartDone`."""
     stats = ReadStats()
     with open_prediction(spec) as run:
         yield from predict_rows(run, stats, rows)
-    yield stats
+        yield PartDone(stats, run.device, run.precision)
 
 
 def reachable(address: str, timeout: float = 5.0) -> bool:
@@ -91,10 +100,10 @@ def ray_session(where: FanOut) -> Iterator[None]:
         ray.shutdown()
 
 
-def fan_out_rows(spec: PredictSpec, tile_rows: int, workers: int, stats: ReadStats,
-                 where: FanOut) -> Iterator[RowResult]:
+def fan_out_rows(spec: PredictSpec, tile_rows: int, workers: int, where: FanOut,
+                 done: list[PartDone]) -> Iterator[RowResult]:
     """Every tile row's :class:`RowResult` in raster order, computed by up to ``workers`` Ray tasks (inside
-    :func:`ray_session`); ``stats`` receives the sum of the parts' read statistics."""
+    :func:`ray_session`); each part's :class:`PartDone` is appended to ``done``."""
     import ray
     from ray.exceptions import RayTaskError
 
@@ -105,9 +114,8 @@ def fan_out_rows(spec: PredictSpec, tile_rows: int, workers: int, stats: ReadSta
         for part in parts:
             for ref in part:
                 item = ray.get(ref)
-                if isinstance(item, ReadStats):
-                    for name, value in vars(item).items():
-                        setattr(stats, name, getattr(stats, name) + value)
+                if isinstance(item, PartDone):
+                    done.append(item)
                 else:
                     yield item
         complete = True

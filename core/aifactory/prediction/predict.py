@@ -27,6 +27,7 @@ not intersect the raster; an all-nodata raster (or geofence) is refused when no 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import time
 from collections.abc import Sequence
@@ -187,7 +188,9 @@ def predict(models: Sequence[str | Path], raster: str | Path, out_dir: str | Pat
                        score_floor, ensemble, None if weights is None else tuple(weights), overlap, blend, precision)
     out_dir = Path(out_dir)
     stats = ReadStats()
-    with open_prediction(spec) as run, contextlib.ExitStack() as stack:
+    # fanned out, this process only writes: its models stay off the GPUs the workers ask for
+    here = spec if workers == 1 else dataclasses.replace(spec, device="cpu", precision="fp32")
+    with open_prediction(here) as run, contextlib.ExitStack() as stack:
         if workers > 1:
             from aifactory.prediction.fanout import FanOut, ray_session
 
@@ -216,12 +219,17 @@ def predict(models: Sequence[str | Path], raster: str | Path, out_dir: str | Pat
                 progress.progress("predict", rows.stop / height, done)
 
             if fan_out is not None and workers > 1:
-                from aifactory.prediction.fanout import fan_out_rows
+                from aifactory.prediction.fanout import PartDone, fan_out_rows
 
-                for rows in fan_out_rows(spec, len(grid.row_offsets), workers, stats, fan_out):
+                parts: list[PartDone] = []
+                for rows in fan_out_rows(spec, len(grid.row_offsets), workers, fan_out, parts):
                     writer(rows)
                     report(rows)
                     del rows  # a strip spans the raster's width: never keep one while the next is made
+                for part in parts:
+                    stats.add(part.stats)
+                used_device = ",".join(sorted({part.device for part in parts}))
+                used_precision = ",".join(sorted({part.precision for part in parts}))
             else:
                 sink: Sink[RowResult] = Sink(writer, depth=1)
                 try:
@@ -233,6 +241,7 @@ def predict(models: Sequence[str | Path], raster: str | Path, out_dir: str | Pat
                 except BaseException:
                     sink.cancel()
                     raise
+                used_device, used_precision = run.device, run.precision
             if stats.tiles_predicted == 0:
                 where = " inside the geofence" if fence.limited else ""
                 raise InputError(f"{raster}: no valid pixel to predict{where} (all nodata)")
@@ -243,8 +252,7 @@ def predict(models: Sequence[str | Path], raster: str | Path, out_dir: str | Pat
         preview=out_dir / PREVIEW_NAME,
         classes=classes, tiles_total=stats.tiles_total, tiles_predicted=stats.tiles_predicted,
         tiles_skipped_nodata=stats.tiles_nodata, tiles_skipped_outside=stats.tiles_outside,
-        detections_count=detections_out.count, device=source.device,
-        precision=run.detector.precision if run.detector is not None else source.precision,
+        detections_count=detections_out.count, device=used_device, precision=used_precision,
         seconds=round(time.monotonic() - started, 3), task=card.task, scores_meaning=SCORES_MEANING[card.task],
         workers=workers)
     write_preview(result.scores, result.preview, classes,

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from aifactory.errors import InputError
-from aifactory.io.raster import RasterInfo, crs_string, raster_info
+from aifactory.io.raster import crs_string, raster_info
 from aifactory.prediction.blending import BlendWindow, RowBandAccumulator, blend_weights
 from aifactory.prediction.geofence import Geofence
 from aifactory.prediction.model_source import BOX_FAMILIES, ModelSource, Precision, open_models
@@ -82,13 +82,21 @@ class OpenPrediction:
     spec: PredictSpec
     source: ModelSource
     card: ModelCard
-    info: RasterInfo
     classes: list[str]
     channels: slice
     detector: DetectorRunner | None
     ds: rasterio.io.DatasetReader | WarpedVRT
     fence: Geofence
     grid: TileGrid
+
+    @property
+    def device(self) -> str:
+        return self.source.device
+
+    @property
+    def precision(self) -> str:
+        """The precision the model runs at (decided on the first batch when ``auto``)."""
+        return self.detector.precision if self.detector is not None else self.source.precision
 
     @property
     def window(self) -> np.ndarray:
@@ -123,7 +131,7 @@ def open_prediction(spec: PredictSpec) -> Iterator[OpenPrediction]:
                               ds.transform, spec.geofence, spec.exclude, spec.geofence_rule,
                               raster_name=spec.raster)
         grid = TileGrid(ds.width, ds.height, card.tile_size, overlap)
-        yield OpenPrediction(spec, source, card, info, classes, channels, detector, ds, fence, grid)
+        yield OpenPrediction(spec, source, card, classes, channels, detector, ds, fence, grid)
 
 
 @dataclass

@@ -118,6 +118,11 @@ class ReadStats:
     tiles_nodata: int = 0
     tiles_predicted: int = 0
 
+    def add(self, other: ReadStats) -> None:
+        """Count ``other``'s tiles too (the parts of a fanned-out prediction)."""
+        for name, value in vars(other).items():
+            setattr(self, name, getattr(self, name) + value)
+
 
 def valid_mask(ds: rasterio.io.DatasetReader | WarpedVRT, data: np.ndarray, window: Window) -> np.ndarray:
     """(h, w) valid pixels of ``data`` read at ``window`` (inside the raster): nodata, masks, alpha honoured.
