@@ -5,10 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import shapely
-from aifactory.prediction.vectorize import Detections, StreamingVectorizer, class_map, vectorize_array
+from aifactory.prediction.vectorize import (
+    Detections,
+    StreamingVectorizer,
+    _at_most_one_seed,
+    class_map,
+    vectorize_array,
+)
 from rasterio.features import shapes
 from scipy import ndimage
 from skimage.measure import label
+from skimage.morphology import h_maxima
 
 
 def random_scores(height: int, width: int, classes: int = 2, seed: int = 0) -> np.ndarray:
@@ -126,3 +133,67 @@ def test_strips_must_come_in_order():
     vectorizer.feed(0, np.zeros((1, 4, 10), "uint8"), np.ones((4, 10), bool))
     with pytest.raises(ValueError, match="contiguous"):
         vectorizer.feed(5, np.zeros((1, 4, 10), "uint8"), np.ones((4, 10), bool))
+
+
+def traced_reference(classes: np.ndarray) -> list[tuple[int, str]]:
+    """Class and normalized outline of every 4-connected component of a class map, traced in one piece."""
+    labels = label(classes, background=0, connectivity=1)
+    return sorted((int(classes[labels == value][0]), shapely.normalize(shapely.geometry.shape(geom)).wkt)
+                  for geom, value in shapes(labels.astype("int32"), mask=labels > 0, connectivity=4))
+
+
+@pytest.mark.parametrize("strip", [1, 4, 9, 23, None])
+def test_components_giving_up_their_crops_midway_match_the_single_pass(strip):
+    """Tall dumbbells cross 3+ strips before their box outgrows max_separate_px; their crops are traced then."""
+    yy, xx = np.mgrid[0:130, 0:150]
+    tall = ((yy - 22) ** 2 + (xx - 30) ** 2 < 18 ** 2) | ((yy - 58) ** 2 + (xx - 30) ** 2 < 19 ** 2)  # 76 × 38
+    small = ((yy - 110) ** 2 + (xx - 40) ** 2 < 9 ** 2) | ((yy - 110) ** 2 + (xx - 57) ** 2 < 9 ** 2)  # 18 × 35
+    side = ((yy - 40) ** 2 + (xx - 110) ** 2 < 16 ** 2) | ((yy - 72) ** 2 + (xx - 110) ** 2 < 17 ** 2)
+    scores = np.zeros((2, 130, 150), dtype="uint8")
+    scores[0][tall | small] = 230
+    scores[1][side] = 200  # a second class beside the first, over the same strips
+    scores[0, 100:130, 0:8] = 210  # a bar touching the last row: closed by finish
+    valid = np.ones((130, 150), bool)
+    options = dict(instance_h=2.0, max_separate_px=1500)  # tall and side outgrow it, small does not
+    out = vectorize_array(scores, valid, strip, **options)
+    assert key(out) == key(vectorize_array(scores, valid, **options))
+    whole = [int(tall.sum()), int(side.sum()), 30 * 8]  # not separated (tall, side) or nothing to separate
+    kept = np.isin(out.pixels, whole)
+    assert sorted(out.pixels[kept].tolist()) == sorted(whole)
+    assert (~kept).sum() == 2 and out.pixels[~kept].sum() == small.sum()  # small is separated
+    reference = set(traced_reference(class_map(scores, valid)))
+    assert {(c, w) for c, w, _, _ in key(out.select(kept))} <= reference
+    assert len(vectorize_array(scores, valid, strip, instance_h=2.0)) == len(out) + 2  # all three split
+
+
+def test_lazily_traced_outlines_equal_a_whole_raster_trace():
+    """With separation on but no split possible, every outline comes from the closing trace of its crops;
+    it must equal tracing the labelled raster at once (no strips, no union). Over 255 components close in
+    one trace, so the packed labels must not wrap."""
+    scores = random_scores(150, 170, classes=3, seed=7)
+    scores[0, 130:150] = 0
+    scores[0, 131:149:2, 1:169:2] = 240  # 9 × 84 single pixels: components of their own
+    valid = np.ones(scores.shape[1:], dtype=bool)
+    reference = traced_reference(class_map(scores, valid))
+    for strip in (None, 6, 50):
+        out = vectorize_array(scores, valid, strip, instance_h=1000.0)
+        assert sorted((c, w) for c, w, _, _ in key(out)) == reference
+        assert key(out) == key(vectorize_array(scores, valid, strip, instance_h=0.0))
+    assert len(reference) > 9 * 84
+
+
+def test_the_seed_shortcut_never_hides_a_second_seed():
+    """_at_most_one_seed may only say so where skimage's h-maxima hold fewer than two seeds."""
+    rng = np.random.default_rng(3)
+    blobs = ndimage.gaussian_filter(rng.standard_normal((300, 300)), 2) > 0  # many necks and small bulges
+    labels, count = ndimage.label(blobs)
+    outcomes = set()
+    for k, box in enumerate(ndimage.find_objects(labels), start=1):
+        mask = np.pad(labels[box] == k, 1)
+        distance = ndimage.distance_transform_edt(mask)
+        for h in (0.5, 1.0, 1.5, 2.0, 3.0):
+            seeds = label(h_maxima(distance, h) & mask, connectivity=2, return_num=True)[1]
+            shortcut = _at_most_one_seed(distance, h)
+            assert not (shortcut and seeds >= 2)
+            outcomes.add((shortcut, seeds >= 2))
+    assert outcomes >= {(True, False), (False, True)} and count > 20
