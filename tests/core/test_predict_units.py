@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 from aifactory.errors import ConfigError
-from aifactory.prediction.blending import RowBandAccumulator, blend_weights, to_uint8
+from aifactory.prediction.blending import RowBandAccumulator, blend_weights, normalize, to_uint8
 from aifactory.prediction.ensemble import check_weights, combine, weighted_box_fusion
-from aifactory.prediction.tiling import TileGrid, read_window
+from aifactory.prediction.tiling import TileGrid, read_window, spread_offsets
 from aifactory.prediction.tta import predict_tta, transforms
 
 
@@ -48,20 +48,19 @@ def test_read_windows_are_block_aligned_and_inside():
 
 
 @pytest.mark.parametrize("kind", ["cosine", "hann", "crop"])
-def test_blending_a_smooth_field_reproduces_it_with_a_band_of_tile_rows(kind):
-    """Tiles that all see the same field blend back into exactly that field, row band by row band."""
+def test_blending_a_smooth_field_reproduces_it_row_by_row(kind):
+    """Tiles that all see the same field blend back into exactly that field, tile row by tile row."""
     width, height, tile = 230, 190, 64
     yy, xx = np.mgrid[0:height, 0:width]
     field = np.stack([np.sin(xx / 17.0) * 0.5 + 0.5, (yy / height)]).astype("float32")
     grid = TileGrid(width, height, tile, 16)
     weights = blend_weights(tile, 16, kind)
-    acc = RowBandAccumulator(width, height, tile, 2)
-    assert acc.sums.shape == (2, tile, width)  # a band of rows, not the raster
+    acc = RowBandAccumulator(grid, 2)
     rows = []
-    for index, row in enumerate(grid.rows()):
+    for row in grid.rows():
         for t in row:
             acc.add(t, field[:, t.row_off:t.row_off + tile, t.col_off:t.col_off + tile], weights)
-        rows.append(acc.pop(grid.final_rows(index)[1], chunk=7))
+        rows.append(acc.finish_row())
     assert [r[0] for r in rows] == [grid.final_rows(i)[0] for i in range(len(rows))]
     scores = np.concatenate([r[1] for r in rows], axis=1)
     predicted = np.concatenate([r[2] for r in rows], axis=0)
@@ -69,6 +68,66 @@ def test_blending_a_smooth_field_reproduces_it_with_a_band_of_tile_rows(kind):
     expected = np.rint(field * 255).astype(int)
     assert np.abs(scores.astype(int) - expected).max() <= 1  # float rounding at .5 only
     assert np.mean(scores == expected) > 0.99
+
+
+def whole_raster_blend(grid, scores, weights, skipped):
+    """Reference: every tile summed into whole-raster float planes in grid order, then made uint8."""
+    sums = np.zeros((scores.shape[1], grid.height, grid.width), dtype="float32")
+    total = np.zeros((grid.height, grid.width), dtype="float32")
+    for t in (t for row in grid.rows() for t in row if t.tile_id not in skipped):
+        h, w = min(grid.tile, grid.height - t.row_off), min(grid.tile, grid.width - t.col_off)
+        piece = scores[t.row * len(grid.col_offsets) + t.col]
+        sums[:, t.row_off:t.row_off + h, t.col_off:t.col_off + w] += piece[:, :h, :w] * weights[:h, :w]
+        total[t.row_off:t.row_off + h, t.col_off:t.col_off + w] += weights[:h, :w]
+    values, predicted = normalize(sums, total)
+    return to_uint8(values, predicted), predicted
+
+
+@pytest.mark.parametrize(("width", "height", "tile", "overlap"),
+                         [(230, 190, 64, 16), (300, 150, 64, 40), (100, 40, 64, 8), (257, 700, 128, 8)])
+def test_column_finished_blending_equals_whole_raster_sums_to_the_bit(width, height, tile, overlap):
+    """Random scores, tiles missing (nodata) and a grid where three tile rows overlap (tile 64, overlap 40):
+    the streamed accumulator gives the very uint8 values of summing whole-raster planes in the same order,
+    and holds far less than a band of tile rows across the width."""
+    rng = np.random.default_rng(3)
+    grid = TileGrid(width, height, tile, overlap)
+    scores = rng.random((len(grid), 2, tile, tile), dtype="float32")
+    weights = blend_weights(tile, overlap, "cosine")
+    skipped = {"r0c1", "r1c0", f"r{len(grid.row_offsets) - 1}c{len(grid.col_offsets) - 1}"}
+    acc = RowBandAccumulator(grid, 2)
+    pieces, masks = [], []
+    for row in grid.rows():
+        for t in row:
+            if t.tile_id not in skipped:
+                acc.add(t, scores[t.row * len(grid.col_offsets) + t.col], weights)
+        top, values, predicted = acc.finish_row()
+        assert top == grid.final_rows(row[0].row)[0]
+        pieces.append(values)
+        masks.append(predicted)
+    expected, expected_mask = whole_raster_blend(grid, scores, weights, skipped)
+    assert np.array_equal(np.concatenate(masks), expected_mask)
+    assert np.array_equal(np.concatenate(pieces, axis=1), expected)
+    if overlap < tile // 4:
+        assert acc.nbytes < 3 * 4 * tile * width  # not a band of `tile` float rows: overlap rows + one tile
+
+
+def test_accumulator_refuses_tiles_out_of_order():
+    grid = TileGrid(300, 200, 64, 16)
+    acc = RowBandAccumulator(grid, 1)
+    second, first = grid.row(0)[1], grid.row(0)[0]
+    acc.add(second, np.zeros((1, 64, 64), "float32"), np.ones((64, 64), "float32"))
+    with pytest.raises(ValueError, match="out of order"):
+        acc.add(first, np.zeros((1, 64, 64), "float32"), np.ones((64, 64), "float32"))
+
+
+def test_tiles_are_spread_evenly_and_flush_with_both_edges():
+    for size in (512, 513, 1000, 4096, 8192, 16384, 20000):
+        offsets = spread_offsets(size, 512, 448)
+        steps = np.diff(offsets)
+        assert offsets[0] == 0 and offsets[-1] == max(size - 512, 0)
+        assert len(offsets) == (1 if size <= 512 else -(-(size - 512) // 448) + 1)  # fewest tiles
+        if len(steps):
+            assert steps.max() <= 448 and steps.max() - steps.min() <= 1
 
 
 def test_uint8_scores_are_zero_where_not_predicted():

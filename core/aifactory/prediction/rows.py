@@ -154,7 +154,7 @@ def predict_rows(run: OpenPrediction, stats: ReadStats, rows: range | None = Non
     grid, width, height = run.grid, run.grid.width, run.grid.height
     rows = rows if rows is not None else range(len(grid.row_offsets))
     warm_up = range(max(rows.start - 1, 0), rows.start)
-    accumulator = RowBandAccumulator(width, height, grid.tile, len(run.classes), top=grid.row_offsets[warm_up.start])
+    accumulator = RowBandAccumulator(grid, len(run.classes), first_row=warm_up.start)
     window = run.window
     batches = itertools.chain(iter_batches(run.ds, grid, run.source.bands, run.fence, run.spec.batch_size,
                                            ReadStats(), warm_up),
@@ -170,7 +170,7 @@ def predict_rows(run: OpenPrediction, stats: ReadStats, rows: range | None = Non
             for index, tile in enumerate(item.tiles):
                 accumulator.add(tile, scores[index], window * item.valid[index])
         else:
-            top, values, predicted = accumulator.pop(grid.final_rows(item.row)[1])
+            top, values, predicted = accumulator.finish_row()
             if item.row in rows:
                 yield RowResult(top, values, predicted, boxes)
             del values, predicted  # raster-wide: released before the next tile row is computed
