@@ -138,7 +138,7 @@ def stages(run: Path, raster: Path, batch: int) -> None:
     from aifactory.io.cog import COGWriter
     from aifactory.prediction.blending import RowBandAccumulator
     from aifactory.prediction.detections import DetectionWriter
-    from aifactory.prediction.predict import label_mode_options
+    from aifactory.prediction.predict import SCORES_ZSTD_LEVEL, label_mode_options
     from aifactory.prediction.preview import write_preview
     from aifactory.prediction.rows import PredictSpec, open_prediction
     from aifactory.prediction.source import Batch, ReadStats, iter_batches
@@ -157,10 +157,10 @@ def stages(run: Path, raster: Path, batch: int) -> None:
     stats = ReadStats()
     with open_prediction(PredictSpec((str(run),), str(raster), batch_size=batch)) as job:
         width, height, grid, classes = job.ds.width, job.ds.height, job.grid, job.classes
-        accumulator = RowBandAccumulator(width, height, grid.tile, len(classes))
+        accumulator = RowBandAccumulator(grid, len(classes))
         vectorizer = StreamingVectorizer(width, score_floor=0.1, **label_mode_options(job.card.extra, classes, 2.0))
         with COGWriter(out / "scores.tif", width, height, len(classes), "uint8", crs=job.ds.crs,
-                       transform=job.ds.transform, mask=True) as scores_out, \
+                       transform=job.ds.transform, mask=True, level=SCORES_ZSTD_LEVEL) as scores_out, \
                 DetectionWriter(out / "detections.gpkg", classes, job.ds.transform, job.ds.crs, "bench",
                                 grid) as detections_out:
             clock[0] = time.perf_counter()
@@ -173,7 +173,7 @@ def stages(run: Path, raster: Path, batch: int) -> None:
                         accumulator.add(tile, scores[index], job.window * item.valid[index])
                     lap("blend + uint8")
                     continue
-                top, values, predicted = accumulator.pop(grid.final_rows(item.row)[1])
+                top, values, predicted = accumulator.finish_row()
                 lap("blend + uint8")
                 for start in range(0, values.shape[1], 128):
                     where = Window(0, top + start, width, min(128, values.shape[1] - start))

@@ -5,8 +5,9 @@ The stages and where memory goes (none of it scales with the raster's area):
 1. reader thread: one block-aligned read per batch of tiles, nodata and out-of-geofence tiles dropped
    (:mod:`.source`);
 2. main thread: the model source on the batch (:mod:`.model_source`: torch run directories with TTA and
-   ensembles, or one ONNX bundle), blended into a band of ``tile`` rows (:mod:`.blending`);
-3. writer thread: each band of finished rows becomes uint8 scores (COG, streamed) and polygons
+   ensembles, or one ONNX bundle), blended column by column; each tile row hands out its finished rows
+   as uint8 (:mod:`.blending`);
+3. writer thread: each strip of finished rows becomes scores in the COG (streamed) and polygons
    (:mod:`.vectorize`, seam-free), filtered by the geofence rule and appended to the GeoPackage.
 
 Box detectors (task families ``heatmap``, ``detection``, ``instance``; :mod:`.detectors`) take the same
@@ -62,6 +63,9 @@ DETECTIONS_NAME = "detections.gpkg"
 SUMMARY_NAME = "prediction.json"
 PREVIEW_NAME = "preview.png"
 WRITE_ROWS = 128
+#: ZSTD level of scores.tif: zstd's own default rather than GDAL's 9 (measured at 4k²: COG conversion
+#: 0.72 → 0.40 s in one thread, file +17 %; scores are small next to the imagery they come from).
+SCORES_ZSTD_LEVEL = 3
 #: What a pixel of ``scores.tif`` means for each task family (written into ``prediction.json``).
 SCORES_MEANING = {
     "segmentation": "class probability, blended across tiles",
@@ -206,7 +210,7 @@ def predict(models: Sequence[str | Path], raster: str | Path, out_dir: str | Pat
         model_run = "+".join(source.names)
         with COGWriter(out_dir / SCORES_NAME, width, height, len(classes), "uint8", crs=ds.crs,
                        transform=ds.transform, blocksize=512, band_descriptions=classes, progress_task="predict",
-                       mask=True) as scores_out, \
+                       mask=True, level=SCORES_ZSTD_LEVEL) as scores_out, \
                 DetectionWriter(out_dir / DETECTIONS_NAME, classes, ds.transform, ds.crs, model_run, grid, chain,
                                 chain_source) as detections_out:
             writer = RowWriter(scores_out, detections_out, fence, vectorizer,
