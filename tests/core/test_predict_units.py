@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 from aifactory.errors import ConfigError
+from aifactory.io.raster import tile_offsets
 from aifactory.prediction.blending import RowBandAccumulator, blend_weights, normalize, to_uint8
 from aifactory.prediction.ensemble import check_weights, combine, weighted_box_fusion
-from aifactory.prediction.tiling import TileGrid, read_window, spread_offsets
+from aifactory.prediction.tiling import TileGrid, read_window
 from aifactory.prediction.tta import predict_tta, transforms
 
 
@@ -122,7 +123,7 @@ def test_accumulator_refuses_tiles_out_of_order():
 
 def test_tiles_are_spread_evenly_and_flush_with_both_edges():
     for size in (512, 513, 1000, 4096, 8192, 16384, 20000):
-        offsets = spread_offsets(size, 512, 448)
+        offsets = tile_offsets(size, 512, 448, spread=True)
         steps = np.diff(offsets)
         assert offsets[0] == 0 and offsets[-1] == max(size - 512, 0)
         assert len(offsets) == (1 if size <= 512 else -(-(size - 512) // 448) + 1)  # fewest tiles

@@ -153,15 +153,20 @@ def raster_info(path: str | Path, check: bool = True) -> RasterInfo:
         return info_from_dataset(ds)
 
 
-def tile_offsets(size: int, tile: int, stride: int) -> list[int]:
+def tile_offsets(size: int, tile: int, stride: int, spread: bool = False) -> list[int]:
     """Start offsets of tiles of ``tile`` px every ``stride`` px covering ``size`` px, last one flush.
 
+    ``spread``: as few tiles, at most ``stride`` apart and evenly spread, first and last flush with the
+    edges (every overlap at least ``tile - stride``, none larger by more than a pixel).
     A raster smaller than a tile gets a single offset 0 (the read is padded).
     """
     if tile <= 0 or stride <= 0:
         raise ValueError("tile and stride must be positive")
     if size <= tile:
         return [0]
+    if spread:
+        gaps = -(-(size - tile) // stride)
+        return [(size - tile) * index // gaps for index in range(gaps + 1)]
     offsets = list(range(0, size - tile, stride))
     offsets.append(size - tile)
     return offsets

@@ -1,12 +1,12 @@
 """The tile grid of a prediction: where tiles go, which tile a pixel belongs to, how tiles are batched.
 
 Tiles are ``tile``×``tile`` windows at most ``stride = tile - overlap`` pixels apart, spread evenly so
-that the first and last rows and columns are flush with the raster edges (:func:`spread_offsets`): every
-overlap is at least the requested one and they differ by at most a pixel, where a fixed stride leaves
-one large overlap at the far edge (up to a whole tile, which the blending would have to carry across
-the raster's width, see :class:`~aifactory.prediction.blending.RowBandAccumulator`). Tiles are visited row by row:
-the blending accumulator finalizes the rows above a tile row once that row is done, so the order is
-part of the memory contract. Each batch is read with one call covering the union of its tiles,
+that the first and last rows and columns are flush with the raster edges (``tile_offsets(spread=True)``):
+every overlap is at least the requested one and they differ by at most a pixel, where a fixed stride
+leaves one large overlap at the far edge (up to a whole tile, which the blending would have to carry
+across the raster's width, see :class:`~aifactory.prediction.blending.RowBandAccumulator`). Tiles are
+visited row by row: the blending accumulator finalizes the rows above a tile row once that row is done,
+so the order is part of the memory contract. Each batch is read with one call covering the union of its tiles,
 widened to the raster's block grid, so GDAL decodes each block of a batch once and never a partial
 block twice.
 """
@@ -19,18 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from rasterio.windows import Window
 
-
-def spread_offsets(size: int, tile: int, stride: int) -> list[int]:
-    """Offsets of the fewest ``tile``-px windows at most ``stride`` apart covering ``size`` px, evenly spread.
-
-    A raster smaller than a tile gets a single offset 0 (the read is padded).
-    """
-    if tile <= 0 or stride <= 0:
-        raise ValueError("tile and stride must be positive")
-    if size <= tile:
-        return [0]
-    gaps = -(-(size - tile) // stride)
-    return [(size - tile) * index // gaps for index in range(gaps + 1)]
+from aifactory.io.raster import tile_offsets
 
 
 @dataclass(frozen=True)
@@ -65,8 +54,8 @@ class TileGrid:
             raise ValueError(f"overlap must be in [0, {tile}), got {overlap}")
         self.width, self.height, self.tile, self.overlap = width, height, tile, overlap
         self.stride = tile - overlap
-        self.row_offsets = spread_offsets(height, tile, self.stride)
-        self.col_offsets = spread_offsets(width, tile, self.stride)
+        self.row_offsets = tile_offsets(height, tile, self.stride, spread=True)
+        self.col_offsets = tile_offsets(width, tile, self.stride, spread=True)
 
     def __len__(self) -> int:
         return len(self.row_offsets) * len(self.col_offsets)
