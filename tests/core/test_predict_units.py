@@ -193,3 +193,17 @@ def test_weighted_box_fusion():
     b, _, _ = weighted_box_fusion([m1[:1], m1[:1]], [np.array([0.5]), np.array([0.5])],
                                   [np.array([1]), np.array([2])])
     assert len(b) == 2
+
+
+@pytest.mark.parametrize(("dtype", "nodata"), [("uint16", 0), ("uint16", 65535), ("int16", -9999), ("uint8", 7)])
+def test_integer_nodata_rule_matches_any_band_differs(dtype, nodata):
+    """The XOR/OR shortcut for integer rasters is GDAL's per-dataset rule: valid where any band differs."""
+    from aifactory.prediction.source import _differs_from
+
+    rng = np.random.default_rng(5)
+    data = rng.integers(0, 3, size=(4, 60, 70)).astype(dtype)
+    data[data == 1] = nodata  # many pixels with some bands at nodata, some with all
+    data[:, :10, :10] = nodata
+    expected = (data != nodata).any(axis=0)
+    assert np.array_equal(_differs_from(data, data.dtype.type(nodata)), expected)
+    assert not expected[:10, :10].any() and expected.any()

@@ -103,7 +103,7 @@ class COGWriter(AtomicWriter):
 
     def write_mask(self, mask: np.ndarray, window: Window) -> None:
         """Write an internal validity mask (True = valid) for ``window`` (create the writer with ``mask=True``)."""
-        self._ds.write_mask(np.where(mask, 255, 0).astype("uint8"), window=window)
+        self._ds.write_mask(np.where(mask, np.uint8(255), np.uint8(0)), window=window)  # uint8, no int64 temporary
 
     def update_tags(self, **tags: str) -> None:
         self._ds.update_tags(**tags)

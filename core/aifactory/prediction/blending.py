@@ -142,11 +142,14 @@ def normalize(sums: np.ndarray, weights: np.ndarray, out: np.ndarray | None = No
     ``out`` may be ``sums`` itself (normalised in place); pixels no tile predicted are 0 in either case.
     """
     predicted = weights > 0
-    if out is None:
-        out = np.zeros_like(sums)
+    if predicted.all():  # the common case: no masked passes
+        out = np.divide(sums, weights, out=out)
     else:
-        out[:, ~predicted] = 0
-    np.divide(sums, weights, out=out, where=predicted)
+        if out is None:
+            out = np.zeros_like(sums)
+        else:
+            out[:, ~predicted] = 0
+        np.divide(sums, weights, out=out, where=predicted)
     np.clip(out, 0.0, 1.0, out=out)
     return out, predicted
 
@@ -158,5 +161,6 @@ def to_uint8(scores: np.ndarray, predicted: np.ndarray, out: np.ndarray | None =
     if out is None:
         out = np.empty(scores.shape, dtype="uint8")
     out[...] = scores
-    out[:, ~predicted] = 0
+    if not predicted.all():
+        out[:, ~predicted] = 0
     return out

@@ -136,7 +136,7 @@ class RowWriter:
             inside = self.fence.mask(row0, values.shape[1], width)
             keep = predicted if inside is None else predicted & inside
             where = Window(0, row0, width, values.shape[1])
-            self.scores_out.write(np.where(keep, values, 0), where)
+            self.scores_out.write(values if keep.all() else np.where(keep, values, 0), where)
             self.scores_out.write_mask(keep, where)
             if self.vectorizer is not None:
                 self.detections_out.add(self.fence.apply(self.vectorizer.feed(row0, values, predicted)))
