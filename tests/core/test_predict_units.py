@@ -13,6 +13,7 @@ from aifactory.prediction.blending import RowBandAccumulator, blend_weights, nor
 from aifactory.prediction.ensemble import check_weights, combine, weighted_box_fusion
 from aifactory.prediction.tiling import TileGrid, read_window
 from aifactory.prediction.tta import predict_tta, transforms
+from rasterio.windows import Window
 
 
 @pytest.mark.parametrize("kind", ["cosine", "hann", "crop"])
@@ -39,13 +40,14 @@ def test_grid_covers_the_raster_and_final_rows_partition_it():
     assert len(small) == 1 and small.final_rows(0) == (0, 60)
 
 
-def test_read_windows_are_block_aligned_and_inside():
+def test_read_windows_are_the_union_of_the_batch_inside_the_raster():
     grid = TileGrid(1500, 1300, 256, 32)
     tiles = grid.row(2)[1:4]
-    window = read_window(tiles, (512, 512), 1500, 1300)
-    assert window.col_off % 512 == 0 and window.row_off % 512 == 0
-    assert window.col_off <= tiles[0].col_off and window.col_off + window.width >= tiles[-1].col_off + 256
-    assert window.row_off + window.height <= 1300 and window.col_off + window.width <= 1500
+    window = read_window(tiles, 1500, 1300)
+    assert (window.col_off, window.row_off) == (tiles[0].col_off, tiles[0].row_off)
+    assert (window.width, window.height) == (tiles[-1].col_off + 256 - tiles[0].col_off, 256)
+    small = TileGrid(100, 60, 256, 32)
+    assert read_window(small.row(0), 100, 60) == Window(0, 0, 100, 60)  # the reader pads the rest
 
 
 @pytest.mark.parametrize("kind", ["cosine", "hann", "crop"])

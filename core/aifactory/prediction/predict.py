@@ -2,7 +2,7 @@
 
 The stages and where memory goes (none of it scales with the raster's area):
 
-1. reader thread: one block-aligned read per batch of tiles, nodata and out-of-geofence tiles dropped
+1. reader thread: one read per batch of tiles (their union), nodata and out-of-geofence tiles dropped
    (:mod:`.source`);
 2. main thread: the model source on the batch (:mod:`.model_source`: torch run directories with TTA and
    ensembles, or one ONNX bundle), blended column by column; each tile row hands out its finished rows

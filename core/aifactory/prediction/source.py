@@ -7,8 +7,8 @@ model seeing objects at a quarter of their trained size does not predict anythin
 Rasters without georeferencing have no GSD and are used as they are.
 
 The reader runs in a thread (GDAL releases the GIL while decoding) and feeds batches through a short
-queue, so reading overlaps with the model. Each batch is one read of the union of its tiles widened to
-the block grid; tiles with no valid pixel (nodata, per-dataset mask or alpha) never reach the model.
+queue, so reading overlaps with the model. Each batch is one read of the union of its tiles; tiles with
+no valid pixel (nodata, per-dataset mask or alpha) never reach the model.
 """
 
 from __future__ import annotations
@@ -156,14 +156,13 @@ def iter_batches(ds: rasterio.io.DatasetReader | WarpedVRT, grid: TileGrid, band
                  rows: range | None = None) -> Iterator[Batch | RowDone]:
     """Batches of tiles in grid order, each tile row closed by a :class:`RowDone`; ``rows``: the tile rows
     to read (all by default)."""
-    block = ds.block_shapes[0] if ds.block_shapes else (grid.tile, grid.tile)
     size = grid.tile
     for row in map(grid.row, rows if rows is not None else range(len(grid.row_offsets))):
         stats.tiles_total += len(row)
         inside = [tile for tile in row if fence.touches(tile)]
         stats.tiles_outside += len(row) - len(inside)
         for group in batch_groups(inside, batch_size):
-            window = union_window(group, block, ds.width, ds.height)
+            window = union_window(group, ds.width, ds.height)
             raw = read_window(ds, window, list(bands))
             valid = valid_mask(ds, raw, window)
             places = [(tile, tile.row_off - int(window.row_off), tile.col_off - int(window.col_off))

