@@ -10,9 +10,10 @@ Peak RSS: ``predict()`` of N × N scenes, each in a fresh interpreter (scene gen
 own process), with a lighter U-Net (resnet18 cut to 3 stages) so that 16k² runs in minutes on 2 CPUs;
 the goal is a flat curve, ratio largest/smallest ≤ 1.10.
 
-Stages (``--stages``): the same pipeline run sequentially in one thread with a timer per stage (read,
-forward, blend, uint8 scores COG writes, vectorize, closing the outputs, preview), as seconds per 100
-tiles: what each stage costs on the CPU that the reader and writer threads share with the model.
+Stages (``--stages``): the same pipeline (its accumulator and ``RowWriter``) run sequentially in one thread
+with a timer per stage (read, forward, blend, uint8 scores COG writes, vectorize, closing the outputs,
+preview), as seconds per 100 tiles: what each stage costs on the CPU that the reader and writer threads
+share with the model.
 
 ``python -m bench.bench_predict`` (4k² η, RSS at 4k², 8k², 16k²); ``--full`` uses 20k² for η (the size the
 goal is set at: fixed costs such as loading the model, the bf16 check and the preview weigh ~5 % at 4k²),
@@ -140,12 +141,11 @@ def stages(run: Path, raster: Path, batch: int) -> None:
     from aifactory.io.cog import COGWriter
     from aifactory.prediction.blending import RowBandAccumulator
     from aifactory.prediction.detections import DetectionWriter
-    from aifactory.prediction.predict import SCORES_ZSTD_LEVEL, label_mode_options
+    from aifactory.prediction.predict import SCORES_ZSTD_LEVEL, RowWriter, label_mode_options
     from aifactory.prediction.preview import write_preview
-    from aifactory.prediction.rows import PredictSpec, open_prediction
+    from aifactory.prediction.rows import PredictSpec, RowResult, open_prediction
     from aifactory.prediction.source import Batch, ReadStats, iter_batches
-    from aifactory.prediction.vectorize import StreamingVectorizer
-    from rasterio.windows import Window
+    from aifactory.prediction.vectorize import Detections, StreamingVectorizer
 
     seconds: Counter[str] = Counter()
     clock = [time.perf_counter()]
@@ -161,10 +161,20 @@ def stages(run: Path, raster: Path, batch: int) -> None:
         width, height, grid, classes = job.ds.width, job.ds.height, job.grid, job.classes
         accumulator = RowBandAccumulator(grid, len(classes))
         vectorizer = StreamingVectorizer(width, score_floor=0.1, **label_mode_options(job.card.extra, classes, 2.0))
+        feed = vectorizer.feed
+
+        def timed_feed(row0: int, scores: np.ndarray, valid: np.ndarray) -> Detections:
+            lap("scores COG writes")  # RowWriter writes each piece into the COG, then vectorizes it
+            found = feed(row0, scores, valid)
+            lap("vectorize")
+            return found
+
+        vectorizer.feed = timed_feed  # type: ignore[method-assign]
         with COGWriter(out / "scores.tif", width, height, len(classes), "uint8", crs=job.ds.crs,
                        transform=job.ds.transform, mask=True, level=SCORES_ZSTD_LEVEL) as scores_out, \
                 DetectionWriter(out / "detections.gpkg", classes, job.ds.transform, job.ds.crs, "bench",
                                 grid) as detections_out:
+            writer = RowWriter(scores_out, detections_out, job.fence, vectorizer, None)
             clock[0] = time.perf_counter()
             for item in iter_batches(job.ds, grid, job.source.bands, job.fence, batch, stats):
                 lap("read")
@@ -177,14 +187,8 @@ def stages(run: Path, raster: Path, batch: int) -> None:
                     continue
                 top, values, predicted = accumulator.finish_row()
                 lap("blend + uint8")
-                for start in range(0, values.shape[1], 128):
-                    where = Window(0, top + start, width, min(128, values.shape[1] - start))
-                    piece, keep = values[:, start:start + 128], predicted[start:start + 128]
-                    scores_out.write(np.where(keep, piece, 0), where)
-                    scores_out.write_mask(keep, where)
-                    lap("scores COG writes")
-                    detections_out.add(vectorizer.feed(top + start, piece, keep))
-                    lap("vectorize")
+                writer(RowResult(top, values, predicted))
+                lap("vectorize")  # the last piece's detections going to the GeoPackage
             detections_out.add(vectorizer.finish())
             lap("vectorize")
         lap("close (COG conversion, GeoPackage)")

@@ -134,7 +134,8 @@ def valid_mask(ds: rasterio.io.DatasetReader | WarpedVRT, data: np.ndarray, wind
     if ds.nodata is not None and MaskFlags.nodata in flags:
         if isinstance(ds.nodata, float) and math.isnan(ds.nodata):
             return ~np.isnan(data).all(axis=0)
-        if data.dtype.kind in "iu" and float(ds.nodata).is_integer():
+        if data.dtype.kind in "iu" and float(ds.nodata).is_integer() and \
+                np.iinfo(data.dtype).min <= ds.nodata <= np.iinfo(data.dtype).max:
             return _differs_from(data, data.dtype.type(ds.nodata))
         return (data != ds.nodata).any(axis=0)
     if MaskFlags.per_dataset in flags or MaskFlags.alpha in flags:
