@@ -3,6 +3,9 @@
 A: ``dataset build`` of the whole raster (512 px chips, no overlap, every chip kept, fill masks, boxes,
 train statistics, manifest hashes, chart). B: block-aligned read of the same raster (all CPUs), the
 physical ceiling. Both are timed alternately; the ratio of medians is reported (target ≥ 0.8).
+W: the same bytes as the build's chip files written by a bare loop, the other physical ceiling: at
+20000² the chips are 3.2 GB, and on a virtual disk the kernel's write path costs more CPU per chip than
+decoding it.
 Then where a build's CPU goes: each step's CPU seconds per 100 chips, timed on the build's own code path
 with one chip-writing thread (and the once-per-build steps), against the CPU of B1, with the best ratio
 those figures allow on this machine's cores if every step ran in parallel with no overhead.
@@ -14,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import os
 import shutil
 import tempfile
@@ -24,8 +26,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from blake3 import blake3
+
 from bench.bench_io import read_all
 from bench.common import alternate, peak_rss_mb, row
+
+
+def write_files(sizes: list[int], folder: Path) -> None:
+    """Write files of these sizes (random bytes, one buffer reused) and remove them: the disk's share."""
+    folder.mkdir()
+    buffer = os.urandom(max(sizes, default=0))
+    for i, size in enumerate(sizes):
+        (folder / f"{i}.tif").write_bytes(buffer[:size])
+    shutil.rmtree(folder)
 
 
 def build_config(raster: Path, truth: Path, tile: int, workers: int = 0) -> dict[str, Any]:
@@ -81,7 +94,7 @@ def decomposition(raster: Path, truth: Path, out: Path, tile: int) -> None:
     steps = {"read (decode)": (render, "read_window"), "valid pixels": (render, "valid_pixels"),
              "objects in chip": (render.LabelIndex, "hits"), "rasterize": (render, "render_mask"),
              "boxes": (render, "chip_boxes"), "write + hash chips": (export, "write_chip"),
-             "statistics": (export.RunningStats, "update"), "source sha256": (export, "sha256_file"),
+             "statistics": (export.RunningStats, "update"), "source hash": (export, "blake3_file"),
              "balance chart": (export, "balance_chart")}
     with cpu_timers(steps) as spent:
         start = time.process_time()
@@ -91,7 +104,7 @@ def decomposition(raster: Path, truth: Path, out: Path, tile: int) -> None:
     chip_bytes = sum(f.stat().st_size for f in out.glob("*s/*.tif"))
     shutil.rmtree(out)
     # the hash inside write_chip, timed alone on as many bytes (2 MiB buffers)
-    buffer, digest = os.urandom(2 << 20), hashlib.sha256()
+    buffer, digest = os.urandom(2 << 20), blake3()
     start = time.process_time()
     for _ in range(max(1, chip_bytes // len(buffer))):
         digest.update(buffer)
@@ -130,16 +143,25 @@ def main(argv: list[str] | None = None) -> None:
         generate_scene(SceneSpec(width=args.size, height=args.size, density=0.5), raster, truth)
         code = build_code(raster, truth, out, args.tile)
 
+        file_sizes: list[int] = []
+
         def build() -> None:
             exec(code, {})
+            file_sizes[:] = [f.stat().st_size for f in out.glob("*s/*.tif")]
             shutil.rmtree(out)
 
         build_time, read_time = alternate(build, lambda: read_all(raster, "ALL_CPUS"), repeats=args.repeats)
+        write_time, _ = alternate(lambda: write_files(file_sizes, folder / "bare"),
+                                  lambda: read_all(raster, "ALL_CPUS"), repeats=args.repeats)
         mpx = args.size * args.size / 1e6
         chips = (args.size // args.tile) ** 2
         row("B6 chip building", f"{mpx / build_time:.1f} Mpx/s", f"≈{chips / build_time:.0f} chips/s of {args.tile} px")
         row("B1 read ceiling, all CPUs", f"{mpx / read_time:.1f} Mpx/s", f"{args.size}² 4×uint16 ZSTD COG")
         row("B6 / B1 ratio", f"{read_time / build_time:.2f}", "target ≥ 0.8")
+        row("W write ceiling", f"{mpx / write_time:.1f} Mpx/s",
+            f"the chips' {sum(file_sizes) / 1e9:.2f} GB as {len(file_sizes)} files, bare loop")
+        row("B6 / (B1 then W) ratio", f"{(read_time + write_time) / build_time:.2f}",
+            "against reading and writing the same bytes one after the other")
         decomposition(raster, truth, out, args.tile)
         peaks = {}
         for size in sorted({2048, args.size}):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 import geopandas as gpd
@@ -23,6 +22,7 @@ from aifactory.datasets.torch_dataset import ChipDataset
 from aifactory.datasets.windows import WindowDataset
 from aifactory.io.synthetic import SceneSpec, generate_scene
 from aifactory.io.vector import write_vector
+from blake3 import blake3
 from PIL import Image
 from scipy.ndimage import label as connected
 
@@ -65,8 +65,9 @@ def test_build_via_cli_prints_table_and_writes_everything(cli, scene, tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     for row in table.itertuples():
         for rel in (row.image, row.mask):
-            assert manifest["chips"][rel] == hashlib.sha256((out / rel).read_bytes()).hexdigest()
-    assert manifest["sources"][0]["sha256"] == hashlib.sha256(scene[0].read_bytes()).hexdigest()
+            assert manifest["chips"][rel] == blake3((out / rel).read_bytes()).hexdigest()
+    assert manifest["sources"][0]["blake3"] == blake3(scene[0].read_bytes()).hexdigest()
+    assert manifest["hash"] == "blake3"
     assert manifest["config"]["chips"]["size"] == 128 and sum(manifest["counts"]["chips"].values()) == len(table)
     assert (out / "balance.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(tmp_path.glob(".dataset*"))  # no temporary folder left behind

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 
 import numpy as np
@@ -10,6 +9,7 @@ import pytest
 import rasterio
 from affine import Affine
 from aifactory.datasets.chipfile import encode_gdal, write_chip
+from blake3 import blake3
 from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning
 
@@ -41,7 +41,7 @@ def test_chips_are_the_files_gdal_writes_and_hash_as_written(layout, tmp_path):
         path = tmp_path / f"{number}.tif"
         digest = write_chip(path, array, crs, transform, nodata)
         data = path.read_bytes()
-        assert digest == hashlib.sha256(data).hexdigest()
+        assert digest == blake3(data).hexdigest()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             assert data == encode_gdal(array, crs, transform, nodata, interleave="band", blockysize=array.shape[-2])
@@ -61,7 +61,7 @@ def test_rotated_pixels_patch_the_transformation_matrix(tmp_path):
 def test_compressed_chips_and_unprovable_layouts_are_written_by_gdal(tmp_path):
     array, crs, nodata = LAYOUTS["image"]
     digest = write_chip(tmp_path / "z.tif", array, crs, UTM, nodata, "deflate")
-    assert digest == hashlib.sha256((tmp_path / "z.tif").read_bytes()).hexdigest()
+    assert digest == blake3((tmp_path / "z.tif").read_bytes()).hexdigest()
     pixels, transform, _, _, compression, _ = read_back(tmp_path / "z.tif")
     assert compression.value == "DEFLATE" and (pixels == array).all() and transform == UTM
     # NaN nodata never compares equal, so its template cannot prove itself: GDAL writes those chips

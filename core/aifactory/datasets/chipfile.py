@@ -6,7 +6,7 @@ again. An uncompressed, band-interleaved GeoTIFF with one strip per band is a he
 array's bytes in C order, and the headers of all chips of one layout (shape, dtype, CRS, nodata, pixel
 size) differ only in two doubles: the map position of the chip's corner. So GDAL writes one header per
 layout (in memory), this module patches those two doubles per chip, appends the pixels and computes the
-sha256 of exactly the bytes it writes. Each template proves itself once when built: a chip made from it
+BLAKE3 digest of exactly the bytes it writes. Each template proves itself once when built: a chip made from it
 at another position must read back through GDAL with the same pixels, transform, CRS and nodata, or the
 layout is written by GDAL instead (as are compressed chips). Templates (a few hundred bytes each) are kept
 for the life of the process. No TIFF is parsed beyond the first directory's strip and georeferencing tags.
@@ -14,7 +14,6 @@ for the life of the process. No TIFF is parsed beyond the first directory's stri
 
 from __future__ import annotations
 
-import hashlib
 import struct
 import sys
 import threading
@@ -24,6 +23,7 @@ from typing import Any
 
 import numpy as np
 from affine import Affine
+from blake3 import blake3
 from rasterio.io import MemoryFile
 
 STRIP_OFFSETS, STRIP_BYTE_COUNTS = 273, 279
@@ -133,13 +133,14 @@ def _template(array: np.ndarray, crs: Any, transform: Affine, nodata: float | No
 
 def write_chip(path: Path, array: np.ndarray, crs: Any, transform: Affine, nodata: float | None = None,
                compress: str = "none") -> str:
-    """Write ``array`` ((bands, h, w) or (h, w)) as a GeoTIFF at ``path``; returns its sha256 (hex)."""
+    """Write ``array`` ((bands, h, w) or (h, w)) as a GeoTIFF at ``path``; returns its BLAKE3 digest (hex)."""
     template = None
     if compress == "none" and LITTLE_ENDIAN and array.dtype.isnative and array.flags.c_contiguous:
         template = _template(array, crs, transform, nodata)
-    parts: list[Any] = [template.header_for(transform), array] if template is not None else \
-        [encode_gdal(array, crs, transform, nodata, compress)]
-    digest = hashlib.sha256()
+    # BLAKE3 takes byte buffers only: the array's memory is viewed as bytes (C-contiguous here), not copied
+    parts: list[Any] = [template.header_for(transform), array.reshape(-1).view(np.uint8)] if template is not None \
+        else [encode_gdal(array, crs, transform, nodata, compress)]
+    digest = blake3()
     with open(path, "wb") as handle:
         for part in parts:
             digest.update(part)

@@ -6,8 +6,9 @@ header plus the pixels, hashed as they are written), so a chip costs little more
 sources (no random access: each window read would decode from the first line) are first copied once into
 a tiled GeoTIFF next to the output, removed afterwards. The sources' hashes and the balance chart are
 made by one more thread while the chips are written.
-The per-band normalisation statistics come from the train split only (valid pixels), merged chip by chip
-with Chan's parallel-variance update, so no chip is kept after it is written. The folder (chips,
+The per-band normalisation statistics come from the train split only (valid pixels), as sums and sums of
+squares added chip by chip, so no chip is kept after it is written. Sources and chips are hashed with
+BLAKE3 (see :mod:`aifactory.io.hashing` for why not sha256). The folder (chips,
 ``chips.csv``, ``dataset.json``, ``manifest.json``, ``balance.png``) appears whole or not at all.
 """
 
@@ -39,7 +40,7 @@ from aifactory.datasets.plan import DatasetPlan, chip_window, plan_dataset
 from aifactory.datasets.render import render_chip, window_footprint
 from aifactory.io.atomic import atomic_path
 from aifactory.io.cog import gdal_env
-from aifactory.io.hashing import sha256_file
+from aifactory.io.hashing import blake3_file
 from aifactory.io.raster import open_raster, window_transform
 from aifactory.progress import reporter
 
@@ -247,11 +248,12 @@ def _manifest(plan: DatasetPlan, source_hashes: list[str], hashes: dict[str, str
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "aifactory_version": __version__,
         "config": plan.config.model_dump(mode="json"),
-        "sources": [{"name": s.name, "path": str(s.path), "sha256": digest,
+        "sources": [{"name": s.name, "path": str(s.path), "blake3": digest,
                      "crs": s.info.crs if s.info.georeferenced else None, "objects": len(s.labels)}
                     for s, digest in zip(plan.sources, source_hashes, strict=True)],
         "classes": plan.classes,
         "counts": {"objects": plan.objects, "chips": plan.chip_counts(), "dropped": plan.dropped},
+        "hash": "blake3",  # of each source and chip file
         "chips": hashes,
     }
 
@@ -280,7 +282,7 @@ def export_plan(plan: DatasetPlan, output: str | Path) -> Path:
     with atomic_path(output) as tmp, ThreadPoolExecutor(max_workers=1) as beside:
         tmp.mkdir()
         # the sources' hashes and the chart need no chip: one thread does them while the chips are written
-        source_hashes = beside.submit(lambda: [sha256_file(s.path) for s in plan.sources])
+        source_hashes = beside.submit(lambda: [blake3_file(s.path) for s in plan.sources])
         chart = beside.submit(balance_chart, plan, tmp / "balance.png")
         table, stats, hashes = _export_chips(plan, tmp)
         write_chips(table, tmp / "chips.csv")
