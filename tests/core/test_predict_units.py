@@ -197,15 +197,28 @@ def test_weighted_box_fusion():
     assert len(b) == 2
 
 
-@pytest.mark.parametrize(("dtype", "nodata"), [("uint16", 0), ("uint16", 65535), ("int16", -9999), ("uint8", 7)])
-def test_integer_nodata_rule_matches_any_band_differs(dtype, nodata):
-    """The XOR/OR shortcut for integer rasters is GDAL's per-dataset rule: valid where any band differs."""
-    from aifactory.prediction.source import _differs_from
+@pytest.mark.parametrize(("dtype", "nodata"), [("uint16", 0), ("uint16", 65535), ("int16", -9999), ("uint8", 7),
+                                               ("uint8", 300), ("float32", -1.5)])
+def test_nodata_rule_matches_any_band_differs(dtype, nodata):
+    """The XOR/OR shortcut for integer rasters is GDAL's per-dataset rule: valid where any band differs
+    (a value the type cannot hold, or a float type, takes the plain comparison)."""
+    from aifactory.io.raster import differs_from_nodata
 
     rng = np.random.default_rng(5)
     data = rng.integers(0, 3, size=(4, 60, 70)).astype(dtype)
-    data[data == 1] = nodata  # many pixels with some bands at nodata, some with all
-    data[:, :10, :10] = nodata
+    held = np.array(nodata).astype(dtype)  # what a raster of this type stores for it
+    data[data == 1] = held  # many pixels with some bands at nodata, some with all
+    data[:, :10, :10] = held
     expected = (data != nodata).any(axis=0)
-    assert np.array_equal(_differs_from(data, data.dtype.type(nodata)), expected)
-    assert not expected[:10, :10].any() and expected.any()
+    assert np.array_equal(differs_from_nodata(data, nodata), expected)
+    assert expected.any() and (expected[:10, :10].all() if held != nodata else not expected[:10, :10].any())
+
+
+def test_nan_nodata_rule_is_any_band_not_nan():
+    from aifactory.io.raster import differs_from_nodata
+
+    data = np.ones((3, 4, 5), dtype="float32")
+    data[:, 0, 0] = np.nan
+    data[1, 1, 1] = np.nan  # one band NaN: still valid
+    valid = differs_from_nodata(data, float("nan"))
+    assert not valid[0, 0] and valid[1, 1] and valid.sum() == 19

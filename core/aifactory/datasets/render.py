@@ -26,7 +26,7 @@ from rasterio.windows import Window
 from scipy.ndimage import maximum_filter, minimum_filter
 
 from aifactory.datasets.format import IGNORE_INDEX
-from aifactory.io.raster import read_valid_mask, read_window, window_transform
+from aifactory.io.raster import differs_from_nodata, read_valid_mask, read_window, window_transform
 
 CONTACT_CLASS = "contact"
 
@@ -108,7 +108,7 @@ def valid_pixels(ds: Any, window: Window, image: np.ndarray, bands: list[int] | 
     """
     all_bands = bands is None or list(bands) == list(range(1, ds.count + 1))
     if all_bands and ds.nodata is not None and all(flags == [MaskFlags.nodata] for flags in ds.mask_flag_enums):
-        return np.asarray((image != ds.nodata).any(axis=0))
+        return differs_from_nodata(image, ds.nodata)
     return read_valid_mask(ds, window)
 
 
