@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> None:
             f"{first.tiles_predicted} tiles of {args.tile}, batch {args.batch_size}, {first.precision}, "
             f"{first.device}; medians of {args.repeats}")
         row("B3 end-to-end throughput", f"{args.size ** 2 / 1e6 / end_to_end:.2f} Mpx/s",
-            f"{first.detections_count} detections")
+            f"{first.detections_count} detections, heap policy {first.heap} (AIFACTORY_HEAP)")
         forward_variants(run, args.batch_size, args.tile)
         if args.stages:
             stages(run, raster, args.batch_size)

@@ -233,3 +233,22 @@ def test_killed_prediction_leaves_no_partial_outputs(tmp_path, trained_run):  # 
         if process.poll() is None:
             process.kill()
     assert not (out / "scores.tif").exists() and not (out / "detections.gpkg").exists()
+
+
+def test_reuse_heap_policy_changes_speed_not_results(tmp_path, base_result, trained_run, predict_scene, cli):  # noqa: F811
+    """``AIFACTORY_HEAP=reuse`` only changes how glibc keeps freed memory: the same scores to the bit."""
+    raster, _ = predict_scene
+    out = tmp_path / "reuse"
+    done = cli("predict", "--model", str(trained_run), "--raster", str(raster), "-o", str(out), "--precision",
+               "fp32", "--events", "none", env={"AIFACTORY_HEAP": "reuse"})
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((out / "prediction.json").read_text())
+    assert summary["heap"] == "reuse" and json.loads(base_result.summary.read_text())["heap"] == "lean"
+    with rasterio.open(out / "scores.tif") as reused, rasterio.open(base_result.scores) as lean:
+        np.testing.assert_array_equal(reused.read(), lean.read())
+    assert summary["detections_count"] == base_result.detections_count
+    done = cli("predict", "--model", str(trained_run), "--raster", str(raster), "-o", str(tmp_path / "bad"),
+               "--events", "none", env={"AIFACTORY_HEAP": "fast"})
+    lines = [line for line in done.stderr.splitlines() if line.startswith("aifactory: error")]
+    assert done.returncode == 2 and len(lines) == 1 and "AIFACTORY_HEAP" in lines[0], done.stderr
+    assert not (tmp_path / "bad").exists()
