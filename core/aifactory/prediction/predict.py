@@ -41,6 +41,7 @@ from rasterio.windows import Window
 
 from aifactory.datasets.render import CONTACT_CLASS
 from aifactory.errors import ConfigError, InputError
+from aifactory.heap import apply_heap_policy
 from aifactory.io.atomic import write_text_atomic
 from aifactory.io.cog import COGWriter
 from aifactory.prediction.blending import BlendWindow
@@ -51,7 +52,7 @@ from aifactory.prediction.model_source import Precision
 from aifactory.prediction.preview import write_preview
 from aifactory.prediction.rows import PredictSpec, RowResult, open_prediction, predict_rows
 from aifactory.prediction.source import ReadStats
-from aifactory.prediction.threads import Sink, heap_policy, limit_malloc_arenas
+from aifactory.prediction.threads import Sink
 from aifactory.prediction.vectorize import StreamingVectorizer
 from aifactory.progress import reporter
 
@@ -98,7 +99,7 @@ class PredictionResult:
     task: str = "segmentation"
     scores_meaning: str = SCORES_MEANING["segmentation"]
     workers: int = 1
-    heap: str = "lean"  # the process's heap policy (AIFACTORY_HEAP, see .threads)
+    heap: str = "lean"  # the process's heap policy (AIFACTORY_HEAP, see aifactory.heap)
 
     def to_dict(self) -> dict[str, object]:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
@@ -176,7 +177,7 @@ def predict(models: Sequence[str | Path], raster: str | Path, out_dir: str | Pat
     which resources, :mod:`.fanout`); the outputs are the same as with one process.
     """
     started = time.monotonic()
-    limit_malloc_arenas()
+    heap = apply_heap_policy("lean")
     if batch_size < 1:
         raise ConfigError(f"batch size must be at least 1, got {batch_size}")
     if workers < 1:
@@ -259,7 +260,7 @@ def predict(models: Sequence[str | Path], raster: str | Path, out_dir: str | Pat
         tiles_skipped_nodata=stats.tiles_nodata, tiles_skipped_outside=stats.tiles_outside,
         detections_count=detections_out.count, device=used_device, precision=used_precision,
         seconds=round(time.monotonic() - started, 3), task=card.task, scores_meaning=SCORES_MEANING[card.task],
-        workers=workers, heap=heap_policy())
+        workers=workers, heap=heap)
     write_preview(result.scores, result.preview, classes,
                   f"{Path(raster).name} · {model_run} · {result.detections_count} detections")
     write_text_atomic(result.summary, json.dumps(result.to_dict(), indent=2))

@@ -7,90 +7,21 @@ batch ahead keeps the model fed (a float32 batch of 8 tiles of 512 px is 32 MB, 
 counts in the peak RSS). Exceptions in a thread surface in the caller, and each thread
 runs in a copy of the caller's context so progress goes to the caller's reporter.
 
-Handing big buffers from thread to thread fragments glibc's per-thread malloc arenas: peak RSS then
-creeps up with the number of tiles (measured: +100 MB at 4k², more at 16k²). :func:`limit_malloc_arenas`
-caps the arenas and serves buffers above 4 MB with mmap (returned to the system when freed), and the
-:class:`Sink` trims the heaps after each item (:func:`release_free_heap`); process-wide, glibc only, and a
-no-op elsewhere. That is the ``lean`` heap policy, the default.
-
-``AIFACTORY_HEAP=reuse`` trades that flatness for speed. With mmap above 4 MB, every activation of a
-forward pass is a fresh mapping that the kernel zeroes page by page: a third of the forward's CPU time
-was kernel time here (U-Net resnet18, 512 px, bf16, 2 CPUs). ``reuse`` serves blocks up to 32 MB (glibc's
-ceiling) from the heaps, keeps up to 1 GiB free at the heap top and never trims, so the next pass reuses
-the memory: with ``--batch-size 2`` (activations under 32 MB) the forward ran 2.1× faster and prediction
-of a 4k² raster 1.6–1.7× faster (1.30 → 2.09–2.21 Mpx/s against ``lean`` at batch 8). Peak RSS (light
-U-Net, fp32, batch 2) was 1305 MB at 4k² and 1549 MB at 16k² (``lean`` at batch 8: 1570 and 1711), but
-strips held in the heaps make it grow more with the width (16k²/4k² 1.19 against 1.09). Larger batches
-put activations above 32 MB: mapped and zeroed again.
+How freed buffers are kept between batches and threads is :mod:`aifactory.heap`'s business; the
+:class:`Sink` lets it trim the heap after each strip.
 """
 
 from __future__ import annotations
 
 import contextvars
-import ctypes
-import ctypes.util
-import functools
-import os
 import queue
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
-from aifactory.errors import ConfigError
+from aifactory.heap import release_free_heap
 
 T = TypeVar("T")
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8  # mallopt parameters (glibc malloc.h)
-HEAP_VARIABLE = "AIFACTORY_HEAP"
-HEAP_POLICIES = ("lean", "reuse")
-#: the ``reuse`` policy: glibc's largest mmap threshold (64-bit) and the free heap top kept
-REUSE_MMAP_THRESHOLD, REUSE_TRIM_THRESHOLD = 32 << 20, 1 << 30
-
-
-def heap_policy() -> str:
-    """``lean`` (default) or ``reuse``, from ``AIFACTORY_HEAP`` (see the module docstring)."""
-    policy = os.environ.get(HEAP_VARIABLE, "lean").strip().lower() or "lean"
-    if policy not in HEAP_POLICIES:
-        raise ConfigError(f"{HEAP_VARIABLE}={policy!r}: expected one of {', '.join(HEAP_POLICIES)}")
-    return policy
-
-
-@functools.cache
-def _libc() -> ctypes.CDLL | None:
-    """glibc, or None elsewhere (then the memory helpers below do nothing)."""
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-    except OSError:
-        return None
-    return libc if libc is not None and hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
-
-
-def limit_malloc_arenas() -> bool:
-    """Apply the heap policy (:func:`heap_policy`) once per process; False when not glibc."""
-    return _apply_heap_policy(heap_policy())
-
-
-@functools.cache
-def _apply_heap_policy(policy: str, arenas: int = 2, lean_mmap_threshold: int = 4 << 20) -> bool:
-    libc = _libc()
-    if libc is None:
-        return False
-    options = [(M_ARENA_MAX, arenas), (M_MMAP_THRESHOLD, lean_mmap_threshold)] if policy == "lean" else \
-        [(M_ARENA_MAX, arenas), (M_MMAP_THRESHOLD, REUSE_MMAP_THRESHOLD), (M_TRIM_THRESHOLD, REUSE_TRIM_THRESHOLD)]
-    return all(libc.mallopt(option, value) == 1 for option, value in options)
-
-
-def release_free_heap() -> None:
-    """Hand the free pages inside glibc's heaps back to the system (``malloc_trim``).
-
-    Buffers of a strip's width below the mmap threshold leave holes in the heap that stay resident while
-    the model's next forward pass peaks; a trim after each strip makes them count no more.
-    """
-    libc = _libc()
-    if libc is not None and heap_policy() == "lean":
-        libc.malloc_trim(0)
-
-
 _END = object()
 
 

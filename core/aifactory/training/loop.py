@@ -32,6 +32,7 @@ from aifactory.config import dump_yaml
 from aifactory.datasets.format import DatasetMeta, Normalization, read_meta
 from aifactory.datasets.torch_dataset import ChipDataset
 from aifactory.errors import AIFactoryError, ConfigError, InputError
+from aifactory.heap import apply_heap_policy
 from aifactory.io.atomic import atomic_path, write_text_atomic
 from aifactory.models import ARCHITECTURES, min_tile, task_of
 from aifactory.models.base import load_weights
@@ -208,6 +209,7 @@ def train(config: TrainConfig, run_dir: str | Path, resume: bool = False, device
     ``config.tracking.uri`` (``"none"`` disables MLflow). ``source`` names the config in error lines.
     Relative paths in ``config`` are taken from the current directory.
     """
+    apply_heap_policy("reuse")  # freed activations reused by the next step (aifactory.heap: 1.3–1.4× on CPU)
     config = config.resolved()
     run_dir = Path(run_dir)
     dev = resolve_device(device)
@@ -445,7 +447,8 @@ class Session:
             self.manifest = {
                 "code": code_version(), "config_hash": config.digest(),
                 "dataset": {"path": config.dataset, "sha256": dataset_digest(Path(config.dataset))},
-                "packages": package_versions(), "seed": config.seed, "deterministic": config.deterministic,
+                "packages": package_versions(), "heap": apply_heap_policy("reuse"),
+                "seed": config.seed, "deterministic": config.deterministic,
                 "architecture": config.model.architecture, "task": self.family, "started": now(), "resumes": [],
             }
         elif resumed:
