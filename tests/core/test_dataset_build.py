@@ -311,3 +311,24 @@ def test_a_failed_build_leaves_nothing(scene, tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         build_dataset(DatasetConfig.model_validate(config_for(*scene)), tmp_path / "d")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_nan_nodata_pixels_are_ignored_in_chip_masks(tmp_path):
+    """A float raster whose nodata is NaN: NaN pixels are not valid (NaN never equals NaN, so a plain
+    comparison with the nodata value would call them valid)."""
+    from aifactory.datasets.render import LabelIndex, render_chip
+    from rasterio.windows import Window
+
+    path = tmp_path / "nan.tif"
+    data = np.ones((2, 64, 64), dtype="float32")
+    data[:, :, :16] = np.nan  # left strip: nodata in every band
+    data[0, 40:, 40:] = np.nan  # one band only: still valid
+    transform = Affine(1, 0, 500000, 0, -1, 5000000)
+    with rasterio.open(path, "w", driver="GTiff", width=64, height=64, count=2, dtype="float32", crs="EPSG:32631",
+                       transform=transform, nodata=float("nan")) as ds:
+        ds.write(data)
+    index = LabelIndex(np.array([shapely.box(500000, 4999936, 500064, 5000000)]), np.array([1]))
+    with rasterio.open(path) as ds:
+        _, mask, valid, _ = render_chip(ds, index, Window(0, 0, 64, 64), None)
+    assert not valid[:, :16].any() and valid[:, 16:].all()
+    assert (mask[:, :16] == IGNORE_INDEX).all() and (mask[:, 16:] == 1).all()
