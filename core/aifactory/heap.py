@@ -6,8 +6,10 @@ them again and the kernel zeroes every page first. Measured here (U-Net resnet18
 third of a forward pass's CPU time was kernel time, and up to a quarter of a training step's.
 
 - ``reuse``: no mmap (every block from the heaps), up to 1 GiB free kept at the heap top, 2 arenas: the
-  next pass reuses the memory. Training steps ran 1.3–1.4× faster (batch 8 of 256 px: 4.0 → 5.4
-  samples/s; batch 4 of 512 px: 0.95 → 1.35), with a peak RSS 11 % higher. Prediction with
+  next pass reuses the memory. Bare training steps (fp32 forward, backward, AdamW) ran 1.3–1.4× faster
+  than under glibc's defaults (batch 8 of 256 px: 4.0 → 5.4 samples/s; batch 4 of 512 px: 0.95 → 1.35),
+  with a peak RSS 11 % higher; with 128 px chips, whose activations mostly stay under glibc's own
+  threshold, ``bench_training``'s compute ceiling gained 7 % (17.3 → 18.6 samples/s). Prediction with
   ``--batch-size 2`` ran 1.6–1.7× faster at 4k² (1.30 → 2.1–2.2 Mpx/s against ``lean`` at batch 8), but
   raster-wide strips held in the heaps make its peak grow more with the raster's width (16k²/4k² 1.18–1.19
   against 1.09), and at batch 8 the peak depended on how the heap happened to fragment (1.03 and 1.25 in
@@ -18,7 +20,7 @@ third of a forward pass's CPU time was kernel time, and up to a quarter of a tra
   1.09). The default for prediction, whose goal is memory bounded by tiles whatever the raster.
 - ``system``: glibc's own settings (what a plain Python process gets).
 
-tcmalloc (``LD_PRELOAD``) was as fast as ``reuse`` but its peak grew with the raster (1.18) and it needs an
+tcmalloc (``LD_PRELOAD``) was about as fast as ``reuse`` but its peak grew with the raster (1.18) and it needs an
 interpreter restart; jemalloc 5.3 with its defaults was slower than glibc. Process-wide and glibc only (a
 no-op elsewhere); the first prediction or training of a process sets it.
 """
