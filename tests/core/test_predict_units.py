@@ -9,7 +9,7 @@ import pytest
 import torch
 from aifactory.errors import ConfigError
 from aifactory.io.raster import tile_offsets
-from aifactory.prediction.blending import RowBandAccumulator, blend_weights, normalize, to_uint8
+from aifactory.prediction.blending import RowBandAccumulator, blend_to_uint8, blend_weights
 from aifactory.prediction.ensemble import check_weights, combine, weighted_box_fusion
 from aifactory.prediction.tiling import TileGrid, read_window
 from aifactory.prediction.tta import predict_tta, transforms
@@ -82,8 +82,9 @@ def whole_raster_blend(grid, scores, weights, skipped):
         piece = scores[t.row * len(grid.col_offsets) + t.col]
         sums[:, t.row_off:t.row_off + h, t.col_off:t.col_off + w] += piece[:, :h, :w] * weights[:h, :w]
         total[t.row_off:t.row_off + h, t.col_off:t.col_off + w] += weights[:h, :w]
-    values, predicted = normalize(sums, total)
-    return to_uint8(values, predicted), predicted
+    values = np.empty(sums.shape, dtype="uint8")
+    predicted = blend_to_uint8(sums, total, out=values)
+    return values, predicted
 
 
 @pytest.mark.parametrize(("width", "height", "tile", "overlap"),
@@ -133,10 +134,12 @@ def test_tiles_are_spread_evenly_and_flush_with_both_edges():
             assert steps.max() <= 448 and steps.max() - steps.min() <= 1
 
 
-def test_uint8_scores_are_zero_where_not_predicted():
-    scores = np.array([[[0.0, 0.5, 1.0]]], dtype="float32")
-    predicted = np.array([[True, True, False]])
-    assert to_uint8(scores, predicted).tolist() == [[[0, 128, 0]]]
+def test_uint8_scores_are_zero_where_not_predicted_and_rounding_past_one_stays_255():
+    weights = np.array([[0.3, 0.7, 0.0, 0.9]], dtype="float32")
+    sums = np.array([[[0.0, 0.42, 0.2, np.nextafter(np.float32(0.9), np.float32(2))]]], dtype="float32")
+    out = np.empty(sums.shape, dtype="uint8")
+    predicted = blend_to_uint8(sums, weights, out=out)
+    assert out.tolist() == [[[0, 153, 0, 255]]] and predicted.tolist() == [[True, True, False, True]]
 
 
 @pytest.mark.parametrize("mode", ["flips", "d4"])
@@ -199,16 +202,20 @@ def test_weighted_box_fusion():
 
 @pytest.mark.parametrize(("dtype", "nodata"), [("uint16", 0), ("uint16", 65535), ("int16", -9999), ("uint8", 7),
                                                ("uint8", 300), ("float32", -1.5)])
-def test_nodata_rule_matches_any_band_differs(dtype, nodata):
-    """The XOR/OR shortcut for integer rasters is GDAL's per-dataset rule: valid where any band differs
-    (a value the type cannot hold, or a float type, takes the plain comparison)."""
+@pytest.mark.parametrize("bands", [1, 2, 3, 4])
+@pytest.mark.parametrize("pixel_interleaved", [False, True])
+def test_nodata_rule_matches_any_band_differs(dtype, nodata, bands, pixel_interleaved):
+    """The XOR/OR and one-word shortcuts for integer rasters are GDAL's per-dataset rule: valid where any band
+    differs (a value the type cannot hold, or a float type, takes the plain comparison), whatever the layout."""
     from aifactory.io.raster import differs_from_nodata
 
     rng = np.random.default_rng(5)
-    data = rng.integers(0, 3, size=(4, 60, 70)).astype(dtype)
+    data = rng.integers(0, 3, size=(bands, 60, 70)).astype(dtype)
     held = np.array(nodata).astype(dtype)  # what a raster of this type stores for it
     data[data == 1] = held  # many pixels with some bands at nodata, some with all
     data[:, :10, :10] = held
+    if pixel_interleaved:  # the layout of a pixel-interleaved read: (bands, h, w) over an (h, w, bands) buffer
+        data = np.ascontiguousarray(data.transpose(1, 2, 0)).transpose(2, 0, 1)
     expected = (data != nodata).any(axis=0)
     assert np.array_equal(differs_from_nodata(data, nodata), expected)
     assert expected.any() and (expected[:10, :10].all() if held != nodata else not expected[:10, :10].any())

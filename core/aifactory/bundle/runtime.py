@@ -85,5 +85,6 @@ class OnnxModel:
         return out
 
     def __call__(self, batch: np.ndarray, valid: np.ndarray, channels: slice) -> np.ndarray:
-        logits = self.logits(((batch - self._mean) / self._std).astype("float32", copy=False))
+        normalised = np.subtract(batch, self._mean, order="C", dtype="float32")  # NCHW, as the network reads it
+        logits = self.logits(np.divide(normalised, self._std, out=normalised))
         return np.ascontiguousarray(probabilities(logits)[:, channels], dtype="float32")

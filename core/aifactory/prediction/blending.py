@@ -107,9 +107,8 @@ class RowBandAccumulator:
             end = min(col, self._window_col + self.grid.tile)
             cols = slice(self._done - self._window_col, end - self._window_col)
             sums = self._window[:self.channels, :final, cols]
-            _, predicted = normalize(sums, self._window[self.channels, :final, cols], out=sums)
-            self._predicted[:, self._done:end] = predicted
-            to_uint8(sums, predicted, out=self._values[:, :, self._done:end])
+            self._predicted[:, self._done:end] = blend_to_uint8(sums, self._window[self.channels, :final, cols],
+                                                                out=self._values[:, :, self._done:end])
             self._next_carry[:, :, self._done:end] = self._window[:, final:, cols]
             self._done = end
 
@@ -136,31 +135,19 @@ class RowBandAccumulator:
         return top, values, predicted
 
 
-def normalize(sums: np.ndarray, weights: np.ndarray, out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Blended scores (channels, h, w) in [0, 1] and the mask of pixels any tile predicted.
+def blend_to_uint8(sums: np.ndarray, weights: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Blended scores (weighted sums / weights) × 255, rounded into uint8 ``out`` (channels, h, w), 0 where no
+    tile predicted (the scores raster's contract); returns the mask of predicted pixels. ``sums`` is overwritten.
 
-    ``out`` may be ``sums`` itself (normalised in place); pixels no tile predicted are 0 in either case.
+    No clipping: each score is a weighted mean of probabilities in [0, 1] with non-negative weights, so it
+    can pass 1 only by float rounding, a few units in the last place, which rounds to 255 all the same.
+    One factor plane (255 / weights) for all channels: 3 passes per channel instead of 5 (1.6× faster).
     """
     predicted = weights > 0
     if predicted.all():  # the common case: no masked passes
-        out = np.divide(sums, weights, out=out)
+        factor = np.divide(np.float32(255.0), weights)
     else:
-        if out is None:
-            out = np.zeros_like(sums)
-        else:
-            out[:, ~predicted] = 0
-        np.divide(sums, weights, out=out, where=predicted)
-    np.clip(out, 0.0, 1.0, out=out)
-    return out, predicted
-
-
-def to_uint8(scores: np.ndarray, predicted: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """Scores × 255 rounded, 0 where not predicted (the scores raster's contract); ``scores`` is overwritten."""
-    np.multiply(scores, 255.0, out=scores)
-    np.rint(scores, out=scores)
-    if out is None:
-        out = np.empty(scores.shape, dtype="uint8")
-    out[...] = scores
-    if not predicted.all():
-        out[:, ~predicted] = 0
-    return out
+        factor = np.divide(np.float32(255.0), weights, out=np.zeros_like(weights), where=predicted)
+    np.multiply(sums, factor, out=sums)
+    np.rint(sums, out=out, casting="unsafe")
+    return predicted

@@ -61,7 +61,10 @@ class ModelSource(Protocol):
         """Post-processing packaged with the model (None: none)."""
 
     def __call__(self, batch: np.ndarray, valid: np.ndarray, channels: slice) -> np.ndarray:
-        """Combined probabilities (N, len(channels), T, T) float32 of a (N, bands, T, T) float32 batch."""
+        """Combined probabilities (N, len(channels), T, T) float32 of a (N, bands, T, T) float32 batch.
+
+        The batch is the caller's to give away: a source may normalise it in place.
+        """
         ...
 
 

@@ -167,8 +167,8 @@ def predict_rows(run: OpenPrediction, stats: ReadStats, rows: range | None = Non
                 boxes.extend(zip(item.tiles, found, strict=True))
             else:
                 scores = run.source(item.data, item.valid, run.channels)
-            for index, tile in enumerate(item.tiles):
-                accumulator.add(tile, scores[index], window * item.valid[index])
+            for index, (tile, valid) in enumerate(zip(item.tiles, item.valid, strict=True)):
+                accumulator.add(tile, scores[index], window if valid.all() else window * valid)
         else:
             top, values, predicted = accumulator.finish_row()
             if item.row in rows:

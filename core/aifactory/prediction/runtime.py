@@ -123,35 +123,44 @@ class Runner:
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
             yield
 
-    def _inputs(self, model: LoadedModel, data: torch.Tensor) -> torch.Tensor:
+    def _inputs(self, model: LoadedModel, data: torch.Tensor, in_place: bool = False) -> torch.Tensor:
+        """``model``'s normalised input, channels-last. ``in_place``: ``data`` (channels-last, as batches come
+        from the reader, all of the model's bands in order) is normalised where it lies, with no new buffer."""
+        if in_place and model.band_index == list(range(data.shape[1])) and \
+                data.is_contiguous(memory_format=torch.channels_last):
+            return data.sub_(model.mean).div_(model.std)
         x = data[:, model.band_index] if len(model.band_index) != data.shape[1] else data
         out = torch.empty_like(x, memory_format=torch.channels_last)  # normalised straight into the layout
         torch.sub(x, model.mean, out=out)
         return out.div_(model.std)
 
-    def _run(self, data: torch.Tensor, bf16: bool) -> list[torch.Tensor]:
+    def _run(self, inputs: list[torch.Tensor], bf16: bool) -> list[torch.Tensor]:
         out = []
         with self._autocast(bf16):
-            for model in self.models:
-                x = self._inputs(model, data)
+            for model, x in zip(self.models, inputs, strict=True):
                 out.append(predict_tta(lambda t, m=model.module: probabilities(m(t)), x, self.tta))  # type: ignore[misc]
         return out
 
     def __call__(self, batch: np.ndarray, valid: np.ndarray) -> list[torch.Tensor]:
-        """Per-model probabilities (N, C, T, T) float32 on the device for a (N, bands, T, T) batch."""
+        """Per-model probabilities (N, C, T, T) float32 on the device for a (N, bands, T, T) batch.
+
+        The batch (the reader's own buffer) is normalised in place when a single model reads all its bands.
+        """
         data = torch.from_numpy(batch)
         if self.device.type == "cuda":
             data = data.pin_memory().to(self.device, non_blocking=True)
+        with torch.inference_mode():
+            inputs = [self._inputs(model, data, in_place=len(self.models) == 1) for model in self.models]
         if not self._decided:
             self._decided = True
-            return self._calibrate(data, torch.from_numpy(valid).to(self.device))
-        return self._run(data, self.precision == "bf16")
+            return self._calibrate(inputs, torch.from_numpy(valid).to(self.device))
+        return self._run(inputs, self.precision == "bf16")
 
-    def _calibrate(self, data: torch.Tensor, valid: torch.Tensor) -> list[torch.Tensor]:
+    def _calibrate(self, inputs: list[torch.Tensor], valid: torch.Tensor) -> list[torch.Tensor]:
         """Compare bf16 with float32 on (up to) two tiles of this batch; keep bf16 only if it holds accuracy."""
         sample = slice(0, CALIBRATION_TILES)
-        reference = self._run(data[sample], bf16=False)
-        candidate = self._run(data, bf16=True)
+        reference = self._run([x[sample] for x in inputs], bf16=False)
+        candidate = self._run(inputs, bf16=True)
         disagree, error = 0.0, 0.0
         for ref, cand in zip(reference, candidate, strict=True):
             cand, mask = cand[sample], valid[sample]
@@ -166,7 +175,7 @@ class Runner:
         self.precision = "bf16" if keep else "fp32"
         reporter().log(f"precision: bf16 changes {disagree:.3%} of pixel classes, p99 probability error "
                        f"{error:.4f}: using {self.precision}")
-        return candidate if keep else self._run(data, bf16=False)
+        return candidate if keep else self._run(inputs, bf16=False)
 
 
 class TorchModels:
