@@ -138,10 +138,9 @@ def stages(run: Path, raster: Path, batch: int) -> None:
     from collections import Counter
 
     import numpy as np
-    from aifactory.io.cog import COGWriter
     from aifactory.prediction.blending import RowBandAccumulator
     from aifactory.prediction.detections import DetectionWriter
-    from aifactory.prediction.predict import SCORES_ZSTD_LEVEL, RowWriter, label_mode_options
+    from aifactory.prediction.predict import RowWriter, label_mode_options, scores_writer
     from aifactory.prediction.preview import write_preview
     from aifactory.prediction.rows import PredictSpec, RowResult, open_prediction
     from aifactory.prediction.source import Batch, ReadStats, iter_batches
@@ -158,7 +157,7 @@ def stages(run: Path, raster: Path, batch: int) -> None:
     out = WORK / "out-stages"
     stats = ReadStats()
     with open_prediction(PredictSpec((str(run),), str(raster), batch_size=batch)) as job:
-        width, height, grid, classes = job.ds.width, job.ds.height, job.grid, job.classes
+        width, grid, classes = job.ds.width, job.grid, job.classes
         accumulator = RowBandAccumulator(grid, len(classes))
         vectorizer = StreamingVectorizer(width, score_floor=0.1, **label_mode_options(job.card.extra, classes, 2.0))
         feed = vectorizer.feed
@@ -170,8 +169,7 @@ def stages(run: Path, raster: Path, batch: int) -> None:
             return found
 
         vectorizer.feed = timed_feed  # type: ignore[method-assign]
-        with COGWriter(out / "scores.tif", width, height, len(classes), "uint8", crs=job.ds.crs,
-                       transform=job.ds.transform, mask=True, level=SCORES_ZSTD_LEVEL) as scores_out, \
+        with scores_writer(out / "scores.tif", job.ds, classes) as scores_out, \
                 DetectionWriter(out / "detections.gpkg", classes, job.ds.transform, job.ds.crs, "bench",
                                 grid) as detections_out:
             writer = RowWriter(scores_out, detections_out, job.fence, vectorizer, None)
@@ -181,8 +179,8 @@ def stages(run: Path, raster: Path, batch: int) -> None:
                 if isinstance(item, Batch):
                     scores = job.source(item.data, item.valid, job.channels)
                     lap("forward (normalise, model, softmax)")
-                    for index, tile in enumerate(item.tiles):
-                        accumulator.add(tile, scores[index], job.window * item.valid[index])
+                    for index, (tile, valid) in enumerate(zip(item.tiles, item.valid, strict=True)):
+                        accumulator.add(tile, scores[index], job.window if valid.all() else job.window * valid)
                     lap("blend + uint8")
                     continue
                 top, values, predicted = accumulator.finish_row()

@@ -10,7 +10,8 @@ The temporary file is only read back once, so it is compressed for speed (ZSTD l
 of prediction scores 3× cheaper than at GDAL's default level 9); the final file gets ``level`` (GDAL's
 default when None). The conversion runs after the last window, when the writer has the CPUs to itself,
 so it compresses on all of them; streamed writes of a writer with a mask stay in one thread (see
-:class:`COGWriter`).
+:class:`COGWriter`). A writer fed whole rows in order (:meth:`COGWriter.write_rows`) builds its overviews
+as the rows come (:mod:`aifactory.io.overviews`), so the conversion only copies them.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
 from aifactory.io.atomic import AtomicWriter, remove_path, temporary_sibling
+from aifactory.io.overviews import RowPyramid, vrt_with_overviews
 from aifactory.progress import reporter
 
 #: GDAL block cache for writing and COG conversion (MB): bounds memory whatever the raster size. It holds
@@ -36,6 +38,10 @@ from aifactory.progress import reporter
 #: raster. Wider rasters thrash it (blocks recompressed, still correct); a larger one costs its size in peak
 #: RSS (predict with 128 MB: +60 MB at both 4k² and 16k²).
 GDAL_CACHE_MB = 64
+#: Block height of the temporary file a COG is streamed into (the COG gets ``blocksize`` blocks): windows of
+#: 128 rows fill its blocks in one or two writes, so few partly written blocks wait in the GDAL cache, where the
+#: blocks read meanwhile (prediction's input) would evict them and have them recompressed.
+STREAM_BLOCK_ROWS = 128
 
 
 def gdal_env(**options: Any) -> rasterio.Env:
@@ -54,7 +60,13 @@ class COGWriter(AtomicWriter):
                  crs: Any = None, transform: Affine | None = None, nodata: float | None = None,
                  blocksize: int = 512, compress: str = "ZSTD", cog: bool = True,
                  band_descriptions: list[str] | None = None, predictor: int | None = None,
-                 progress_task: str | None = None, mask: bool = False, level: int | None = None) -> None:
+                 progress_task: str | None = None, mask: bool = False, level: int | None = None,
+                 stream_overviews: bool = False) -> None:
+        """``predictor``: GDAL's TIFF predictor for the temporary and the final file (default: 2 for integers,
+        3 for floats; 1 for none, which suits smooth 8-bit scores: smaller and faster). ``stream_overviews``
+        (8-bit COGs with a mask, written with :meth:`write_rows` only): overviews built while streaming."""
+        if stream_overviews and not (cog and mask and np.dtype(dtype) == np.uint8):
+            raise ValueError("streamed overviews need an 8-bit COG with a mask")
         self.path = Path(path)
         # With an internal mask, GDAL 3.10's multithreaded compression raced between a band's and its mask's
         # jobs during streamed writes ("Bad value 1 for ExtraSamples"): such a writer streams in one thread.
@@ -72,7 +84,8 @@ class COGWriter(AtomicWriter):
         self._profile = {
             "driver": "GTiff", "width": width, "height": height, "count": count, "dtype": dtype,
             "crs": crs, "transform": transform or Affine.identity(), "nodata": nodata, "tiled": True,
-            "blockxsize": blocksize, "blockysize": blocksize, "compress": compress, "predictor": predictor,
+            "blockxsize": blocksize, "blockysize": min(blocksize, STREAM_BLOCK_ROWS) if cog else blocksize,
+            "compress": compress, "predictor": predictor,
             "BIGTIFF": "IF_SAFER", "interleave": "pixel" if count <= 4 else "band", "num_threads": self._threads,
         }
         if compress.upper() == "ZSTD" and cog:
@@ -86,6 +99,17 @@ class COGWriter(AtomicWriter):
             for index, description in enumerate(band_descriptions, start=1):
                 self._ds.set_band_description(index, description)
         self._closed = False
+        self._next_row = 0
+        self._pyramid: RowPyramid | None = None
+        if stream_overviews:
+            level_profile = {key: value for key, value in self._profile.items()
+                             if key not in ("nodata", "interleave", "predictor", "num_threads", "zstd_level")}
+            try:
+                self._pyramid = RowPyramid(self._tmp, width, height, count, blocksize, self._profile["transform"],
+                                           {**level_profile, "zstd_level": 1, "predictor": predictor})
+            except BaseException:
+                self.abort()
+                raise
 
     @property
     def width(self) -> int:
@@ -105,6 +129,18 @@ class COGWriter(AtomicWriter):
         """Write an internal validity mask (True = valid) for ``window`` (create the writer with ``mask=True``)."""
         self._ds.write_mask(np.where(mask, np.uint8(255), np.uint8(0)), window=window)  # uint8, no int64 temporary
 
+    def write_rows(self, row0: int, values: np.ndarray, mask: np.ndarray) -> None:
+        """Rows from ``row0``, full width, top to bottom: (bands, h, width) ``values`` and their (h, width) mask."""
+        if values.shape[2] != self.width or row0 != self._next_row:
+            raise ValueError(f"write_rows: expected rows from {self._next_row} across {self.width} columns, "
+                             f"got rows from {row0} across {values.shape[2]}")
+        where = Window(0, self._next_row, self.width, values.shape[1])
+        self._ds.write(values, window=where)
+        self.write_mask(mask, where)
+        self._next_row += values.shape[1]
+        if self._pyramid is not None:
+            self._pyramid.add(values, None if mask.all() else mask)
+
     def update_tags(self, **tags: str) -> None:
         self._ds.update_tags(**tags)
 
@@ -115,14 +151,19 @@ class COGWriter(AtomicWriter):
         self._closed = True
         self._ds.close()
         final_tmp = temporary_sibling(self.path, "final")
+        vrt = self._tmp.with_suffix(".vrt")
         try:
             if self.cog:
+                source = self._tmp
+                if self._pyramid is not None and self._next_row == self.height:
+                    self._pyramid.finish()
+                    vrt_with_overviews(self._tmp, vrt, self._pyramid)
+                    source = vrt
                 level = {} if self.level is None else {"LEVEL": self.level}
-                rasterio.shutil.copy(self._tmp, final_tmp, driver="COG", COMPRESS=self.compress,
+                rasterio.shutil.copy(source, final_tmp, driver="COG", COMPRESS=self.compress,
                                      BLOCKSIZE=self.blocksize, OVERVIEWS="AUTO", BIGTIFF="IF_SAFER",
-                                     NUM_THREADS="ALL_CPUS", PREDICTOR="YES", OVERVIEW_RESAMPLING="AVERAGE",
-                                     **level)
-                remove_path(self._tmp)
+                                     NUM_THREADS="ALL_CPUS", OVERVIEW_RESAMPLING="AVERAGE",
+                                     PREDICTOR="NO" if self._profile["predictor"] == 1 else "YES", **level)
             else:
                 with rasterio.open(self._tmp, "r+") as ds:
                     factors = overview_factors(ds.width, ds.height, self.blocksize)
@@ -132,9 +173,9 @@ class COGWriter(AtomicWriter):
             os.replace(final_tmp, self.path)
         except BaseException:
             remove_path(final_tmp)
-            remove_path(self._tmp)
             raise
         finally:
+            self._remove_temporaries(vrt)
             self._env.__exit__(None, None, None)
         if self.progress_task:
             reporter().artifact("raster", self.path)
@@ -146,8 +187,13 @@ class COGWriter(AtomicWriter):
             self._closed = True
             self._ds.close()
             self._env.__exit__(None, None, None)
-        remove_path(self._tmp)
+        self._remove_temporaries(self._tmp.with_suffix(".vrt"))
 
+    def _remove_temporaries(self, vrt: Path) -> None:
+        remove_path(vrt)
+        if self._pyramid is not None:
+            self._pyramid.remove()
+        remove_path(self._tmp)
 
 
 def overview_factors(width: int, height: int, blocksize: int) -> list[int]:

@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from rasterio.windows import Window
 
 from aifactory.datasets.render import CONTACT_CLASS
 from aifactory.errors import ConfigError, InputError
@@ -57,6 +56,9 @@ from aifactory.prediction.vectorize import StreamingVectorizer
 from aifactory.progress import reporter
 
 if TYPE_CHECKING:
+    import rasterio.io
+    from rasterio.vrt import WarpedVRT
+
     from aifactory.prediction.fanout import FanOut
 
 SCORES_NAME = "scores.tif"
@@ -67,6 +69,9 @@ WRITE_ROWS = 128
 #: ZSTD level of scores.tif: zstd's own default rather than GDAL's 9 (measured at 4k²: COG conversion
 #: 0.72 → 0.40 s in one thread, file +17 %; scores are small next to the imagery they come from).
 SCORES_ZSTD_LEVEL = 3
+#: No TIFF predictor for scores.tif: horizontal differencing makes smooth 8-bit scores larger (20000 × 2304,
+#: two classes: 8.6 → 8.3 MB) and costs time on every write and in the COG conversion.
+SCORES_PREDICTOR = 1
 #: What a pixel of ``scores.tif`` means for each task family (written into ``prediction.json``).
 SCORES_MEANING = {
     "segmentation": "class probability, blended across tiles",
@@ -120,6 +125,15 @@ def label_mode_options(extra: dict[str, Any], classes: list[str], instance_h: fl
     return {"instance_h": instance_h}
 
 
+def scores_writer(path: Path, ds: rasterio.io.DatasetReader | WarpedVRT, classes: list[str],
+                  progress_task: str | None = None) -> COGWriter:
+    """The streamed ``scores.tif`` of a prediction on ``ds``'s grid: a uint8 band per class and a mask, fed
+    whole rows in order (:meth:`RowWriter.__call__`), so its overviews are built as the rows come."""
+    return COGWriter(path, ds.width, ds.height, len(classes), "uint8", crs=ds.crs, transform=ds.transform,
+                     blocksize=512, band_descriptions=classes, progress_task=progress_task, mask=True,
+                     level=SCORES_ZSTD_LEVEL, predictor=SCORES_PREDICTOR, stream_overviews=True)
+
+
 class RowWriter:
     """Writes each :class:`RowResult` in order: scores and mask into the COG, polygons (or boxes merged across
     tiles) through the geofence rule into the GeoPackage; :meth:`finish` flushes the vectorizer."""
@@ -137,9 +151,7 @@ class RowWriter:
             row0 = result.top + start
             inside = self.fence.mask(row0, values.shape[1], width)
             keep = predicted if inside is None else predicted & inside
-            where = Window(0, row0, width, values.shape[1])
-            self.scores_out.write(values if keep.all() else np.where(keep, values, 0), where)
-            self.scores_out.write_mask(keep, where)
+            self.scores_out.write_rows(row0, values if keep.all() else np.where(keep, values, 0), keep)
             if self.vectorizer is not None:
                 self.detections_out.add(self.fence.apply(self.vectorizer.feed(row0, values, predicted)))
         if self.merger is not None:
@@ -210,9 +222,7 @@ def predict(models: Sequence[str | Path], raster: str | Path, out_dir: str | Pat
         vectorizer = None if run.detector is not None else \
             StreamingVectorizer(width, score_floor=score_floor, **label_mode_options(card.extra, classes, instance_h))
         model_run = "+".join(source.names)
-        with COGWriter(out_dir / SCORES_NAME, width, height, len(classes), "uint8", crs=ds.crs,
-                       transform=ds.transform, blocksize=512, band_descriptions=classes, progress_task="predict",
-                       mask=True, level=SCORES_ZSTD_LEVEL) as scores_out, \
+        with scores_writer(out_dir / SCORES_NAME, ds, classes, progress_task="predict") as scores_out, \
                 DetectionWriter(out_dir / DETECTIONS_NAME, classes, ds.transform, ds.crs, model_run, grid, chain,
                                 chain_source) as detections_out:
             writer = RowWriter(scores_out, detections_out, fence, vectorizer,
