@@ -178,6 +178,7 @@ def stages(run: Path, raster: Path, batch: int) -> None:
                 lap("read")
                 if isinstance(item, Batch):
                     scores = job.source(item.data, item.valid, job.channels)
+                    item.release()
                     lap("forward (normalise, model, softmax)")
                     for index, (tile, valid) in enumerate(zip(item.tiles, item.valid, strict=True)):
                         accumulator.add(tile, scores[index], job.window if valid.all() else job.window * valid)

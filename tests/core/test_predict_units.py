@@ -6,6 +6,7 @@ import itertools
 
 import numpy as np
 import pytest
+import rasterio
 import torch
 from aifactory.errors import ConfigError
 from aifactory.io.raster import tile_offsets
@@ -229,3 +230,40 @@ def test_nan_nodata_rule_is_any_band_not_nan():
     data[1, 1, 1] = np.nan  # one band NaN: still valid
     valid = differs_from_nodata(data, float("nan"))
     assert not valid[0, 0] and valid[1, 1] and valid.sum() == 19
+
+
+@pytest.mark.parametrize(("width", "height", "tile"), [(700, 530, 128), (90, 70, 128)])
+def test_reader_batches_hold_each_tiles_pixels_while_buffers_are_reused(tmp_path, width, height, tile):
+    """Channels-last batches from pixel-interleaved reads, their arrays given back and refilled batch after
+    batch: every tile holds exactly its raster pixels (zero-padded past a raster smaller than a tile), bands
+    in the order asked, nodata tiles dropped."""
+    from aifactory.prediction.geofence import Geofence
+    from aifactory.prediction.source import Batch, ReadStats, iter_batches
+
+    rng = np.random.default_rng(11)
+    pixels = rng.integers(1, 5000, size=(3, height, width)).astype("uint16")
+    pixels[:, :, :min(130, width // 2)] = 0  # a nodata strip: tiles wholly inside it are skipped
+    path = tmp_path / "r.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=3, dtype="uint16", nodata=0,
+                       tiled=True, blockxsize=64, blockysize=64) as ds:
+        ds.write(pixels)
+    grid = TileGrid(width, height, tile, 16)
+    seen = 0
+    with rasterio.open(path) as ds:
+        fence = Geofence.load(width, height, None, ds.transform, None, None, "keep")
+        for item in iter_batches(ds, grid, [3, 1], fence, 3, ReadStats()):
+            if not isinstance(item, Batch):
+                continue
+            assert item.data.shape[1] == 2 and torch.from_numpy(item.data).is_contiguous(
+                memory_format=torch.channels_last)
+            for tile, data in zip(item.tiles, item.data, strict=True):
+                expected = np.zeros((2, tile.size, tile.size), dtype="float32")
+                piece = pixels[[2, 0], tile.row_off:tile.row_off + tile.size, tile.col_off:tile.col_off + tile.size]
+                expected[:, :piece.shape[1], :piece.shape[2]] = piece
+                assert np.array_equal(data, expected), tile.tile_id
+                seen += 1
+            item.data[:] = -1  # what an in-place normalisation leaves behind
+            item.release()
+    valid_tiles = [t for row in grid.rows() for t in row
+                   if pixels[:, t.row_off:t.row_off + t.size, t.col_off:t.col_off + t.size].any()]
+    assert seen == len(valid_tiles) == len(grid) - (width > 400) * len(grid.row_offsets)

@@ -187,13 +187,16 @@ def block_aligned(value: int, block: int) -> int:
 
 
 def read_window(ds: rasterio.io.DatasetReader, window: Window, bands: list[int] | None = None,
-                fill: float | None = None, pixel_interleaved: bool = False) -> np.ndarray:
+                fill: float | None = None, pixel_interleaved: bool = False,
+                into: np.ndarray | None = None) -> np.ndarray:
     """Read ``window`` (bands 1-based, default all) as (bands, h, w); outside the raster is ``fill``.
 
     ``fill`` defaults to the raster's nodata, or 0. Reads inside the raster go straight to GDAL;
     only windows crossing the edge pay for the padding. ``pixel_interleaved``: the (bands, h, w) array is a
-    view of an (h, w, bands) C-contiguous buffer (GDAL fills it in that order, at the same cost), for callers
-    that want each pixel's bands side by side (prediction batches in channels-last order).
+    view of an (h, w, bands) buffer (GDAL fills it in that order, at the same cost), for callers that want
+    each pixel's bands side by side (prediction batches in channels-last order); ``into``: an (H ≥ h, W ≥ w,
+    bands) buffer of the raster's type whose top-left corner is read into, kept by a caller that reads
+    window after window (a fresh buffer is a fresh mapping whose pages the kernel zeroes on first touch).
     """
     indexes = bands or list(range(1, ds.count + 1))
     inside = (window.col_off >= 0 and window.row_off >= 0 and window.col_off + window.width <= ds.width
@@ -206,8 +209,9 @@ def read_window(ds: rasterio.io.DatasetReader, window: Window, bands: list[int] 
         if not pixel_interleaved:
             return ds.read(indexes, window=window)
         height, width = int(window.height), int(window.width)
-        pixels = np.empty((height, width, len(indexes)), dtype=ds.dtypes[indexes[0] - 1])
-        return ds.read(indexes, window=window, out=pixels.transpose(2, 0, 1))
+        if into is None:
+            into = np.empty((height, width, len(indexes)), dtype=ds.dtypes[indexes[0] - 1])
+        return ds.read(indexes, window=window, out=into[:height, :width].transpose(2, 0, 1))
     except RasterioError as exc:
         raise InputError(f"{ds.name}: failed to read window {window}: {_first_line(exc)}") from None
 
@@ -228,7 +232,8 @@ def differs_from_nodata(data: np.ndarray, nodata: float) -> np.ndarray:
         value = data.dtype.type(nodata)
         pixels = data.transpose(1, 2, 0)
         word = {2: "uint16", 4: "uint32", 8: "uint64"}.get(pixels.shape[2] * data.itemsize)
-        if word is not None and pixels.flags.c_contiguous and data.size:
+        side_by_side = pixels.strides[2] == data.itemsize and pixels.strides[1] == pixels.shape[2] * data.itemsize
+        if word is not None and side_by_side and data.size:
             empty = np.full(pixels.shape[2], value, dtype=data.dtype).view(word)[0]
             return np.asarray(pixels.view(word)[..., 0] != empty)
         folded = np.bitwise_xor(data[0], value)

@@ -167,6 +167,7 @@ def predict_rows(run: OpenPrediction, stats: ReadStats, rows: range | None = Non
                 boxes.extend(zip(item.tiles, found, strict=True))
             else:
                 scores = run.source(item.data, item.valid, run.channels)
+            item.release()
             for index, (tile, valid) in enumerate(zip(item.tiles, item.valid, strict=True)):
                 accumulator.add(tile, scores[index], window if valid.all() else window * valid)
         else:
