@@ -138,7 +138,7 @@ def stages(run: Path, raster: Path, batch: int) -> None:
     from collections import Counter
 
     import numpy as np
-    from aifactory.prediction.blending import RowBandAccumulator
+    from aifactory.prediction.blending import RowBandAccumulator, tile_weights
     from aifactory.prediction.detections import DetectionWriter
     from aifactory.prediction.predict import RowWriter, label_mode_options, scores_writer
     from aifactory.prediction.preview import write_preview
@@ -157,7 +157,7 @@ def stages(run: Path, raster: Path, batch: int) -> None:
     out = WORK / "out-stages"
     stats = ReadStats()
     with open_prediction(PredictSpec((str(run),), str(raster), batch_size=batch)) as job:
-        width, grid, classes = job.ds.width, job.grid, job.classes
+        width, grid, classes, window = job.ds.width, job.grid, job.classes, job.window
         accumulator = RowBandAccumulator(grid, len(classes))
         vectorizer = StreamingVectorizer(width, score_floor=0.1, **label_mode_options(job.card.extra, classes, 2.0))
         feed = vectorizer.feed
@@ -181,7 +181,7 @@ def stages(run: Path, raster: Path, batch: int) -> None:
                     item.release()
                     lap("forward (normalise, model, softmax)")
                     for index, (tile, valid) in enumerate(zip(item.tiles, item.valid, strict=True)):
-                        accumulator.add(tile, scores[index], job.window if valid.all() else job.window * valid)
+                        accumulator.add(tile, scores[index], tile_weights(window, valid))
                     lap("blend + uint8")
                     continue
                 top, values, predicted = accumulator.finish_row()

@@ -103,10 +103,10 @@ class COGWriter(AtomicWriter):
         self._pyramid: RowPyramid | None = None
         if stream_overviews:
             level_profile = {key: value for key, value in self._profile.items()
-                             if key not in ("nodata", "interleave", "predictor", "num_threads", "zstd_level")}
+                             if key not in ("nodata", "interleave", "num_threads")}
             try:
                 self._pyramid = RowPyramid(self._tmp, width, height, count, blocksize, self._profile["transform"],
-                                           {**level_profile, "zstd_level": 1, "predictor": predictor})
+                                           level_profile)
             except BaseException:
                 self.abort()
                 raise

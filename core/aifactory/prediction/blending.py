@@ -44,6 +44,12 @@ def blend_weights(tile: int, overlap: int, kind: BlendWindow = "cosine") -> np.n
     return np.outer(profile, profile).astype("float32")
 
 
+def tile_weights(window: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """A tile's blending weights: ``window`` zeroed where the tile has no valid pixel (``window`` itself,
+    not a copy, when every pixel is valid: the common case)."""
+    return window if valid.all() else window * valid
+
+
 class RowBandAccumulator:
     """Weighted sums of ``channels`` score planes for one tile row at a time, finished column by column.
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from aifactory.errors import InputError
 from aifactory.io.raster import crs_string, raster_info
-from aifactory.prediction.blending import BlendWindow, RowBandAccumulator, blend_weights
+from aifactory.prediction.blending import BlendWindow, RowBandAccumulator, blend_weights, tile_weights
 from aifactory.prediction.geofence import Geofence
 from aifactory.prediction.model_source import BOX_FAMILIES, ModelSource, Precision, open_models
 from aifactory.prediction.source import Batch, ReadStats, check_bands, iter_batches, open_source, resample_factor
@@ -169,7 +169,7 @@ def predict_rows(run: OpenPrediction, stats: ReadStats, rows: range | None = Non
                 scores = run.source(item.data, item.valid, run.channels)
             item.release()
             for index, (tile, valid) in enumerate(zip(item.tiles, item.valid, strict=True)):
-                accumulator.add(tile, scores[index], window if valid.all() else window * valid)
+                accumulator.add(tile, scores[index], tile_weights(window, valid))
         else:
             top, values, predicted = accumulator.finish_row()
             if item.row in rows:
