@@ -18,6 +18,13 @@ third of a forward pass's CPU time was kernel time, and up to a quarter of a tra
   between threads scatter and the peak creep up: +100 MB at 4k² before), and the prediction writer trims
   the heaps after each strip (:func:`release_free_heap`). Peak RSS flat in the raster size (16k²/4k²
   1.09). The default for prediction, whose goal is memory bounded by tiles whatever the raster.
+  Torch's own blocks of 2 MB and more are also asked to be backed by transparent huge pages
+  (``THP_MEM_ALLOC_ENABLE=1``, torch's switch, read at its first allocation): the mappings still come and
+  go with each pass, but the kernel takes one fault per 2 MB instead of 512. Measured on the bench's
+  20000 × 2304 crop (U-Net resnet18, bf16, 2 CPUs): kernel time of the bare forward 19.3 → 12.8 s for 225
+  tiles, forward 23.7 → 21.7 s; 16k² prediction 200 → 182 s with the same peak RSS (1695 → 1696 MB).
+  glibc's own switch (``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``) saved more kernel time but must be set
+  before the interpreter starts and raised the 16k² peak by 14 MB (ratio 1.101).
 - ``system``: glibc's own settings (what a plain Python process gets).
 
 tcmalloc (``LD_PRELOAD``) was about as fast as ``reuse`` but its peak grew with the raster (1.18) and it needs an
@@ -37,6 +44,8 @@ from aifactory.errors import ConfigError
 VARIABLE = "AIFACTORY_HEAP"
 POLICIES = ("lean", "reuse", "system")
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -3, -4, -8  # mallopt (glibc malloc.h)
+#: Environment switches each policy sets for the libraries that read them (a value already set is kept).
+LIBRARY_SWITCHES: dict[str, dict[str, str]] = {"lean": {"THP_MEM_ALLOC_ENABLE": "1"}, "reuse": {}, "system": {}}
 SETTINGS: dict[str, list[tuple[int, int]]] = {
     "lean": [(M_ARENA_MAX, 2), (M_MMAP_THRESHOLD, 4 << 20)],
     "reuse": [(M_ARENA_MAX, 2), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, 1 << 30)],
@@ -65,13 +74,18 @@ def _libc() -> ctypes.CDLL | None:
 
 
 def apply_heap_policy(default: str) -> str:
-    """Set the process's policy (see the module docstring) unless one is set already; returns the one in use."""
+    """Set the process's policy (see the module docstring) unless one is set already; returns the one in use.
+
+    Call it before torch allocates anything: torch reads its huge-page switch once, at its first allocation.
+    """
     if not _applied:
         policy = heap_policy(default)
         libc = _libc()
         if libc is not None:
             for option, value in SETTINGS[policy]:
                 libc.mallopt(option, value)
+        for name, switch in LIBRARY_SWITCHES[policy].items():
+            os.environ.setdefault(name, switch)
         _applied.append(policy)
     return _applied[0]
 

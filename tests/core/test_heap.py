@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from aifactory.errors import ConfigError
@@ -30,3 +31,29 @@ def test_the_first_policy_applied_stays_for_the_process(policy):
                           env={"PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == [policy, policy]
+
+
+def _transparent_huge_pages() -> str:
+    """The kernel's THP mode (always, madvise or never), or '' where there is none."""
+    try:
+        text = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
+    except OSError:
+        return ""
+    return text[text.index("[") + 1:text.index("]")] if "[" in text else ""
+
+
+@pytest.mark.skipif(_transparent_huge_pages() != "madvise", reason="needs THP in madvise mode (Linux)")
+@pytest.mark.parametrize(("policy", "switch", "huge"), [("lean", None, True), ("lean", "0", False),
+                                                        ("system", None, False)])
+def test_lean_asks_torch_for_huge_pages_unless_told_otherwise(policy, switch, huge):
+    """Under ``lean`` a 64 MB torch tensor lands on huge pages; a switch the user set wins; ``system`` leaves
+    torch alone."""
+    code = ("from aifactory.heap import apply_heap_policy\n"
+            f"apply_heap_policy({policy!r})\n"
+            "import torch\n"
+            "block = torch.ones((64 << 20) // 4)\n"
+            "print([line.split()[1] for line in open('/proc/self/smaps_rollup') if line.startswith('AnonHuge')][0])")
+    env = {"PATH": "/usr/bin:/bin"} | ({} if switch is None else {"THP_MEM_ALLOC_ENABLE": switch})
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    assert (int(done.stdout.split()[-1]) > 0) == huge
