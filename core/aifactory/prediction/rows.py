@@ -126,7 +126,7 @@ def open_prediction(spec: PredictSpec) -> Iterator[OpenPrediction]:
     overlap = spec.overlap
     if overlap is None:
         overlap = source.overlap if source.overlap is not None else default_overlap(card.tile_size)
-    with open_source(spec.raster, factors.pop()) as ds:
+    with open_source(spec.raster, factors.pop(), "1" if source.device == "cpu" else "ALL_CPUS") as ds:
         fence = Geofence.load(ds.width, ds.height, crs_string(ds.crs) if info.georeferenced else None,
                               ds.transform, spec.geofence, spec.exclude, spec.geofence_rule,
                               raster_name=spec.raster)
