@@ -30,10 +30,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from bench.common import alternate, peak_rss_mb, row
+
+if TYPE_CHECKING:  # torch loads only once predict's process settings are made (main)
+    import torch
 
 WORK = Path(__file__).resolve().parents[1] / "bench_output" / "predict"
 FULL_UNET = {"encoder": "resnet18", "encoder_depth": 5}
@@ -56,6 +58,7 @@ def train(card: object, steps: int = 40) -> dict[str, torch.Tensor]:
     memory of vectorization depend on how many objects a model finds: random weights find noise)."""
     import numpy as np
     import rasterio
+    import torch
     from aifactory.io.synthetic import SceneSpec, generate_scene
     from aifactory.models.card import build_model
     from rasterio.features import rasterize
@@ -95,12 +98,15 @@ def run_dir(name: str, params: dict[str, object], tile: int) -> Path:
                          classes=["background", "building", "vegetation/tree"], bands=[1, 2, 3, 4],
                          normalization=Normalization(mean=[4000.0] * 4, std=[2500.0] * 4), tile_size=tile, gsd=0.5)
         path.mkdir(parents=True, exist_ok=True)
+        import torch
+
         torch.save(train(card), path / "model.pt")
         write_card(card, path)
     return path
 
 
 def forward_only(run: Path, tiles: int, batch: int, tile: int, bf16: bool, channels_last: bool = True) -> None:
+    import torch
     from aifactory.models.card import load_run_model
 
     model, _ = load_run_model(run)
@@ -115,6 +121,7 @@ def forward_only(run: Path, tiles: int, batch: int, tile: int, bf16: bool, chann
 
 def forward_variants(run: Path, batch: int, tile: int) -> None:
     """Seconds per batch of the forward in NCHW fp32, channels_last fp32, channels_last bf16."""
+    import torch
     from aifactory.prediction.runtime import bf16_supported
 
     variants = {"NCHW fp32": (False, False), "channels_last fp32": (False, True)}
@@ -222,6 +229,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.full:
         args.size = 20_000
     from aifactory.prediction import predict
+    from aifactory.prediction.predict import process_settings
+
+    process_settings()  # predict's own, made before torch loads: the model alone runs under them too
 
     if not args.skip_eta:
         run = run_dir("run-full", FULL_UNET, args.tile)
