@@ -10,6 +10,7 @@ from aifactory.prediction.vectorize import (
     StreamingVectorizer,
     _at_most_one_seed,
     class_map,
+    label_classes,
     vectorize_array,
 )
 from rasterio.features import shapes
@@ -197,3 +198,23 @@ def test_the_seed_shortcut_never_hides_a_second_seed():
             assert not (shortcut and seeds >= 2)
             outcomes.add((shortcut, seeds >= 2))
     assert outcomes >= {(True, False), (False, True)} and count > 20
+
+
+@pytest.mark.parametrize("touching", [False, True])
+def test_label_classes_matches_per_class_labelling(touching):
+    """Components of one class each, numbered in raster order: scipy's boolean labelling where no two classes
+    touch, scikit-image's per-value labelling where they do; both give what scikit-image gives."""
+    rng = np.random.default_rng(3)
+    classes = np.zeros((96, 160), dtype="uint8")
+    for _ in range(40):
+        r, c, h, w = rng.integers(0, 90), rng.integers(0, 150), rng.integers(1, 7), rng.integers(1, 11)
+        classes[r:r + h, c:c + w] = rng.integers(1, 4)
+    if not touching:  # a background ring around every blob's class boundary keeps classes apart
+        edges = np.zeros_like(classes, dtype=bool)
+        edges[1:] |= classes[1:] != classes[:-1]
+        edges[:, 1:] |= classes[:, 1:] != classes[:, :-1]
+        classes[edges] = 0
+    expected, count = label(classes, background=0, connectivity=1, return_num=True)
+    labels, found = label_classes(classes)
+    assert found == count > 10 and np.array_equal(labels, expected)
+    assert labels.dtype == (np.int64 if touching else np.int32)
