@@ -93,6 +93,13 @@ def classes_and_best(scores: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray,
     return index, best
 
 
+_Crop = tuple[int, int, np.ndarray, np.ndarray]  # row0, col0, mask, scores of one strip's part of a group
+_Item = tuple[int, int, np.ndarray]  # row0, col0 and labels (0: nothing) of an image to trace
+_EIGHT = np.ones((3, 3), dtype=bool)
+_CROSS = ndimage.generate_binary_structure(2, 1)
+_EPS = 1e-6  # far below the gaps between distinct distances (square roots of integers), far above rounding
+
+
 def label_classes(classes: np.ndarray) -> tuple[np.ndarray, int]:
     """4-connected components of one class each (labels 1…count in raster order of their first pixel), 0 left out.
 
@@ -102,25 +109,12 @@ def label_classes(classes: np.ndarray) -> tuple[np.ndarray, int]:
     labelling decides.
     """
     foreground = classes > 0
-    touching = False
-    for axis in (0, 1):
-        ahead = [slice(None), slice(None)]
-        behind = [slice(None), slice(None)]
-        ahead[axis], behind[axis] = slice(1, None), slice(None, -1)
-        pairs = foreground[tuple(ahead)] & foreground[tuple(behind)]
-        touching = touching or bool((pairs & (classes[tuple(ahead)] != classes[tuple(behind)])).any())
-    if touching:
+    neighbours = ((np.s_[1:, :], np.s_[:-1, :]), (np.s_[:, 1:], np.s_[:, :-1]))  # below, right of each pixel
+    if any((foreground[a] & foreground[b] & (classes[a] != classes[b])).any() for a, b in neighbours):
         local, count = label(classes, background=0, connectivity=1, return_num=True)
         return local, int(count)
     local, count = ndimage.label(foreground, structure=_CROSS, output=np.int32)
     return local, int(count)
-
-
-_Crop = tuple[int, int, np.ndarray, np.ndarray]  # row0, col0, mask, scores of one strip's part of a group
-_Item = tuple[int, int, np.ndarray]  # row0, col0 and labels (0: nothing) of an image to trace
-_EIGHT = np.ones((3, 3), dtype=bool)
-_CROSS = ndimage.generate_binary_structure(2, 1)
-_EPS = 1e-6  # far below the gaps between distinct distances (square roots of integers), far above rounding
 
 
 @dataclass
