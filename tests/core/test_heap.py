@@ -57,3 +57,19 @@ def test_lean_asks_torch_for_huge_pages_unless_told_otherwise(policy, switch, hu
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr
     assert (int(done.stdout.split()[-1]) > 0) == huge
+
+
+@pytest.mark.parametrize(("user", "expected"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_the_predict_command_loads_torch_only_after_predicts_process_settings(user, expected):
+    """libgomp and torch read their switches when torch loads: importing the CLI's predict path must not load
+    it, so that ``predict()``'s settings (heap policy, sleeping OpenMP threads) come first; a user's value wins."""
+    code = ("import os, sys\n"
+            "import aifactory.cli, aifactory.prediction.commands\n"
+            "from aifactory.prediction.predict import process_settings\n"
+            "loaded = 'torch' in sys.modules\n"
+            "process_settings()\n"
+            "print(loaded, os.environ['OMP_WAIT_POLICY'], os.environ['THP_MEM_ALLOC_ENABLE'])")
+    env = {"PATH": "/usr/bin:/bin"} | ({} if user is None else {"OMP_WAIT_POLICY": user})
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", expected, "1"]

@@ -13,7 +13,7 @@ How freed buffers are kept between batches and threads is :mod:`aifactory.heap`'
 Both threads keep the process's scheduling. Measured and not kept (20000 × 2304 crop, 2 CPUs, runs alternated
 in one process, 5 each): ``SCHED_IDLE`` for them, so that they run only where the model's threads leave a core,
 gained 1.4 % (within noise) and starves them once other processes keep the cores busy (a crop prediction beside
-two busy processes: 42 s as is, more than 8 min under ``SCHED_IDLE``; ``nice`` starves the same way by design);
+two busy processes: 42–49 s as is, more than 8 min under ``SCHED_IDLE``; ``nice`` starves the same way by design);
 0.1 ms time slices (``sched_setattr``, Linux ≥ 6.12) changed nothing (24.9 against 25.0 s).
 """
 
