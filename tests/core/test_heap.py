@@ -23,14 +23,19 @@ def test_policy_comes_from_the_variable_else_the_default(monkeypatch):
         heap_policy("lean")
 
 
+def _python_words(code: str, **env: str) -> list[str]:
+    """What ``code`` prints, split into words, run in a fresh interpreter with a bare environment plus ``env``."""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={"PATH": "/usr/bin:/bin"} | env)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
+
+
 @pytest.mark.parametrize("policy", POLICIES)
 def test_the_first_policy_applied_stays_for_the_process(policy):
     code = ("from aifactory.heap import apply_heap_policy as a\n"
             f"print(a({policy!r}), a('lean' if {policy!r} != 'lean' else 'reuse'))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                          env={"PATH": "/usr/bin:/bin"})
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == [policy, policy]
+    assert _python_words(code) == [policy, policy]
 
 
 def _transparent_huge_pages() -> str:
@@ -53,10 +58,8 @@ def test_lean_asks_torch_for_huge_pages_unless_told_otherwise(policy, switch, hu
             "import torch\n"
             "block = torch.ones((64 << 20) // 4)\n"
             "print([line.split()[1] for line in open('/proc/self/smaps_rollup') if line.startswith('AnonHuge')][0])")
-    env = {"PATH": "/usr/bin:/bin"} | ({} if switch is None else {"THP_MEM_ALLOC_ENABLE": switch})
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
-    assert done.returncode == 0, done.stderr
-    assert (int(done.stdout.split()[-1]) > 0) == huge
+    words = _python_words(code, **({} if switch is None else {"THP_MEM_ALLOC_ENABLE": switch}))
+    assert (int(words[-1]) > 0) == huge
 
 
 @pytest.mark.parametrize(("user", "expected"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
@@ -69,7 +72,5 @@ def test_the_predict_command_loads_torch_only_after_predicts_process_settings(us
             "loaded = 'torch' in sys.modules\n"
             "process_settings()\n"
             "print(loaded, os.environ['OMP_WAIT_POLICY'], os.environ['THP_MEM_ALLOC_ENABLE'])")
-    env = {"PATH": "/usr/bin:/bin"} | ({} if user is None else {"OMP_WAIT_POLICY": user})
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["False", expected, "1"]
+    words = _python_words(code, **({} if user is None else {"OMP_WAIT_POLICY": user}))
+    assert words == ["False", expected, "1"]
