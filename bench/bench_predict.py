@@ -108,10 +108,11 @@ def run_dir(name: str, params: dict[str, object], tile: int) -> Path:
 def forward_only(run: Path, tiles: int, batch: int, tile: int, bf16: bool, channels_last: bool = True) -> None:
     import torch
     from aifactory.models.card import load_run_model
+    from aifactory.prediction.runtime import inference_module
 
-    model, _ = load_run_model(run)
+    model, card = load_run_model(run)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    model = model.to(memory_format=fmt)
+    model = inference_module(model, card).to(memory_format=fmt)  # the model exactly as predict runs it
     x = torch.randn(batch, 4, tile, tile).contiguous(memory_format=fmt)
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         model(x)  # warm-up

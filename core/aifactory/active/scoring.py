@@ -31,7 +31,7 @@ from aifactory.active.acquisitions import AcquisitionParams, aggregate
 from aifactory.active.options import SelectOptions
 from aifactory.errors import ConfigError, InputError
 from aifactory.models.card import ModelCard, load_run_model
-from aifactory.prediction.runtime import probabilities, select_device
+from aifactory.prediction.runtime import inference_module, probabilities, select_device
 from aifactory.progress import reporter
 
 STRIDE = 32  # encoders downsample by 32: inputs are padded to a multiple of it
@@ -140,6 +140,7 @@ class TileScorer:
         model, card = load_run_model(run, device=self.device)
         if card.task != "segmentation":
             raise InputError(f"{run}: active learning scores segmentation models; this one is {card.task!r}")
+        model = inference_module(model, card)  # batch normalisations folded, as prediction runs it
         self.card, self.model = card, model.to(memory_format=torch.channels_last)
         self.mean = torch.tensor(card.normalization.mean, device=self.device)[None, :, None, None]
         self.std = torch.tensor(card.normalization.std, device=self.device)[None, :, None, None]
