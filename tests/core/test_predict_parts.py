@@ -55,3 +55,26 @@ def test_an_address_without_a_ray_cluster_is_one_line_exit_2_and_writes_nothing(
     assert result.stderr.strip().splitlines() == [
         "aifactory: error: predict --workers: no Ray cluster answers at 127.0.0.1:1"]
     assert not (tmp_path / "out").exists()
+
+
+def test_a_part_decides_its_precision_on_the_raster_first_batch(trained_run, predict_scene, monkeypatch):  # noqa: F811
+    import torch
+    from aifactory.prediction import runtime
+
+    if not runtime.bf16_supported(torch.device("cpu")):
+        pytest.skip("no native bf16 on this CPU: precision auto is float32 without a decision")
+    raster, _ = predict_scene
+    calibrated: list[torch.Tensor] = []
+    calibrate = runtime.Runner._calibrate
+
+    def recording(self, inputs, valid):
+        calibrated.append(inputs[0].clone())
+        return calibrate(self, inputs, valid)
+
+    monkeypatch.setattr(runtime.Runner, "_calibrate", recording)
+    spec = PredictSpec((str(trained_run),), str(raster), batch_size=3, precision="auto")
+    for rows in (range(0, 2), range(3, 5)):  # a single pass starts as the first part does
+        with open_prediction(spec) as run:
+            next(predict_rows(run, ReadStats(), rows))
+    assert len(calibrated) == 2
+    torch.testing.assert_close(calibrated[1], calibrated[0], rtol=0, atol=0)

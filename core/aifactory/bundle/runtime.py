@@ -47,6 +47,8 @@ def providers(device: str) -> list[str]:
 class OnnxModel:
     """A bundle (zip or extracted folder) ready to predict."""
 
+    precision_pending = False  # always float32
+
     def __init__(self, path: str | Path, *, device: str = "auto", precision: str = "auto",
                  tta: bool | str = False) -> None:
         import onnxruntime as ort

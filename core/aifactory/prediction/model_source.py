@@ -53,6 +53,10 @@ class ModelSource(Protocol):
     def precision(self) -> str: ...
 
     @property
+    def precision_pending(self) -> bool:
+        """True while ``precision="auto"`` waits for the first batch to decide between bf16 and float32."""
+
+    @property
     def overlap(self) -> int | None:
         """Tile overlap packaged with the model (None: predict's default)."""
 

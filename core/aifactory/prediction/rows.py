@@ -11,6 +11,7 @@ rows. What makes the parts add up to exactly the single-process output:
   finished rows are dropped (the previous part hands them out);
 - batches never span tile rows (:func:`aifactory.prediction.tiling.batch_groups`), so a tile meets
   the same batch neighbours whatever the part;
+- ``precision="auto"`` decides on the raster's first batch in every part (:func:`settle_precision`);
 - box detectors hand out each tile's boxes unmerged (:attr:`RowResult.boxes`): the one consumer merges
   them in tile-row order, across part boundaries, exactly as in one pass.
 """
@@ -149,6 +150,18 @@ class RowResult:
         return self.top + self.values.shape[1]
 
 
+def settle_precision(run: OpenPrediction) -> None:
+    """Let ``precision="auto"`` decide on the raster's first batch, as a single pass does: a part that starts
+    further down would otherwise decide on its own first batch, and a model near the bf16 limits could then
+    run bf16 in one part and float32 in another (seen in the Ray fan-out test: scores off by up to 7 / 255)."""
+    if run.detector is not None or not run.source.precision_pending:
+        return
+    for item in iter_batches(run.ds, run.grid, run.source.bands, run.fence, run.spec.batch_size, ReadStats()):
+        if isinstance(item, Batch):
+            run.source(item.data, item.valid, run.channels)
+            return
+
+
 def predict_rows(run: OpenPrediction, stats: ReadStats, rows: range | None = None) -> Iterator[RowResult]:
     """One :class:`RowResult` per tile row of ``rows`` (all by default), in order (see the module docstring)."""
     grid, width, height = run.grid, run.grid.width, run.grid.height
@@ -159,6 +172,8 @@ def predict_rows(run: OpenPrediction, stats: ReadStats, rows: range | None = Non
     batches = itertools.chain(iter_batches(run.ds, grid, run.source.bands, run.fence, run.spec.batch_size,
                                            ReadStats(), warm_up),
                               iter_batches(run.ds, grid, run.source.bands, run.fence, run.spec.batch_size, stats, rows))
+    if rows.start > 0:
+        settle_precision(run)
     boxes: list[tuple[Tile, TileBoxes]] = []
     for item in prefetch(batches):
         if isinstance(item, Batch):

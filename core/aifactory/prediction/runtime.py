@@ -130,7 +130,7 @@ class Runner:
         self.device = device
         self.tta = tta
         self.precision: Precision = precision if precision != "auto" or bf16_supported(device) else "fp32"
-        self._decided = precision != "auto" or self.precision == "fp32"
+        self.decided = precision != "auto" or self.precision == "fp32"
 
     @contextlib.contextmanager
     def _autocast(self, bf16: bool) -> Iterator[None]:
@@ -165,8 +165,8 @@ class Runner:
             data = data.pin_memory().to(self.device, non_blocking=True)
         with torch.inference_mode():
             inputs = [self._inputs(model, data, in_place=len(self.models) == 1) for model in self.models]
-        if not self._decided:
-            self._decided = True
+        if not self.decided:
+            self.decided = True
             return self._calibrate(inputs, torch.from_numpy(valid).to(self.device))
         return self._run(inputs, self.precision == "bf16")
 
@@ -215,6 +215,10 @@ class TorchModels:
     @property
     def precision(self) -> str:
         return self.runner.precision
+
+    @property
+    def precision_pending(self) -> bool:
+        return not self.runner.decided
 
     def __call__(self, batch: np.ndarray, valid: np.ndarray, channels: slice) -> np.ndarray:
         probs = combine(self.runner(batch, valid), self.ensemble, self.weights)
