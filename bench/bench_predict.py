@@ -105,7 +105,9 @@ def run_dir(name: str, params: dict[str, object], tile: int) -> Path:
     return path
 
 
-def forward_only(run: Path, tiles: int, batch: int, tile: int, bf16: bool, channels_last: bool = True) -> None:
+def forward_only(run: Path, tiles: int, batch: int, tile: int, bf16: bool, channels_last: bool = True) -> float:
+    """Load the model as predict does, warm it up and run ``tiles`` tiles; returns the seconds of those passes
+    (η times the whole call, as it times the whole of predict)."""
     import torch
     from aifactory.models.card import load_run_model
     from aifactory.prediction.runtime import inference_module
@@ -116,8 +118,10 @@ def forward_only(run: Path, tiles: int, batch: int, tile: int, bf16: bool, chann
     x = torch.randn(batch, 4, tile, tile).contiguous(memory_format=fmt)
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         model(x)  # warm-up
+        start = time.perf_counter()
         for _ in range(math.ceil(tiles / batch)):
             torch.softmax(model(x).float(), dim=1)
+    return time.perf_counter() - start
 
 
 def forward_variants(run: Path, batch: int, tile: int) -> None:
@@ -130,12 +134,7 @@ def forward_variants(run: Path, batch: int, tile: int) -> None:
         variants["channels_last bf16"] = (True, True)
     seconds = {}
     for name, (bf16, cl) in variants.items():
-        times = []
-        for _ in range(3):
-            start = time.perf_counter()
-            forward_only(run, batch, batch, tile, bf16, cl)
-            times.append(time.perf_counter() - start)
-        seconds[name] = statistics.median(times)
+        seconds[name] = statistics.median(forward_only(run, batch, batch, tile, bf16, cl) for _ in range(3))
     base = seconds["NCHW fp32"]
     for name, value in seconds.items():
         row(f"forward {name}", f"{base / value:.2f}×", "speed vs NCHW fp32 (one batch, median of 3)")

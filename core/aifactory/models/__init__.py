@@ -60,6 +60,8 @@ BRICKS: Registry[Callable[..., Any]] = Registry("brick", "aifactory.bricks",
 
 #: Task families an architecture may declare (``TASK`` class attribute of its parameter model).
 TASKS = ("segmentation", "heatmap", "detection", "instance", "contact")
+#: Families whose models are torchvision detectors: image lists in, per-image box dicts out (see above).
+TORCHVISION_FAMILIES = ("detection", "instance")
 
 
 def task_of(architecture: str, where: str = "") -> str:

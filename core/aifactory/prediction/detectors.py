@@ -38,6 +38,7 @@ from affine import Affine
 from rasterio.features import shapes
 
 from aifactory.errors import ConfigError, InputError
+from aifactory.models import TORCHVISION_FAMILIES
 from aifactory.models.heatmap import decode_heatmap
 from aifactory.prediction.boxes import TileBoxes, clip_to_tile, paint_coverage
 from aifactory.prediction.ensemble import combine, weighted_box_fusion
@@ -75,7 +76,7 @@ class DetectorRunner(Runner):
 
     def __init__(self, models: list[LoadedModel], device: torch.device, precision: Precision, tta: str | bool,
                  family: str, score_floor: float, ensemble: str, weights: Sequence[float]) -> None:
-        if family in ("detection", "instance") and precision == "bf16":
+        if family in TORCHVISION_FAMILIES and precision == "bf16":
             raise ConfigError(f"precision bf16: not supported for {family} models (torchvision box ops); "
                               "use fp32 or auto")
         if family == "instance" and (len(transforms(tta)) > 1 or len(models) > 1):

@@ -28,6 +28,7 @@ import numpy as np
 
 from aifactory.errors import InputError
 from aifactory.io.raster import crs_string, raster_info
+from aifactory.models import TORCHVISION_FAMILIES
 from aifactory.prediction.blending import BlendWindow, RowBandAccumulator, blend_weights, tile_weights
 from aifactory.prediction.geofence import Geofence
 from aifactory.prediction.model_source import BOX_FAMILIES, ModelSource, Precision, open_models
@@ -102,7 +103,7 @@ class OpenPrediction:
     @property
     def window(self) -> np.ndarray:
         """Blending weights of one tile: box detectors' coverage comes from the tile owning the pixel."""
-        kind = "crop" if self.card.task in ("detection", "instance") else self.spec.blend
+        kind = "crop" if self.card.task in TORCHVISION_FAMILIES else self.spec.blend
         return blend_weights(self.grid.tile, self.grid.overlap, kind)
 
 

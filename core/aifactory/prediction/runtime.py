@@ -7,7 +7,7 @@ are combined pixel by pixel); they may read different bands.
 
 Speed on the CPU is nearly all forward pass (BENCHMARKS.md), so the forward is made cheaper where it
 stays accurate: batch normalisations folded into the convolutions before them (:mod:`aifactory.models.folding`,
-1.27× faster for the bench's U-Net, same outputs), weights and inputs in channels_last (1.2–2.6× faster for
+1.22–1.27× faster for the bench's U-Net, same outputs), weights and inputs in channels_last (1.2–2.6× faster for
 smp U-Nets here, exact), and
 bfloat16 autocast where the hardware has it (AMX/AVX512-BF16 CPUs, recent GPUs). bf16 changes the
 numbers, so ``precision="auto"`` measures it on two tiles of the first batch against float32 and keeps
@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from aifactory.errors import ConfigError, InputError
+from aifactory.models import TORCHVISION_FAMILIES
 from aifactory.models.card import ModelCard, load_run_model
 from aifactory.models.folding import fold_batch_norms
 from aifactory.prediction.ensemble import check_weights, combine
@@ -95,7 +96,7 @@ def load_models(runs: Sequence[str | Path], device: torch.device) -> list[Loaded
 def inference_module(module: nn.Module, card: ModelCard) -> nn.Module:
     """``module`` as prediction runs it: batch normalisations folded into the convolutions (dense families;
     torchvision's detectors take image lists and keep theirs), checked on one random tile of the card's size."""
-    if card.task in ("detection", "instance"):
+    if card.task in TORCHVISION_FAMILIES:
         return module
     device = next(module.parameters(), torch.empty(0)).device
     example = torch.randn(1, card.in_channels, card.tile_size, card.tile_size,

@@ -34,7 +34,7 @@ from aifactory.datasets.torch_dataset import ChipDataset
 from aifactory.errors import AIFactoryError, ConfigError, InputError
 from aifactory.heap import apply_heap_policy
 from aifactory.io.atomic import atomic_path, write_text_atomic
-from aifactory.models import ARCHITECTURES, min_tile, task_of
+from aifactory.models import ARCHITECTURES, TORCHVISION_FAMILIES, min_tile, task_of
 from aifactory.models.base import load_weights
 from aifactory.models.card import ModelCard, write_card
 from aifactory.progress import reporter
@@ -241,7 +241,7 @@ class Session:
                  model: nn.Module, params: Any, adapter: TaskAdapter, monitor: str, manifest: dict[str, Any]):
         self.config, self.run_dir, self.dev, self.family = config, run_dir, dev, family
         self.data, self.params, self.adapter, self.monitor, self.manifest = data, params, adapter, monitor, manifest
-        self.channels_last = config.channels_last and family not in ("detection", "instance")
+        self.channels_last = config.channels_last and family not in TORCHVISION_FAMILIES
         self.model = model.to(dev)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
