@@ -2,9 +2,12 @@
 
 η (BENCHMARKS.md B3): ``predict()`` on a synthetic 4-band uint16 COG (read → model → blend → scores COG
 → vectorize → GeoPackage) against the model alone on random tensors already in memory, same tile count,
-tile size, batch size, precision and memory format, warmed up; the two alternate and medians are
-compared. The peer baseline's setting: U-Net resnet18, 4 bands, tile 512, overlap 64 (stride 448),
-batch 8. Also printed: what channels_last and bf16 autocast do to the forward on this machine.
+tile size, batch size, precision and memory format, warmed up. Each bare forward runs between two
+predicts and is compared with their mean (:func:`bench.common.bracketed`): a full 20000² predict takes
+minutes, over which this shared host's speed drifts (one forward and one predict measured minutes apart
+gave η from 0.80 to 0.96 on the same code); the median over repeats is reported, with each repeat's η.
+The peer baseline's setting: U-Net resnet18, 4 bands, tile 512, overlap 64 (stride 448), batch 8.
+Also printed: what channels_last and bf16 autocast do to the forward on this machine.
 
 Peak RSS: ``predict()`` of N × N scenes, each in a fresh interpreter (scene generated beforehand in its
 own process), with a lighter U-Net (resnet18 cut to 3 stages) so that 16k² runs in minutes on 2 CPUs;
@@ -17,7 +20,8 @@ share with the model.
 
 ``python -m bench.bench_predict`` (4k² η, RSS at 4k², 8k², 16k²); ``--full`` uses 20k² for η (the size the
 goal is set at: fixed costs such as loading the model, the bf16 check and the preview weigh ~5 % at 4k²),
-``--full --repeats 1 --skip-rss`` does it in about half an hour on 2 CPUs (warmed up on a 2048² scene).
+``--full --repeats 2 --skip-rss`` (three predicts, two forwards) takes about 15 minutes on 2 CPUs
+(warmed up on a 2048² scene).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench.common import alternate, peak_rss_mb, row
+from bench.common import bracketed, peak_rss_mb, row
 
 if TYPE_CHECKING:  # torch loads only once predict's process settings are made (main)
     import torch
@@ -244,18 +248,22 @@ def main(argv: list[str] | None = None) -> None:
         def forward_once() -> None:  # the same tile count and precision as the predict just before
             forward_only(run, results[-1].tiles_predicted, args.batch_size, args.tile, results[-1].precision == "bf16")
 
-        if args.repeats > 1:
+        if not args.full:
             end_to_end_once()  # warm-up (lazy imports, file cache)
-        else:  # a single repeat (--full): warm up on a small scene, and read the big one into the file cache
+        else:  # warm up on a small scene, and read the big one into the file cache
             predict([run], scene(2048), WORK / "out-warm-up", batch_size=args.batch_size)
             with raster.open("rb") as stream:
                 while stream.read(1 << 26):
                     pass
-        end_to_end, forward = alternate(end_to_end_once, forward_once, args.repeats)
+        pairs = bracketed(end_to_end_once, forward_once, args.repeats)
+        etas = sorted(forward / end_to_end for forward, end_to_end in pairs)
         first = results[-1]
-        row(f"B3 η = forward / end-to-end, {args.size}²", f"{forward / end_to_end:.3f}",
+        row(f"B3 η = forward / end-to-end, {args.size}²", f"{statistics.median(etas):.3f}",
             f"{first.tiles_predicted} tiles of {args.tile}, batch {args.batch_size}, {first.precision}, "
-            f"{first.device}; medians of {args.repeats}")
+            f"{first.device}; median of {args.repeats}, each forward between two predicts: "
+            + ", ".join(f"{eta:.3f}" for eta in etas))
+        row("B3 forward / mean of the predicts around it", "", "; ".join(f"{f:.1f} / {e:.1f} s" for f, e in pairs))
+        end_to_end = statistics.median(seconds for _, seconds in pairs)
         row("B3 end-to-end throughput", f"{args.size ** 2 / 1e6 / end_to_end:.2f} Mpx/s",
             f"{first.detections_count} detections, heap policy {first.heap} (AIFACTORY_HEAP)")
         forward_variants(run, args.batch_size, args.tile)
