@@ -20,7 +20,7 @@ share with the model.
 
 ``python -m bench.bench_predict`` (4k² η, RSS at 4k², 8k², 16k²); ``--full`` uses 20k² for η (the size the
 goal is set at: fixed costs such as loading the model, the bf16 check and the preview weigh ~5 % at 4k²),
-``--full --repeats 2 --skip-rss`` (three predicts, two forwards) takes about 15 minutes on 2 CPUs
+``--full --repeats 2 --skip-rss`` (three predicts, two forwards) took 19 minutes on 2 CPUs
 (warmed up on a 2048² scene).
 """
 
