@@ -230,6 +230,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--full", action="store_true", help="η on a 20000² scene")
     parser.add_argument("--stages", action="store_true", help="also time each stage, sequentially")
     args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error(f"--repeats must be at least 1, got {args.repeats}")
     if args.full:
         args.size = 20_000
     from aifactory.prediction import predict
