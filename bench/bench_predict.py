@@ -109,9 +109,14 @@ def run_dir(name: str, params: dict[str, object], tile: int) -> Path:
     return path
 
 
-def forward_only(run: Path, tiles: int, batch: int, tile: int, bf16: bool, channels_last: bool = True) -> float:
+def forward_only(run: Path, tiles: int, batch: int, tile: int, bf16: bool, channels_last: bool = True,
+                 passes: int = 1) -> float:
     """Load the model as predict does, warm it up and run ``tiles`` tiles; returns the seconds of those passes
-    (η times the whole call, as it times the whole of predict)."""
+    (η times the whole call, as it times the whole of predict). ``passes`` > 1: as predict runs on the CPU
+    (:data:`aifactory.prediction.runtime.CPU_PASSES`), that many threads each run batches of ``batch / passes``
+    tiles with their share of torch's threads."""
+    import threading
+
     import torch
     from aifactory.models.card import load_run_model
     from aifactory.prediction.runtime import inference_module
@@ -119,13 +124,27 @@ def forward_only(run: Path, tiles: int, batch: int, tile: int, bf16: bool, chann
     model, card = load_run_model(run)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = inference_module(model, card).to(memory_format=fmt)  # the model exactly as predict runs it
-    x = torch.randn(batch, 4, tile, tile).contiguous(memory_format=fmt)
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        model(x)  # warm-up
+    size = -(-batch // passes)
+    x = torch.randn(size, 4, tile, tile).contiguous(memory_format=fmt)
+
+    def work(count: int) -> None:
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            for _ in range(count):
+                torch.softmax(model(x).float(), dim=1)
+
+    work(1)  # warm-up
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads // passes))
+    try:
         start = time.perf_counter()
-        for _ in range(math.ceil(tiles / batch)):
-            torch.softmax(model(x).float(), dim=1)
-    return time.perf_counter() - start
+        workers = [threading.Thread(target=work, args=(math.ceil(tiles / size / passes),)) for _ in range(passes)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        return time.perf_counter() - start
+    finally:
+        torch.set_num_threads(threads)
 
 
 def forward_variants(run: Path, batch: int, tile: int) -> None:
@@ -248,7 +267,8 @@ def main(argv: list[str] | None = None) -> None:
             results.append(predict([run], raster, WORK / "out-eta", batch_size=args.batch_size))
 
         def forward_once() -> None:  # the same tile count and precision as the predict just before
-            forward_only(run, results[-1].tiles_predicted, args.batch_size, args.tile, results[-1].precision == "bf16")
+            forward_only(run, results[-1].tiles_predicted, args.batch_size, args.tile, results[-1].precision == "bf16",
+                         passes=results[-1].passes)
 
         if not args.full:
             end_to_end_once()  # warm-up (lazy imports, file cache)
@@ -261,7 +281,8 @@ def main(argv: list[str] | None = None) -> None:
         etas = sorted(forward / end_to_end for forward, end_to_end in pairs)
         first = results[-1]
         row(f"B3 η = forward / end-to-end, {args.size}²", f"{statistics.median(etas):.3f}",
-            f"{first.tiles_predicted} tiles of {args.tile}, batch {args.batch_size}, {first.precision}, "
+            f"{first.tiles_predicted} tiles of {args.tile}, batch {args.batch_size} in {first.passes} passes at once, "
+            f"{first.precision}, "
             f"{first.device}; median of {args.repeats}, each forward between two predicts: "
             + ", ".join(f"{eta:.3f}" for eta in etas))
         row("B3 forward / mean of the predicts around it", "", "; ".join(f"{f:.1f} / {e:.1f} s" for f, e in pairs))

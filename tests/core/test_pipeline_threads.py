@@ -1,12 +1,13 @@
-"""The prediction pipeline's reader and writer threads: items in order, errors raised in the caller."""
+"""The prediction pipeline's reader, model and writer threads: items in order, errors raised in the caller."""
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
-from aifactory.prediction.threads import Sink, prefetch
+from aifactory.prediction.threads import Sink, in_order, prefetch
 
 
 def test_prefetch_keeps_order_and_raises_the_readers_error_in_the_consumer():
@@ -56,3 +57,38 @@ def test_sink_cancel_drops_what_is_queued_and_waits_for_the_item_in_hand():
     assert seen == [0]
     with pytest.raises(RuntimeError, match="cancelled"):
         sink.put(3)
+
+
+def test_in_order_runs_items_at_once_yet_yields_them_in_order_with_the_unwanted_passing_through():
+    running, most, first_alone = [0], [0], []
+    lock = threading.Lock()
+
+    def slow_square(value: int) -> int:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+            if value == 0:
+                first_alone.append(running[0] == 1)
+        time.sleep(0.02 if value % 3 else 0.05)  # later items may finish first
+        with lock:
+            running[0] -= 1
+        return value * value
+
+    items = [0, 1, 2, -1, 3, 4, 5, -1, 6]  # -1: a marker that is not computed (a tile row's end)
+    joined: list[int] = []  # how many were running when the others were let in
+    out = list(in_order(iter(items), slow_square, 2, lambda v: v >= 0, lambda: joined.append(running[0])))
+    assert out == [(v, v * v if v >= 0 else None) for v in items]
+    assert most[0] == 2 and first_alone == [True] and joined == [0]  # two at once, but the first item alone
+
+
+def test_in_order_raises_the_first_error_in_the_consumer():
+    def failing(value: int) -> int:
+        if value == 3:
+            raise ValueError("model failed on batch 3")
+        return value
+
+    seen = []
+    with pytest.raises(ValueError, match="batch 3"):
+        for item, _ in in_order(iter(range(10)), failing, 2, lambda v: True):
+            seen.append(item)
+    assert seen == [0, 1, 2]

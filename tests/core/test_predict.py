@@ -252,3 +252,20 @@ def test_reuse_heap_policy_changes_speed_not_results(tmp_path, base_result, trai
     lines = [line for line in done.stderr.splitlines() if line.startswith("aifactory: error")]
     assert done.returncode == 2 and len(lines) == 1 and "AIFACTORY_HEAP" in lines[0], done.stderr
     assert not (tmp_path / "bad").exists()
+
+
+def test_two_passes_at_once_give_the_scores_of_one_pass_at_a_time(tmp_path, trained_run, predict_scene,  # noqa: F811
+                                                                  monkeypatch):
+    """On the CPU the model runs two batches at once, each of half the batch size (runtime.CPU_PASSES): the same
+    batches one at a time give the same scores to the bit, and the summary says how it ran."""
+    from aifactory.prediction import runtime
+
+    raster, _ = predict_scene
+    together = predict([trained_run], raster, tmp_path / "together", batch_size=4, precision="fp32", device="cpu")
+    monkeypatch.setattr(runtime, "CPU_PASSES", 1)
+    alone = predict([trained_run], raster, tmp_path / "alone", batch_size=2, precision="fp32", device="cpu")
+    assert (together.passes, alone.passes) == (2, 1)
+    assert json.loads(together.summary.read_text())["passes"] == 2
+    with rasterio.open(together.scores) as a, rasterio.open(alone.scores) as b:
+        np.testing.assert_array_equal(a.read(), b.read())
+    assert together.detections_count == alone.detections_count

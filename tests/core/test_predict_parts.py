@@ -72,7 +72,7 @@ def test_a_part_decides_its_precision_on_the_raster_first_batch(trained_run, pre
         return calibrate(self, inputs, valid)
 
     monkeypatch.setattr(runtime.Runner, "_calibrate", recording)
-    spec = PredictSpec((str(trained_run),), str(raster), batch_size=3, precision="auto")
+    spec = PredictSpec((str(trained_run),), str(raster), batch_size=3, precision="auto", overlap=40)  # 5 tile rows
     for rows in (range(0, 2), range(3, 5)):  # a single pass starts as the first part does
         with open_prediction(spec) as run:
             next(predict_rows(run, ReadStats(), rows))

@@ -10,6 +10,7 @@ ONNX Runtime runs float32 only.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,10 @@ class OnnxModel:
     """A bundle (zip or extracted folder) ready to predict."""
 
     precision_pending = False  # always float32
+    passes = 1  # ONNX Runtime spreads one call over the cores itself
+
+    def concurrently(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
 
     def __init__(self, path: str | Path, *, device: str = "auto", precision: str = "auto",
                  tta: bool | str = False) -> None:

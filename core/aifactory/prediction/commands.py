@@ -27,7 +27,8 @@ from aifactory.cli import with_events
 @click.option("--ensemble", type=click.Choice(["mean", "weighted", "max", "vote"]), default="mean",
               show_default=True, help="How several --model outputs are combined.")
 @click.option("--weights", help="Comma-separated per-model weights for --ensemble weighted.")
-@click.option("--batch-size", default=4, show_default=True, type=click.IntRange(1, 1024))
+@click.option("--batch-size", default=4, show_default=True, type=click.IntRange(1, 1024),
+              help="Tiles the model holds at once (on the CPU, two batches of half as many run side by side).")
 @click.option("--overlap", type=click.IntRange(0), help="Overlap between tiles in pixels [tile/8].")
 @click.option("--blend", type=click.Choice(["cosine", "hann", "crop"]), default="cosine", show_default=True,
               help="Blending window for overlapping tiles.")

@@ -57,6 +57,7 @@ class PartDone:
     stats: ReadStats
     device: str
     precision: str
+    passes: int = 1
 
 
 def predict_part(spec: PredictSpec, rows: range) -> Iterator[RowResult | PartDone]:
@@ -64,7 +65,7 @@ def predict_part(spec: PredictSpec, rows: range) -> Iterator[RowResult | PartDon
     stats = ReadStats()
     with open_prediction(spec) as run:
         yield from predict_rows(run, stats, rows)
-        yield PartDone(stats, run.device, run.precision)
+        yield PartDone(stats, run.device, run.precision, run.passes)
 
 
 def reachable(address: str, timeout: float = 5.0) -> bool:

@@ -16,6 +16,7 @@ purpose and lazily: the bundle stage (a bundle is a model source) and the tracki
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -63,6 +64,14 @@ class ModelSource(Protocol):
     @property
     def chain(self) -> list[dict[str, Any]] | None:
         """Post-processing packaged with the model (None: none)."""
+
+    @property
+    def passes(self) -> int:
+        """How many batches may go through :meth:`__call__` at once, each from its own thread (1: one at a time)."""
+
+    def concurrently(self) -> contextlib.AbstractContextManager[None]:
+        """The source set up for :attr:`passes` calls at once (its threads shared between them) while it lasts."""
+        ...
 
     def __call__(self, batch: np.ndarray, valid: np.ndarray, channels: slice) -> np.ndarray:
         """Combined probabilities (N, len(channels), T, T) float32 of a (N, bands, T, T) float32 batch.

@@ -4,8 +4,9 @@ The stages and where memory goes (none of it scales with the raster's area):
 
 1. reader thread: one read per batch of tiles (their union), nodata and out-of-geofence tiles dropped
    (:mod:`.source`);
-2. main thread: the model source on the batch (:mod:`.model_source`: torch run directories with TTA and
-   ensembles, or one ONNX bundle), blended column by column; each tile row hands out its finished rows
+2. model threads: the model source on the batch (:mod:`.model_source`: torch run directories with TTA and
+   ensembles, or one ONNX bundle), two batches at once on the CPU (:data:`.runtime.CPU_PASSES`); main
+   thread: their scores blended in order, column by column; each tile row hands out its finished rows
    as uint8 (:mod:`.blending`);
 3. writer thread: each strip of finished rows becomes scores in the COG (streamed) and polygons
    (:mod:`.vectorize`, seam-free), filtered by the geofence rule and appended to the GeoPackage.
@@ -112,6 +113,7 @@ class PredictionResult:
     scores_meaning: str = SCORES_MEANING["segmentation"]
     workers: int = 1
     heap: str = "lean"  # the process's heap policy (AIFACTORY_HEAP, see aifactory.heap)
+    passes: int = 1  # batches the model ran at once (aifactory.prediction.rows.OpenPrediction.passes)
 
     def to_dict(self) -> dict[str, object]:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
@@ -191,6 +193,8 @@ def predict(models: Sequence[str | Path], raster: str | Path, out_dir: str | Pat
     ``models``: run directories, or one bundle (``model.zip`` or its folder; its packaged overlap and
     post-processing apply unless ``overlap``/``postprocess`` are given), or ``models:/NAME@ALIAS``.
 
+    ``batch_size``: tiles the model holds at once; on the CPU they are split into two batches run side by side
+    (:data:`aifactory.prediction.runtime.CPU_PASSES`).
     ``tta``: False, True (= "d4", 8 passes) or "flips" (4). ``ensemble``: mean, weighted (with
     ``weights``), max or vote. ``overlap`` defaults to 1/8 of the tile. ``score_floor``: detections whose
     mean score is below it are not written. ``instance_h``: neck depth (px) that separates touching
@@ -261,6 +265,7 @@ def predict(models: Sequence[str | Path], raster: str | Path, out_dir: str | Pat
                     stats.add(part.stats)
                 used_device = ",".join(sorted({part.device for part in parts}))
                 used_precision = ",".join(sorted({part.precision for part in parts}))
+                passes = max(part.passes for part in parts)
             else:
                 sink: Sink[RowResult] = Sink(writer, depth=1)
                 try:
@@ -272,7 +277,7 @@ def predict(models: Sequence[str | Path], raster: str | Path, out_dir: str | Pat
                 except BaseException:
                     sink.cancel()
                     raise
-                used_device, used_precision = run.device, run.precision
+                used_device, used_precision, passes = run.device, run.precision, run.passes
             if stats.tiles_predicted == 0:
                 where = " inside the geofence" if fence.limited else ""
                 raise InputError(f"{raster}: no valid pixel to predict{where} (all nodata)")
@@ -285,7 +290,7 @@ def predict(models: Sequence[str | Path], raster: str | Path, out_dir: str | Pat
         tiles_skipped_nodata=stats.tiles_nodata, tiles_skipped_outside=stats.tiles_outside,
         detections_count=detections_out.count, device=used_device, precision=used_precision,
         seconds=round(time.monotonic() - started, 3), task=card.task, scores_meaning=SCORES_MEANING[card.task],
-        workers=workers, heap=heap)
+        workers=workers, heap=heap, passes=passes)
     write_preview(result.scores, result.preview, classes,
                   f"{Path(raster).name} · {model_run} · {result.detections_count} detections")
     write_text_atomic(result.summary, json.dumps(result.to_dict(), indent=2))

@@ -10,7 +10,8 @@ rows. What makes the parts add up to exactly the single-process output:
   tiles, with the same weights, added in the same order as in a single pass, and the warm-up row's own
   finished rows are dropped (the previous part hands them out);
 - batches never span tile rows (:func:`aifactory.prediction.tiling.batch_groups`), so a tile meets
-  the same batch neighbours whatever the part;
+  the same batch neighbours whatever the part (batches of :attr:`OpenPrediction.pass_size` tiles, which
+  depends only on the batch size and the device);
 - ``precision="auto"`` decides on the raster's first batch in every part (:func:`settle_precision`);
 - box detectors hand out each tile's boxes unmerged (:attr:`RowResult.boxes`): the one consumer merges
   them in tile-row order, across part boundaries, exactly as in one pass.
@@ -32,8 +33,16 @@ from aifactory.models import TORCHVISION_FAMILIES
 from aifactory.prediction.blending import BlendWindow, RowBandAccumulator, blend_weights, tile_weights
 from aifactory.prediction.geofence import Geofence
 from aifactory.prediction.model_source import BOX_FAMILIES, ModelSource, Precision, open_models
-from aifactory.prediction.source import Batch, ReadStats, check_bands, iter_batches, open_source, resample_factor
-from aifactory.prediction.threads import prefetch
+from aifactory.prediction.source import (
+    Batch,
+    ReadStats,
+    RowDone,
+    check_bands,
+    iter_batches,
+    open_source,
+    resample_factor,
+)
+from aifactory.prediction.threads import in_order, prefetch
 from aifactory.prediction.tiling import Tile, TileGrid
 
 if TYPE_CHECKING:
@@ -101,6 +110,17 @@ class OpenPrediction:
         return self.detector.precision if self.detector is not None else self.source.precision
 
     @property
+    def passes(self) -> int:
+        """Batches run at once (:attr:`ModelSource.passes`; box detectors one at a time)."""
+        return 1 if self.detector is not None else self.source.passes
+
+    @property
+    def pass_size(self) -> int:
+        """Tiles per batch: the batch size shared between the passes, so that the model holds as many tiles at
+        once as it would in one pass."""
+        return -(-self.spec.batch_size // self.passes)
+
+    @property
     def window(self) -> np.ndarray:
         """Blending weights of one tile: box detectors' coverage comes from the tile owning the pixel."""
         kind = "crop" if self.card.task in TORCHVISION_FAMILIES else self.spec.blend
@@ -157,38 +177,54 @@ def settle_precision(run: OpenPrediction) -> None:
     run bf16 in one part and float32 in another (seen in the Ray fan-out test: scores off by up to 7 / 255)."""
     if run.detector is not None or not run.source.precision_pending:
         return
-    for item in iter_batches(run.ds, run.grid, run.source.bands, run.fence, run.spec.batch_size, ReadStats()):
+    for item in iter_batches(run.ds, run.grid, run.source.bands, run.fence, run.pass_size, ReadStats()):
         if isinstance(item, Batch):
             run.source(item.data, item.valid, run.channels)
             return
 
 
 def predict_rows(run: OpenPrediction, stats: ReadStats, rows: range | None = None) -> Iterator[RowResult]:
-    """One :class:`RowResult` per tile row of ``rows`` (all by default), in order (see the module docstring)."""
+    """One :class:`RowResult` per tile row of ``rows`` (all by default), in order (see the module docstring).
+
+    Batches are read ahead in a thread and run :attr:`OpenPrediction.passes` at a time (:func:`in_order`); their
+    scores are blended in order in this thread.
+    """
     grid, width, height = run.grid, run.grid.width, run.grid.height
     rows = rows if rows is not None else range(len(grid.row_offsets))
     warm_up = range(max(rows.start - 1, 0), rows.start)
     accumulator = RowBandAccumulator(grid, len(run.classes), first_row=warm_up.start)
     window = run.window
-    batches = itertools.chain(iter_batches(run.ds, grid, run.source.bands, run.fence, run.spec.batch_size,
-                                           ReadStats(), warm_up),
-                              iter_batches(run.ds, grid, run.source.bands, run.fence, run.spec.batch_size, stats, rows))
+    size, keep = run.pass_size, run.passes + 2  # batches running, queued and being read
+    batches = itertools.chain(iter_batches(run.ds, grid, run.source.bands, run.fence, size, ReadStats(), warm_up,
+                                           keep),
+                              iter_batches(run.ds, grid, run.source.bands, run.fence, size, stats, rows, keep))
     if rows.start > 0:
         settle_precision(run)
-    boxes: list[tuple[Tile, TileBoxes]] = []
-    for item in prefetch(batches):
-        if isinstance(item, Batch):
-            if run.detector is not None:
-                scores, found = run.detector.predict_batch(item, len(run.classes), width, height)
-                boxes.extend(zip(item.tiles, found, strict=True))
-            else:
-                scores = run.source(item.data, item.valid, run.channels)
-            item.release()
-            for index, (tile, valid) in enumerate(zip(item.tiles, item.valid, strict=True)):
-                accumulator.add(tile, scores[index], tile_weights(window, valid))
+
+    def compute(batch: Batch | RowDone) -> tuple[np.ndarray, list[TileBoxes]]:
+        assert isinstance(batch, Batch)  # in_order runs only batches
+        if run.detector is not None:
+            computed = run.detector.predict_batch(batch, len(run.classes), width, height)
         else:
-            top, values, predicted = accumulator.finish_row()
-            if item.row in rows:
-                yield RowResult(top, values, predicted, boxes)
-            del values, predicted  # raster-wide: released before the next tile row is computed
-            boxes = []
+            computed = run.source(batch.data, batch.valid, run.channels), []
+        batch.release()  # its buffer goes back to the reader
+        return computed
+
+    boxes: list[tuple[Tile, TileBoxes]] = []
+    with contextlib.ExitStack() as stack:  # the first batch runs alone on all the threads, the others share them
+        for item, computed in in_order(prefetch(batches), compute, run.passes, lambda x: isinstance(x, Batch),
+                                       lambda: stack.enter_context(run.source.concurrently())):
+            if isinstance(item, Batch):
+                assert computed is not None
+                scores, found = computed
+                if run.detector is not None:
+                    boxes.extend(zip(item.tiles, found, strict=True))
+                for index, (tile, valid) in enumerate(zip(item.tiles, item.valid, strict=True)):
+                    accumulator.add(tile, scores[index], tile_weights(window, valid))
+            else:
+                assert isinstance(item, RowDone)
+                top, values, predicted = accumulator.finish_row()
+                if item.row in rows:
+                    yield RowResult(top, values, predicted, boxes)
+                del values, predicted  # raster-wide: released before the next tile row is computed
+                boxes = []

@@ -39,6 +39,14 @@ from aifactory.progress import reporter
 BF16_MAX_DISAGREE = 0.002
 BF16_MAX_ERROR = 0.02
 CALIBRATION_TILES = 2
+#: Batches the models run at once on the CPU, each in its own thread with its share of torch's threads.
+#: One batch over all the cores stalls at every parallel region's barrier whenever another thread (the
+#: reader, the writer) takes a core for a moment, and both cores then wait; two batches on one core each
+#: lose only the time taken. Measured on 2 CPUs (bare forward, batches of 8 tiles against two batches of 4
+#: at once, alternated): U-Net resnet18 6.6–8.1 s against 6.0–6.5 s for 48 tiles (1.6 cores used against
+#: 1.95), the bench's light U-Net 6.6 s against 4.4 s for 88 tiles. The memory held is the same: predict
+#: splits its batch size between the passes.
+CPU_PASSES = 2
 
 
 def select_device(device: str) -> torch.device:
@@ -212,6 +220,7 @@ class TorchModels:
         self.names = [Path(m.run).resolve().name for m in self.loaded]
         self.cards = [m.card for m in self.loaded]
         self.device = str(self._device)
+        self._pass_threads: int | None = None  # torch threads per pass while passes run at once
 
     @property
     def precision(self) -> str:
@@ -221,6 +230,28 @@ class TorchModels:
     def precision_pending(self) -> bool:
         return not self.runner.decided
 
+    @property
+    def passes(self) -> int:
+        """:data:`CPU_PASSES` on the CPU; one on a GPU, which runs one batch at a time anyway."""
+        return CPU_PASSES if self._device.type == "cpu" else 1
+
+    @contextlib.contextmanager
+    def concurrently(self) -> Iterator[None]:
+        """torch's threads shared between the passes while the context lasts; restored afterwards (the
+        setting is process-wide, and the caller's own torch work should keep its threads)."""
+        threads = torch.get_num_threads()
+        self._pass_threads = max(1, threads // self.passes)
+        torch.set_num_threads(self._pass_threads)
+        try:
+            yield
+        finally:
+            self._pass_threads = None
+            torch.set_num_threads(threads)
+
     def __call__(self, batch: np.ndarray, valid: np.ndarray, channels: slice) -> np.ndarray:
+        # torch keeps a thread count per thread: a pass thread that ran alone first takes its share now
+        if self._pass_threads is not None and torch.get_num_threads() != self._pass_threads:
+            torch.set_num_threads(self._pass_threads)
         probs = combine(self.runner(batch, valid), self.ensemble, self.weights)
         return probs[:, channels].float().cpu().numpy()
+

@@ -189,12 +189,12 @@ def valid_mask(ds: rasterio.io.DatasetReader | WarpedVRT, data: np.ndarray, wind
 
 def iter_batches(ds: rasterio.io.DatasetReader | WarpedVRT, grid: TileGrid, bands: Sequence[int],
                  fence: Geofence, batch_size: int, stats: ReadStats,
-                 rows: range | None = None) -> Iterator[Batch | RowDone]:
+                 rows: range | None = None, keep: int = 3) -> Iterator[Batch | RowDone]:
     """Batches of tiles in grid order, each tile row closed by a :class:`RowDone`; ``rows``: the tile rows
     to read (all by default). Each read goes into one buffer kept for the next, each batch into an array
-    of ``buffers`` (see :class:`BatchBuffers`)."""
+    of ``buffers`` (see :class:`BatchBuffers`; ``keep``: how many batches are in use at once)."""
     size = grid.tile
-    buffers = BatchBuffers()
+    buffers = BatchBuffers(keep)
     scratch = np.empty((0, 0, len(bands)), dtype=ds.dtypes[bands[0] - 1])
     for row in map(grid.row, rows if rows is not None else range(len(grid.row_offsets))):
         stats.tiles_total += len(row)

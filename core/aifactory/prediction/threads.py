@@ -1,6 +1,7 @@
-"""Two small thread helpers that overlap reading, computing and writing.
+"""Small thread helpers that overlap reading, computing and writing.
 
-The reader (GDAL decoding releases the GIL) runs ahead of the model through :func:`prefetch`; the
+The reader (GDAL decoding releases the GIL) runs ahead of the model through :func:`prefetch`; the model
+may run several batches at once through :func:`in_order` (see :mod:`.rows` for why); the
 writer side (uint8 conversion, COG writes, vectorization) runs behind it in a :class:`Sink`. Queues are
 short, so memory stays a few batches: reading a batch takes a small fraction of its forward pass, so one
 batch ahead keeps the model fed (a float32 batch of 8 tiles of 512 px is 32 MB, and every batch queued
@@ -22,12 +23,15 @@ from __future__ import annotations
 import contextvars
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
 
 from aifactory.heap import release_free_heap
 
 T = TypeVar("T")
+R = TypeVar("R")
 _END = object()
 
 
@@ -70,6 +74,39 @@ def prefetch(items: Iterator[T], depth: int = 1) -> Iterator[T]:
     finally:
         stop.set()
         thread.join()
+
+
+def in_order(items: Iterator[T], func: Callable[[T], R], workers: int, wanted: Callable[[T], bool],
+             together: Callable[[], None] | None = None) -> Iterator[tuple[T, R | None]]:
+    """``(item, func(item))`` for each of ``items`` in their order, ``func`` running on up to ``workers`` items
+    at once in a pool of threads; items that are not ``wanted`` pass through as ``(item, None)``.
+
+    The first wanted item runs alone (whatever it settles, such as a precision decided on the first batch, is
+    settled before any other runs); ``together`` is called once it is done, before the others run at once.
+    Closing the iterator waits for the items still running.
+    """
+    pending: deque[tuple[T, Future[R] | None]] = deque()
+    limit = 1
+    with ThreadPoolExecutor(workers, thread_name_prefix="aifactory-model") as pool:
+        try:
+            for item in items:
+                pending.append((item, pool.submit(contextvars.copy_context().run, func, item) if wanted(item)
+                                else None))
+                while pending and (pending[0][1] is None or pending[0][1].done()
+                                   or sum(f is not None for _, f in pending) >= limit):
+                    head, future = pending.popleft()
+                    yield head, None if future is None else future.result()
+                    if future is not None and limit == 1 < workers:
+                        if together is not None:
+                            together()
+                        limit = workers
+            while pending:
+                head, future = pending.popleft()
+                yield head, None if future is None else future.result()
+        finally:
+            for _, future in pending:
+                if future is not None:
+                    future.cancel()
 
 
 class Sink(Generic[T]):
