@@ -10,7 +10,9 @@ third of a forward pass's CPU time was kernel time, and up to a quarter of a tra
   than under glibc's defaults (batch 8 of 256 px: 4.0 → 5.4 samples/s; batch 4 of 512 px: 0.95 → 1.35),
   with a peak RSS 11 % higher; with 128 px chips, whose activations mostly stay under glibc's own
   threshold, ``bench_training``'s compute ceiling gained 7 % (17.3 → 18.6 samples/s). Prediction with
-  ``--batch-size 2`` ran 1.6–1.7× faster at 4k² (1.30 → 2.1–2.2 Mpx/s against ``lean`` at batch 8), but
+  ``--batch-size 2`` ran 1.6–1.7× faster at 4k² (1.30 → 2.1–2.2 Mpx/s against ``lean`` at batch 8, fp32, one
+  batch at a time; bf16 with two batches at once, :data:`aifactory.prediction.runtime.CPU_PASSES`, both at batch 8:
+  1.1×), but
   raster-wide strips held in the heaps make its peak grow more with the raster's width (16k²/4k² 1.18–1.19
   against 1.09), and at batch 8 the peak depended on how the heap happened to fragment (1.03 and 1.25 in
   two runs). The default for training, where memory follows the batch, not the raster.
