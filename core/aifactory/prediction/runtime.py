@@ -254,4 +254,3 @@ class TorchModels:
             torch.set_num_threads(self._pass_threads)
         probs = combine(self.runner(batch, valid), self.ensemble, self.weights)
         return probs[:, channels].float().cpu().numpy()
-
