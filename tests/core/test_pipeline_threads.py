@@ -81,6 +81,18 @@ def test_in_order_runs_items_at_once_yet_yields_them_in_order_with_the_unwanted_
     assert most[0] == 2 and first_alone == [True] and joined == [0]  # two at once, but the first item alone
 
 
+def test_in_order_keeps_an_item_queued_so_a_worker_does_not_wait_for_the_consumer():
+    started = {value: threading.Event() for value in range(6)}
+
+    def work(value: int) -> int:
+        started[value].set()
+        return value
+
+    for item, _ in in_order(iter(range(6)), work, 1, lambda v: True):
+        if 1 <= item < 5:  # past the first item, which runs alone: the next one runs while this one is taken in
+            assert started[item + 1].wait(5), f"item {item + 1} waited for the consumer to finish with item {item}"
+
+
 def test_in_order_raises_the_first_error_in_the_consumer():
     def failing(value: int) -> int:
         if value == 3:

@@ -194,7 +194,7 @@ def predict_rows(run: OpenPrediction, stats: ReadStats, rows: range | None = Non
     warm_up = range(max(rows.start - 1, 0), rows.start)
     accumulator = RowBandAccumulator(grid, len(run.classes), first_row=warm_up.start)
     window = run.window
-    size, keep = run.pass_size, run.passes + 2  # batches running, queued and being read
+    size, keep = run.pass_size, run.passes + 3  # batches running, queued for the pool and by the reader, being read
     batches = itertools.chain(iter_batches(run.ds, grid, run.source.bands, run.fence, size, ReadStats(), warm_up,
                                            keep),
                               iter_batches(run.ds, grid, run.source.bands, run.fence, size, stats, rows, keep))
