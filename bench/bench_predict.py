@@ -16,11 +16,12 @@ the goal is a flat curve, ratio largest/smallest ≤ 1.10.
 Stages (``--stages``): the same pipeline (its accumulator and ``RowWriter``) run sequentially in one thread
 with a timer per stage (read, forward, blend, uint8 scores COG writes, vectorize, closing the outputs,
 preview), as seconds per 100 tiles: what each stage costs on the CPU that the reader and writer threads
-share with the model.
+share with the model. ``--threads``: where the CPU of one predict goes, by thread and idle by phase
+(:mod:`bench.predict_cpu`).
 
 ``python -m bench.bench_predict`` (4k² η, RSS at 4k², 8k², 16k²); ``--full`` uses 20k² for η (the size the
 goal is set at: fixed costs such as loading the model, the bf16 check and the preview weigh ~5 % at 4k²),
-``--full --repeats 2 --skip-rss`` (three predicts, two forwards) took 19 minutes on 2 CPUs
+``--full --repeats 2 --skip-rss`` (three predicts, two forwards) took 12–19 minutes on 2 CPUs
 (warmed up on a 2048² scene).
 """
 
@@ -37,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bench.common import bracketed, peak_rss_mb, row
+from bench.predict_cpu import predict_cpu_use
 
 if TYPE_CHECKING:  # torch loads only once predict's process settings are made (main)
     import torch
@@ -248,6 +250,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip-rss", action="store_true")
     parser.add_argument("--full", action="store_true", help="η on a 20000² scene")
     parser.add_argument("--stages", action="store_true", help="also time each stage, sequentially")
+    parser.add_argument("--threads", action="store_true",
+                        help="also show where one predict's CPU goes, by thread and idle by phase")
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error(f"--repeats must be at least 1, got {args.repeats}")
@@ -292,6 +296,8 @@ def main(argv: list[str] | None = None) -> None:
         forward_variants(run, args.batch_size, args.tile)
         if args.stages:
             stages(run, raster, args.batch_size)
+        if args.threads:
+            predict_cpu_use(run, raster, WORK / "out-cpu", args.batch_size)
     if not args.skip_rss:
         peaks = {}
         for size in (int(s) for s in args.rss_sizes.split(",")):
