@@ -212,8 +212,8 @@ def predict_rows(run: OpenPrediction, stats: ReadStats, rows: range | None = Non
 
     boxes: list[tuple[Tile, TileBoxes]] = []
     with contextlib.ExitStack() as stack:  # the first batch runs alone on all the threads, the others share them
-        for item, computed in in_order(prefetch(batches), compute, run.passes, lambda x: isinstance(x, Batch),
-                                       lambda: stack.enter_context(run.source.concurrently())):
+        share = (lambda: stack.enter_context(run.source.concurrently())) if run.passes > 1 else None
+        for item, computed in in_order(prefetch(batches), compute, run.passes, lambda x: isinstance(x, Batch), share):
             if isinstance(item, Batch):
                 assert computed is not None
                 scores, found = computed

@@ -99,7 +99,7 @@ def in_order(items: Iterator[T], func: Callable[[T], R], workers: int, wanted: C
                     head, future = pending.popleft()
                     yield head, None if future is None else future.result()
                     if future is not None and limit == 1:
-                        if together is not None and workers > 1:
+                        if together is not None:
                             together()
                         limit = workers + 1
             while pending:
