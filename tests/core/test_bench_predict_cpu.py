@@ -21,9 +21,22 @@ def spin(seconds: float) -> None:
 
 
 def test_cpu_of_a_thread_started_inside_the_block_is_counted_under_its_kind():
+    spun, release = threading.Event(), threading.Event()
+
+    def read() -> None:
+        spin(0.3)
+        spun.set()
+        release.wait(timeout=30)  # alive until the monitor has seen all its CPU (a busy host delays its samples)
+
     with CpuMonitor() as monitor:
-        reader = threading.Thread(target=spin, args=(0.3,), name="aifactory-reader")
+        reader = threading.Thread(target=read, name="aifactory-reader")
         reader.start()
+        assert spun.wait(timeout=30)
+        samples = len(monitor.process)
+        deadline = time.monotonic() + 30
+        while len(monitor.process) < samples + 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        release.set()
         reader.join()
         time.sleep(0.1)  # the monitor's next sample, with the reader gone: its CPU stays counted
     used = monitor.by_kind()
