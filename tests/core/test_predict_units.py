@@ -267,3 +267,25 @@ def test_reader_batches_hold_each_tiles_pixels_while_buffers_are_reused(tmp_path
     valid_tiles = [t for row in grid.rows() for t in row
                    if pixels[:, t.row_off:t.row_off + t.size, t.col_off:t.col_off + t.size].any()]
     assert seen == len(valid_tiles) == len(grid) - (width > 400) * len(grid.row_offsets)
+
+
+@pytest.mark.parametrize("band_index", [[0, 1, 2, 3], [2, 0]])
+def test_inputs_are_the_cards_normalisation_to_the_bit_in_place_or_copied(band_index):
+    """The model source normalises channels-last rows against mean and std repeated along them: the floats of
+    (x - mean) / std, in the reader's buffer when one model reads all its bands, in a new one otherwise."""
+    from aifactory.prediction.runtime import LoadedModel, Runner
+
+    mean = torch.tensor([4000.0, 3900.0, 3800.0, 3700.0])[band_index][None, :, None, None]
+    std = torch.tensor([2500.0, 2400.0, 2300.0, 2200.0])[band_index][None, :, None, None]
+    model = LoadedModel("run", torch.nn.Identity(), None, band_index, mean, std)  # type: ignore[arg-type]
+    runner = Runner([model], torch.device("cpu"), precision="fp32")
+    pixels = np.random.default_rng(3).integers(0, 10000, size=(3, 40, 56, 4)).astype("float32")
+    data = torch.from_numpy(pixels).permute(0, 3, 1, 2)  # a channels-last batch, as the reader makes them
+    expected = (data[:, band_index] - mean) / std
+
+    copied = runner._inputs(model, data)
+    assert torch.equal(copied, expected) and copied.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(data, torch.from_numpy(pixels).permute(0, 3, 1, 2))  # the batch is left as it was
+    in_place = runner._inputs(model, data, in_place=True)
+    assert torch.equal(in_place, expected)
+    assert (in_place.data_ptr() == data.data_ptr()) == (band_index == [0, 1, 2, 3])

@@ -226,12 +226,10 @@ def _batch(raw: np.ndarray, valid: np.ndarray, places: list[tuple[Tile, int, int
 
     Read pixel-interleaved, copied as such and normalised in place by the model source, 8 tiles of 4 bands
     cost 2.5 ms per tile here (1.8 + 0.7; 1.0 with a reused batch array); a band-sequential batch that torch
-    transposed into channels-last while normalising cost 4.7 ms per tile. Normalising here instead, fused with
-    the conversion (each tile's rows as (T, T × bands) against mean and std repeated along the row; the same
-    floats to the bit), took 6.7 ms of CPU per batch of 8 tiles against 2.6 + 11 for conversion + torch's
-    in-place normalisation, yet predict got slower on 2 CPUs (20000 × 2304 crop, alternated: 25.5 against
-    24.9 s over 7 runs, 22.7 against 22.1 over 5): the reader's extra 4 ms per batch takes a core from the
-    model's OpenMP threads, while the model source's normalisation runs on both of them between passes.
+    transposed into channels-last while normalising cost 4.7 ms per tile. The copy converts to float32 only:
+    normalising here as well took a core from the model when it ran as one batch over both CPUs (20000 × 2304
+    crop: 25.5 against 24.9 s), and again made no difference with two passes (18.08 against 18.23 s), where the
+    model source's row-wise normalisation costs 0.2 ms per tile (:meth:`aifactory.prediction.runtime.Runner._inputs`).
     """
     pixels = raw.transpose(1, 2, 0)
     buffer = buffers.take(len(places), size, raw.shape[0])
