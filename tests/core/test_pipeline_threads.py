@@ -62,6 +62,7 @@ def test_sink_cancel_drops_what_is_queued_and_waits_for_the_item_in_hand():
 def test_in_order_runs_items_at_once_yet_yields_them_in_order_with_the_unwanted_passing_through():
     running, most, first_alone = [0], [0], []
     lock = threading.Lock()
+    side_by_side = threading.Barrier(2, timeout=10)  # broken (an error) unless items 1 and 2 run at once
 
     def slow_square(value: int) -> int:
         with lock:
@@ -69,6 +70,8 @@ def test_in_order_runs_items_at_once_yet_yields_them_in_order_with_the_unwanted_
             most[0] = max(most[0], running[0])
             if value == 0:
                 first_alone.append(running[0] == 1)
+        if value in (1, 2):
+            side_by_side.wait()
         time.sleep(0.02 if value % 3 else 0.05)  # later items may finish first
         with lock:
             running[0] -= 1
