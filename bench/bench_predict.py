@@ -111,13 +111,14 @@ def run_dir(name: str, params: dict[str, object], tile: int) -> Path:
 
 
 def forward_only(run: Path, tiles: int, batch: int, tile: int, bf16: bool, channels_last: bool = True,
-                 passes: int = 1) -> float:
+                 passes: int = 1, cpu: list[float] | None = None) -> float:
     """Load the model as predict does, warm it up and run ``tiles`` tiles; returns the seconds of those passes
     (η times the whole call, as it times the whole of predict). ``passes`` > 1: as predict runs on the CPU
     (:data:`aifactory.prediction.runtime.CPU_PASSES`), that many threads share the batches of ``batch / passes``
     tiles, each with its share of torch's threads. Exactly ``tiles`` tiles, in full batches but one: the bare
     forward is the model at its best, and predict's partial batches (batches never span tile rows) count against
-    predict (rounding up to whole batches per thread ran 88 tiles for 4096²'s 81, overstating η by 8 %)."""
+    predict (rounding up to whole batches per thread ran 88 tiles for 4096²'s 81, overstating η by 8 %).
+    ``cpu``: each pass thread appends the CPU seconds it used (its own clock, so nothing samples the forward)."""
     import threading
 
     import torch
@@ -133,17 +134,20 @@ def forward_only(run: Path, tiles: int, batch: int, tile: int, bf16: bool, chann
     full, rest = divmod(tiles, size)
     batches = [size] * full + ([rest] if rest else [])
 
-    def work(sizes: list[int]) -> None:
+    def work(sizes: list[int], used: list[float] | None = None) -> None:
+        start = time.thread_time()
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             for count in sizes:
                 torch.softmax(model(x[:count]).float(), dim=1)
+        if used is not None:
+            used.append(time.thread_time() - start)
 
     work([size])  # warm-up
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, threads // passes))
     try:
         start = time.perf_counter()
-        workers = [threading.Thread(target=work, args=(batches[index::passes],)) for index in range(passes)]
+        workers = [threading.Thread(target=work, args=(batches[index::passes], cpu)) for index in range(passes)]
         for worker in workers:
             worker.start()
         for worker in workers:
@@ -274,9 +278,12 @@ def main(argv: list[str] | None = None) -> None:
         def end_to_end_once() -> None:
             results.append(predict([run], raster, WORK / "out-eta", batch_size=args.batch_size))
 
+        forward_cpu: list[float] = []  # CPU seconds of the last bare forward's passes
+
         def forward_once() -> None:  # the same tile count and precision as the predict just before
+            forward_cpu.clear()
             forward_only(run, results[-1].tiles_predicted, args.batch_size, args.tile, results[-1].precision == "bf16",
-                         passes=results[-1].passes)
+                         passes=results[-1].passes, cpu=forward_cpu)
 
         if not args.full:
             end_to_end_once()  # warm-up (lazy imports, file cache)
@@ -301,7 +308,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.stages:
             stages(run, raster, args.batch_size)
         if args.threads:
-            predict_cpu_use(run, raster, WORK / "out-cpu", args.batch_size)
+            predict_cpu_use(run, raster, WORK / "out-cpu", args.batch_size, sum(forward_cpu))
     if not args.skip_rss:
         peaks = {}
         for size in (int(s) for s in args.rss_sizes.split(",")):

@@ -105,8 +105,10 @@ class CpuMonitor:
         return wall, cores * wall - (inside[-1][1] - inside[0][1])
 
 
-def predict_cpu_use(run: Path, raster: Path, out: Path, batch: int) -> None:
-    """One predict of ``raster`` with ``run`` under a :class:`CpuMonitor`; prints the rows described above."""
+def predict_cpu_use(run: Path, raster: Path, out: Path, batch: int, bare_forward_cpu: float = 0.0) -> None:
+    """One predict of ``raster`` with ``run`` under a :class:`CpuMonitor`; prints the rows described above.
+    ``bare_forward_cpu``: CPU seconds of the bare forward's passes on the same tiles (0: unknown), to show how much
+    more the model passes use inside predict (normalising, partial batches, the heap's and caches' state)."""
     from aifactory.prediction import predict
     from aifactory.progress import CallbackReporter, use_reporter
 
@@ -124,9 +126,15 @@ def predict_cpu_use(run: Path, raster: Path, out: Path, batch: int) -> None:
     total = sum(monitor.by_kind().values())
     row("CPU: predict", f"{stop - start:.1f} s", f"{result.tiles_predicted} tiles, {result.passes} passes at once, "
         f"{result.precision}; {total:.1f} CPU-s on {cores} CPUs ({total / (stop - start):.2f} busy)")
-    for kind, seconds in sorted(monitor.by_kind().items(), key=lambda item: -item[1]):
+    used = monitor.by_kind()
+    for kind, seconds in sorted(used.items(), key=lambda item: -item[1]):
         if seconds >= 0.05:
             row(f"CPU: {kind}", f"{seconds:.1f} s", f"{1000 * seconds / result.tiles_predicted:.1f} ms a tile")
+    if bare_forward_cpu > 0 and "model passes" in used:
+        extra = used["model passes"] - bare_forward_cpu
+        per_tile = 1000 * extra / result.tiles_predicted
+        row("CPU: model passes beyond the bare forward", f"{extra:.1f} s",
+            f"{per_tile:.1f} ms a tile; the bare forward's passes: {bare_forward_cpu:.1f} s")
     if strips:
         phases = {"before the first strip": (start, strips[0]), "steady state": (strips[0], strips[-1]),
                   "after the last strip": (strips[-1], stop)}
