@@ -269,10 +269,11 @@ def test_reader_batches_hold_each_tiles_pixels_while_buffers_are_reused(tmp_path
     assert seen == len(valid_tiles) == len(grid) - (width > 400) * len(grid.row_offsets)
 
 
-@pytest.mark.parametrize("band_index", [[0, 1, 2, 3], [2, 0]])
+@pytest.mark.parametrize("band_index", [[0, 1, 2, 3], [2, 0], [1, 0, 3, 2]])
 def test_inputs_are_the_cards_normalisation_to_the_bit_in_place_or_copied(band_index):
     """The model source normalises channels-last rows against mean and std repeated along them: the floats of
-    (x - mean) / std, in the reader's buffer when one model reads all its bands, in a new one otherwise."""
+    (x - mean) / std, in the reader's buffer when one model reads all its bands in their order, in a new one
+    otherwise (a subset, or bands listed out of order: they must be picked, not taken as they come)."""
     from aifactory.prediction.runtime import LoadedModel, Runner
 
     mean = torch.tensor([4000.0, 3900.0, 3800.0, 3700.0])[band_index][None, :, None, None]

@@ -155,10 +155,11 @@ class Runner:
         broadcasting (1, bands, 1, 1) over the channels-last tensor strides through 4 values at a time. The
         same floats; 0.8 against 3.8 ms per batch of 4 tiles of 512² × 4 bands in one thread (2 CPUs).
         """
-        if not (in_place and model.band_index == list(range(data.shape[1])) and
-                data.is_contiguous(memory_format=torch.channels_last)):
-            picked = data[:, model.band_index] if len(model.band_index) != data.shape[1] else data
-            data = torch.empty_like(picked, memory_format=torch.channels_last).copy_(picked)
+        bands_in_order = model.band_index == list(range(data.shape[1]))  # not when the card lists bands as 3, 2, 1
+        if not bands_in_order:  # indexing copies
+            data = data[:, model.band_index].contiguous(memory_format=torch.channels_last)
+        elif not (in_place and data.is_contiguous(memory_format=torch.channels_last)):
+            data = data.clone(memory_format=torch.channels_last)
         width = data.shape[3]
         rows = data.permute(0, 2, 3, 1).view(-1, width * data.shape[1])
         rows.sub_(model.mean.flatten().repeat(width)).div_(model.std.flatten().repeat(width))
