@@ -123,10 +123,10 @@ def predict_cpu_use(run: Path, raster: Path, out: Path, batch: int, bare_forward
         start = time.monotonic()
         result = predict([run], raster, out, batch_size=batch)
         stop = time.monotonic()
-    total = sum(monitor.by_kind().values())
+    used = monitor.by_kind()
+    total = sum(used.values())
     row("CPU: predict", f"{stop - start:.1f} s", f"{result.tiles_predicted} tiles, {result.passes} passes at once, "
         f"{result.precision}; {total:.1f} CPU-s on {cores} CPUs ({total / (stop - start):.2f} busy)")
-    used = monitor.by_kind()
     for kind, seconds in sorted(used.items(), key=lambda item: -item[1]):
         if seconds >= 0.05:
             row(f"CPU: {kind}", f"{seconds:.1f} s", f"{1000 * seconds / result.tiles_predicted:.1f} ms a tile")
