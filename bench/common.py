@@ -48,7 +48,8 @@ def bracketed(outer: Callable[[], Any], inner: Callable[[], Any], repeats: int =
 
 
 def peak_rss_mb(code: str) -> tuple[float, dict[str, Any]]:
-    """Run Python ``code`` in a fresh interpreter; return its peak RSS (MB) and the JSON it printed last.
+    """Run Python ``code`` in a fresh interpreter; return its peak RSS (MB) and the JSON objects it printed
+    (one line each), merged.
 
     The peak is the interpreter's own high-water mark (``VmHWM``): Linux carries ``ru_maxrss`` across
     ``exec``, so it would report the benchmark's own RSS whenever that is larger.
@@ -56,8 +57,10 @@ def peak_rss_mb(code: str) -> tuple[float, dict[str, Any]]:
     wrapper = code + "\nimport json as _j\n_hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')]" \
                      "\nprint(_j.dumps({'peak_rss_mb': int(_hwm[0].split()[1]) / 1024}))\n"
     result = subprocess.run([sys.executable, "-c", wrapper], capture_output=True, text=True, check=True)
-    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
-    data = json.loads(lines[-1])
+    data: dict[str, Any] = {}
+    for line in result.stdout.splitlines():
+        if line.startswith("{"):
+            data.update(json.loads(line))
     return float(data["peak_rss_mb"]), data
 
 
