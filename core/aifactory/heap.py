@@ -29,6 +29,15 @@ third of a forward pass's CPU time was kernel time, and up to a quarter of a tra
   before the interpreter starts and raised the 16k² peak by 14 MB (ratio 1.101).
 - ``system``: glibc's own settings (what a plain Python process gets).
 
+Under ``reuse`` the peak grows with the run's length more than with the raster's width: 20000 × 2304 and
+20000 × 6912 crops (light U-Net, fp32, batch 8) peaked at 2009–2025 and 2184–2199 MB (19776 wide, where every
+batch is full, the same), against 1604 and 1660 MB under ``lean``; without detections 1982 and 2083 MB: glibc's heap
+drifts over the run, whatever the batches' sizes, and the detections add to it. The model
+alone in a child process under ``reuse`` (the pipeline ``lean`` in the parent, batches in shared memory) was
+built and measured: predict 136.8 s at 20000² (η ≈ 0.93) but the child's heap drifted all the same (1508–1829 MB
+alone; 16k²/4k² of both processes 1.06–1.18 in four runs) and the two held 2.0–2.4 GB against
+1.5–1.6 GB for one ``lean`` process; not kept.
+
 tcmalloc (``LD_PRELOAD``) was about as fast as ``reuse`` but its peak grew with the raster (1.18) and it needs an
 interpreter restart; jemalloc 5.3 with its defaults was slower than glibc. Process-wide and glibc only (a
 no-op elsewhere); the first prediction or training of a process sets it.
