@@ -23,9 +23,10 @@ def test_peer_scores_are_the_models_probabilities_where_one_tile_covers(trained_
     from aifactory.models.card import load_run_model
 
     raster, _ = predict_scene
-    count = peer_predict(trained_run, raster, tmp_path, batch=4, our_forward=False, stride=TILE - 16)
+    tiles, count = peer_predict(trained_run, raster, tmp_path, batch=4, our_forward=False, stride=TILE - 16)
     with rasterio.open(tmp_path / "scores.tif") as scores, rasterio.open(raster) as ds:
         assert (scores.count, scores.height, scores.width) == (2, ds.height, ds.width)
+        assert tiles == len(offsets(ds.height, TILE, TILE - 16)) * len(offsets(ds.width, TILE, TILE - 16))
         assert scores.crs == ds.crs and scores.transform == ds.transform
         first = scores.read(window=((0, TILE - 16), (0, TILE - 16)))  # only the first tile covers these pixels
         pixels = torch.from_numpy(ds.read(window=((0, TILE), (0, TILE))).astype("float32"))
@@ -39,3 +40,19 @@ def test_peer_scores_are_the_models_probabilities_where_one_tile_covers(trained_
     detections = gpd.read_file(tmp_path / "detections.gpkg")
     assert len(detections) == count > 0
     assert set(detections["class"]) <= {"building", "vegetation/tree"}
+
+
+def test_the_peer_runs_the_model_as_trained_or_as_predict_does(trained_run) -> None:  # noqa: F811
+    from aifactory.models.card import load_run_model
+
+    from bench.bench_peer import PeerModel
+
+    module, _ = load_run_model(trained_run)
+    as_trained, as_predict = PeerModel.load(trained_run, False), PeerModel.load(trained_run, True)
+    assert not as_trained.channels_last and not as_trained.bf16 and as_predict.channels_last
+    x = torch.randn(2, 4, TILE, TILE)
+    with torch.inference_mode():
+        expected = torch.softmax(module(x), dim=1).numpy()
+    assert np.allclose(as_trained(x), expected, atol=1e-5)
+    assert np.abs(as_predict(x) - expected).max() < 0.1  # folded batch norms, bf16 where the CPU has it
+    assert as_trained.forward_seconds(3, 2) > 0
