@@ -236,11 +236,12 @@ def test_killed_prediction_leaves_no_partial_outputs(tmp_path, trained_run):  # 
 
 
 def test_reuse_heap_policy_changes_speed_not_results(tmp_path, base_result, trained_run, predict_scene, cli):  # noqa: F811
-    """``AIFACTORY_HEAP=reuse`` only changes how glibc keeps freed memory: the same scores to the bit."""
+    """``--heap reuse`` (or ``AIFACTORY_HEAP=reuse``, which it overrides) only changes how glibc keeps freed
+    memory: the same scores to the bit."""
     raster, _ = predict_scene
     out = tmp_path / "reuse"
     done = cli("predict", "--model", str(trained_run), "--raster", str(raster), "-o", str(out), "--precision",
-               "fp32", "--events", "none", env={"AIFACTORY_HEAP": "reuse"})
+               "fp32", "--events", "none", "--heap", "reuse", env={"AIFACTORY_HEAP": "system"})
     assert done.returncode == 0, done.stderr
     summary = json.loads((out / "prediction.json").read_text())
     assert summary["heap"] == "reuse"

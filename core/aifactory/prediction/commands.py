@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
 
 from aifactory.cli import with_events
+from aifactory.heap import VARIABLE as HEAP_VARIABLE
 
 
 @click.command()
@@ -49,17 +51,23 @@ from aifactory.cli import with_events
               help="CPUs each --workers task asks Ray for.")
 @click.option("--worker-gpus", default=0.0, show_default=True, type=click.FloatRange(0),
               help="GPUs each --workers task asks Ray for (1 on a GPU cluster).")
+@click.option("--heap", type=click.Choice(["lean", "reuse", "system"]),
+              help="How freed memory is kept [AIFACTORY_HEAP, else lean]: lean keeps the peak flat whatever the "
+                   "raster; reuse ran a 20000² CPU prediction 1.15× faster here, with 0.3–0.4 GB more at its peak, "
+                   "which grows with the run (aifactory.heap).")
 @with_events
 def predict(models: tuple[Path, ...], raster: Path, out_dir: Path, geofence: Path | None, exclude: Path | None,
             geofence_rule: str, tta: str | None, tta_mode: str | None, ensemble: str, weights: str | None,
             batch_size: int, overlap: int | None, blend: str, device: str, precision: str, score_floor: float,
             instance_h: float, postprocess: Path | None, workers: int, ray_address: str | None,
-            worker_cpus: float, worker_gpus: float) -> None:
+            worker_cpus: float, worker_gpus: float, heap: str | None) -> None:
     """Predict RASTER with one or more trained models: OUT/scores.tif and OUT/detections.gpkg."""
     from aifactory.errors import ConfigError
     from aifactory.prediction.fanout import FanOut
     from aifactory.prediction.predict import predict as run_predict
 
+    if heap is not None:  # read when predict sets up its process, before torch allocates anything
+        os.environ[HEAP_VARIABLE] = heap
     member_weights = None
     if weights:
         try:
