@@ -29,10 +29,14 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.bench_predict import FULL_UNET, WORK, run_dir, scene
 from bench.common import peak_rss_mb, row
+
+if TYPE_CHECKING:
+    from aifactory.models.card import ModelCard
+    from torch import nn
 
 VARIANTS = ("ours", "peer", "peer + our forward")
 
@@ -49,8 +53,8 @@ def offsets(length: int, tile: int, stride: int) -> list[int]:
 class PeerModel:
     """The model as the peer loop runs it: as trained (float32, NCHW), or exactly as predict runs it."""
 
-    module: Any
-    card: Any
+    module: nn.Module
+    card: ModelCard
     bf16: bool
     channels_last: bool
 
