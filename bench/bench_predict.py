@@ -111,14 +111,16 @@ def run_dir(name: str, params: dict[str, object], tile: int) -> Path:
 
 
 def forward_only(run: Path, tiles: int, batch: int, tile: int, bf16: bool, channels_last: bool = True,
-                 passes: int = 1, cpu: list[float] | None = None) -> float:
+                 passes: int = 1, cpu: list[float] | None = None, device: str = "cpu") -> float:
     """Load the model as predict does, warm it up and run ``tiles`` tiles; returns the seconds of those passes
     (η times the whole call, as it times the whole of predict). ``passes`` > 1: as predict runs on the CPU
     (:data:`aifactory.prediction.runtime.CPU_PASSES`), that many threads share the batches of ``batch / passes``
     tiles, each with its share of torch's threads. Exactly ``tiles`` tiles, in full batches but one: the bare
     forward is the model at its best, and predict's partial batches (batches never span tile rows) count against
     predict (rounding up to whole batches per thread ran 88 tiles for 4096²'s 81, overstating η by 8 %).
-    ``cpu``: each pass thread appends the CPU seconds it used (its own clock, so nothing samples the forward)."""
+    ``cpu``: each pass thread appends the CPU seconds it used (its own clock, so nothing samples the forward).
+    ``device``: where predict ran the model (``PredictionResult.device``); on a GPU the tiles already lie in its
+    memory and the clock stops once the GPU is done (predict's copies to and from the GPU count against it)."""
     import threading
 
     import torch
@@ -127,18 +129,21 @@ def forward_only(run: Path, tiles: int, batch: int, tile: int, bf16: bool, chann
 
     model, card = load_run_model(run)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    model = inference_module(model, card).to(memory_format=fmt)  # the model exactly as predict runs it
+    target = torch.device(device)
+    model = inference_module(model, card).to(target).to(memory_format=fmt)  # the model exactly as predict runs it
     size = -(-batch // passes)
-    x = torch.randn(size, 4, tile, tile).contiguous(memory_format=fmt)
+    x = torch.randn(size, 4, tile, tile, device=target).contiguous(memory_format=fmt)
 
     full, rest = divmod(tiles, size)
     batches = [size] * full + ([rest] if rest else [])
 
     def work(sizes: list[int], used: list[float] | None = None) -> None:
         start = time.thread_time()
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.inference_mode(), torch.autocast(target.type, dtype=torch.bfloat16, enabled=bf16):
             for count in sizes:
                 torch.softmax(model(x[:count]).float(), dim=1)
+        if target.type == "cuda":
+            torch.cuda.synchronize(target)
         if used is not None:
             used.append(time.thread_time() - start)
 
@@ -157,20 +162,24 @@ def forward_only(run: Path, tiles: int, batch: int, tile: int, bf16: bool, chann
         torch.set_num_threads(threads)
 
 
-def forward_variants(run: Path, batch: int, tile: int) -> None:
-    """Seconds per batch of the forward in NCHW fp32, channels_last fp32, channels_last bf16."""
+def forward_variants(run: Path, batch: int, tile: int, device: str = "cpu") -> None:
+    """Seconds per batch of the forward in NCHW fp32, channels_last fp32, channels_last bf16 (on ``device``;
+    on a GPU 10 batches a measure, one being too short to time)."""
     import torch
     from aifactory.prediction.runtime import bf16_supported
 
     variants = {"NCHW fp32": (False, False), "channels_last fp32": (False, True)}
-    if bf16_supported(torch.device("cpu")):
+    if bf16_supported(torch.device(device)):
         variants["channels_last bf16"] = (True, True)
+    tiles = batch * (10 if device.startswith("cuda") else 1)
     seconds = {}
     for name, (bf16, cl) in variants.items():
-        seconds[name] = statistics.median(forward_only(run, batch, batch, tile, bf16, cl) for _ in range(3))
+        seconds[name] = statistics.median(forward_only(run, tiles, batch, tile, bf16, cl, device=device)
+                                          for _ in range(3))
     base = seconds["NCHW fp32"]
     for name, value in seconds.items():
-        row(f"forward {name}", f"{base / value:.2f}×", "speed vs NCHW fp32 (one batch, median of 3)")
+        row(f"forward {name}", f"{base / value:.2f}×",
+            "speed vs NCHW fp32 (one batch on the CPU, ten on a GPU; median of 3)")
 
 
 def stages(run: Path, raster: Path, batch: int) -> None:
@@ -283,7 +292,7 @@ def main(argv: list[str] | None = None) -> None:
         def forward_once() -> None:  # the same tile count and precision as the predict just before
             forward_cpu.clear()
             forward_only(run, results[-1].tiles_predicted, args.batch_size, args.tile, results[-1].precision == "bf16",
-                         passes=results[-1].passes, cpu=forward_cpu)
+                         passes=results[-1].passes, cpu=forward_cpu, device=results[-1].device)
 
         if not args.full:
             end_to_end_once()  # warm-up (lazy imports, file cache)
@@ -304,7 +313,7 @@ def main(argv: list[str] | None = None) -> None:
         end_to_end = statistics.median(seconds for _, seconds in pairs)
         row("B3 end-to-end throughput", f"{args.size ** 2 / 1e6 / end_to_end:.2f} Mpx/s",
             f"{first.detections_count} detections, heap policy {first.heap} (AIFACTORY_HEAP)")
-        forward_variants(run, args.batch_size, args.tile)
+        forward_variants(run, args.batch_size, args.tile, first.device)
         if args.stages:
             stages(run, raster, args.batch_size)
         if args.threads:
