@@ -45,6 +45,8 @@ def _kind(name: str | None, tid: int) -> str:
         return "other (OpenMP, GDAL)"
     if name.startswith("aifactory-model"):
         return "model passes"
+    if name.startswith("aifactory-writer-"):  # one of the writer's threads (scores, detections)
+        return f"writer ({name.removeprefix('aifactory-writer-')})"
     return {"aifactory-reader": "reader", "aifactory-writer": "writer"}.get(name, f"other ({name})")
 
 

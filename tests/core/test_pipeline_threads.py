@@ -38,6 +38,57 @@ def test_sink_processes_in_order_and_raises_the_writers_error_on_close():
         failing.close()
 
 
+def test_a_sink_of_two_funcs_gives_each_every_item_in_order_in_its_own_thread_and_raises_either_error():
+    seen: dict[str, list[tuple[int, str]]] = {"scores": [], "detections": []}
+
+    def scores(value: int) -> None:
+        seen["scores"].append((value, threading.current_thread().name))
+
+    def detections(value: int) -> None:
+        time.sleep(0.002)  # the slower half: the faster one must not be held back item by item
+        seen["detections"].append((value, threading.current_thread().name))
+
+    sink: Sink[int] = Sink(scores, detections, depth=1)
+    for value in range(30):
+        sink.put(value)
+    sink.close()
+    assert [v for v, _ in seen["scores"]] == [v for v, _ in seen["detections"]] == list(range(30))
+    assert {name for _, name in seen["scores"]} == {"aifactory-writer-scores"}
+    assert {name for _, name in seen["detections"]} == {"aifactory-writer-detections"}
+
+    def fail(value: int) -> None:
+        if value == 2:
+            raise OSError("GeoPackage: disk full")
+
+    failing: Sink[int] = Sink(lambda value: None, fail, depth=1)
+    with pytest.raises(OSError, match="disk full"):
+        for value in range(50):
+            failing.put(value)
+        failing.close()
+
+
+def test_a_sink_of_two_funcs_holds_no_more_items_than_one():
+    """The slow func's queue sets the pace: the caller blocks once it has ``depth`` items waiting there."""
+    gate = threading.Event()
+    handed: list[int] = []
+
+    def slow(value: int) -> None:
+        gate.wait(10)
+
+    sink: Sink[int] = Sink(lambda value: None, slow, depth=1)
+    putter = threading.Thread(target=lambda: [sink.put(v) or handed.append(v) for v in range(5)])
+    putter.start()
+    deadline = time.monotonic() + 10
+    while len(handed) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)
+    assert handed == [0, 1]  # one in the slow func's hands, one in its queue; the third put waits
+    gate.set()
+    putter.join(10)
+    sink.close()
+    assert handed == list(range(5))
+
+
 def test_sink_cancel_drops_what_is_queued_and_waits_for_the_item_in_hand():
     started, release = threading.Event(), threading.Event()
     seen: list[int] = []

@@ -112,31 +112,42 @@ def in_order(items: Iterator[T], func: Callable[[T], R], workers: int, wanted: C
 
 
 class Sink(Generic[T]):
-    """Process items with ``func`` in a background thread, in order; :meth:`close` waits for the rest.
+    """Process each item with every one of ``funcs``, each func in its own background thread taking the items in
+    order; :meth:`close` waits for the rest.
 
-    Items are big buffers (raster-wide strips): each is dropped as soon as it is processed and the free
-    heap is trimmed then (:func:`release_free_heap`).
+    Several funcs share the work on one item (prediction: the scores COG and the vectorizer, each ~half of the
+    writer side, see :class:`aifactory.prediction.predict.RowWriter`); each thread has its own queue of
+    ``depth``, so the slowest sets the pace and no more items are alive than with one thread. Items are big
+    buffers (raster-wide strips): each thread drops its reference as soon as it is done with an item and trims
+    the free heap then (:func:`release_free_heap`).
     """
 
-    def __init__(self, func: Callable[[T], None], depth: int = 2) -> None:
-        self._func = func
-        self._queue: queue.Queue[Any] = queue.Queue(depth)
+    def __init__(self, *funcs: Callable[[T], None], depth: int = 2) -> None:
+        if not funcs:
+            raise ValueError("Sink needs at least one function")
+        self._queues: list[queue.Queue[Any]] = [queue.Queue(depth) for _ in funcs]
         self._stop = threading.Event()
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=contextvars.copy_context().run, args=(self._work,), daemon=True,
-                                        name="aifactory-writer")
-        self._thread.start()
+        self._lock = threading.Lock()
+        self._threads = [
+            threading.Thread(target=contextvars.copy_context().run, args=(self._work, func, q), daemon=True,
+                             name="aifactory-writer" if len(funcs) == 1 else
+                             f"aifactory-writer-{getattr(func, '__name__', index)}")
+            for index, (func, q) in enumerate(zip(funcs, self._queues, strict=True))]
+        for thread in self._threads:
+            thread.start()
 
-    def _work(self) -> None:
+    def _work(self, func: Callable[[T], None], items: queue.Queue[Any]) -> None:
         while True:
-            item = self._queue.get()
+            item = items.get()
             if item is _END:
                 return
             if self._error is None:
                 try:
-                    self._func(item)
+                    func(item)
                 except BaseException as exc:
-                    self._error = exc
+                    with self._lock:
+                        self._error = self._error or exc
                     self._stop.set()
             item = None  # not kept alive while waiting for the next one
             release_free_heap()
@@ -147,23 +158,29 @@ class Sink(Generic[T]):
 
     def put(self, item: T) -> None:
         self._raise()
-        _put(self._queue, item, self._stop)
+        for items in self._queues:
+            _put(items, item, self._stop)
         self._raise()
 
     def close(self) -> None:
-        """Wait until every item is processed; re-raise the first error of the thread."""
-        self._queue.put(_END)
-        self._thread.join()
+        """Wait until every item is processed; re-raise the first error of the threads."""
+        for items in self._queues:
+            items.put(_END)
+        for thread in self._threads:
+            thread.join()
         self._raise()
 
     def cancel(self) -> None:
         """Stop without processing what is queued."""
         self._stop.set()
-        self._error = self._error or RuntimeError("cancelled")
-        while True:
-            try:
-                self._queue.get_nowait()
-            except queue.Empty:
-                break
-        self._queue.put(_END)
-        self._thread.join()
+        with self._lock:
+            self._error = self._error or RuntimeError("cancelled")
+        for items in self._queues:
+            while True:
+                try:
+                    items.get_nowait()
+                except queue.Empty:
+                    break
+            items.put(_END)
+        for thread in self._threads:
+            thread.join()
