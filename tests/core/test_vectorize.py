@@ -8,7 +8,7 @@ import shapely
 from aifactory.prediction.vectorize import (
     Detections,
     StreamingVectorizer,
-    _at_most_one_seed,
+    _separate_all,
     class_map,
     label_classes,
     vectorize_array,
@@ -17,6 +17,7 @@ from rasterio.features import shapes
 from scipy import ndimage
 from skimage.measure import label
 from skimage.morphology import h_maxima
+from skimage.segmentation import watershed
 
 
 def random_scores(height: int, width: int, classes: int = 2, seed: int = 0) -> np.ndarray:
@@ -183,21 +184,31 @@ def test_lazily_traced_outlines_equal_a_whole_raster_trace():
     assert len(reference) > 9 * 84
 
 
-def test_the_seed_shortcut_never_hides_a_second_seed():
-    """_at_most_one_seed may only say so where skimage's h-maxima hold fewer than two seeds."""
+def test_batched_separation_equals_h_maxima_and_watershed_component_by_component():
+    """_separate_all packs the components on one canvas and skips the reconstruction where no second seed can
+    exist: each result must be exactly what skimage's h-maxima and watershed give on the component alone."""
     rng = np.random.default_rng(3)
     blobs = ndimage.gaussian_filter(rng.standard_normal((300, 300)), 2) > 0  # many necks and small bulges
     labels, count = ndimage.label(blobs)
+    masks = [np.pad(labels[box] == k, 1) for k, box in enumerate(ndimage.find_objects(labels), start=1)]
     outcomes = set()
-    for k, box in enumerate(ndimage.find_objects(labels), start=1):
-        mask = np.pad(labels[box] == k, 1)
-        distance = ndimage.distance_transform_edt(mask)
-        for h in (0.5, 1.0, 1.5, 2.0, 3.0):
-            seeds = label(h_maxima(distance, h) & mask, connectivity=2, return_num=True)[1]
-            shortcut = _at_most_one_seed(distance, h)
-            assert not (shortcut and seeds >= 2)
-            outcomes.add((shortcut, seeds >= 2))
-    assert outcomes >= {(True, False), (False, True)} and count > 20
+    for h in (0.5, 1.0, 1.5, 2.0, 3.0):
+        batched = _separate_all(masks, h)
+        for mask, result in zip(masks, batched, strict=True):
+            distance = ndimage.distance_transform_edt(mask)
+            seeds, found = label(h_maxima(distance, h) & mask, connectivity=2, return_num=True)
+            if found < 2:
+                assert result is None
+            else:
+                assert result is not None and np.array_equal(result, watershed(-distance, seeds, mask=mask))
+            outcomes.add((h, found >= 2))
+    assert {split for _, split in outcomes} == {False, True} and count > 20
+    split = next(mask for mask, result in zip(masks, _separate_all(masks, 2.0), strict=True) if result is not None)
+    alone = _separate_all([split], 2.0)[0]  # one component: the canvas is its own mask
+    distance = ndimage.distance_transform_edt(split)
+    assert alone is not None and np.array_equal(alone, watershed(-distance, label(h_maxima(distance, 2.0) & split,
+                                                                                 connectivity=2), mask=split))
+    assert _separate_all([], 2.0) == []
 
 
 @pytest.mark.parametrize("touching", [False, True])

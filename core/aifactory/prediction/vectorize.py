@@ -22,7 +22,8 @@ one packed raster (:func:`_trace`). Memory is the strip plus the open components
 Touching objects of one class are separated per closed component (so the result cannot depend on
 strips either): seeds are the h-maxima of the distance to the component's border and a watershed on
 that distance grows them back (``instance_h`` in pixels; 0 disables); an exact test skips the
-h-maxima reconstruction where no second seed can exist (:func:`_at_most_one_seed`). Components larger
+h-maxima reconstruction where no second seed can exist (:func:`_second_seed_possible`); the closed
+components of a strip are separated together, packed on one canvas (:func:`_separate_all`). Components larger
 than ``max_separate_px`` are not separated (land-cover patches, not objects) and keep only their
 polygon pieces. Models trained on the datasets stage's other label modes separate objects themselves and get
 them grown back: ``core`` labels (objects shrunk around their centroid by ``core_factor``) are scaled
@@ -271,15 +272,19 @@ class StreamingVectorizer:
 
     def _close(self, groups: list[_Group]) -> Detections:
         """Detections of closed groups; those still holding crops are separated or traced whole, in one trace."""
+        kept = [group for group in groups
+                if group.pixels >= self.min_pixels and group.total / group.pixels / 255.0 >= self.score_floor]
+        pasted = {index: _paste(group.crops) for index, group in enumerate(kept) if group.crops is not None}
+        separable = [index for index in pasted if kept[index].pixels >= 2 * self.min_pixels]
+        separated = dict(zip(separable, _separate_all([pasted[index][2] for index in separable], self.instance_h),
+                             strict=True))
         plans: list[tuple[_Group, tuple[np.ndarray, np.ndarray] | None]] = []  # group, (instances, scores)
         items: list[_Item] = []
-        for group in groups:
-            if group.pixels < self.min_pixels or group.total / group.pixels / 255.0 < self.score_floor:
-                continue
+        for index, group in enumerate(kept):
             split = None
-            if group.crops is not None:
-                row, col, mask, values = _paste(group.crops)
-                instances = self._separate(mask) if group.pixels >= 2 * self.min_pixels else None
+            if index in pasted:
+                row, col, mask, values = pasted[index]
+                instances = separated.get(index)
                 items.append((row, col, mask.view("uint8") if instances is None else instances))
                 split = None if instances is None else (instances, values)
             plans.append((group, split))
@@ -308,16 +313,6 @@ class StreamingVectorizer:
             geometry = shapely.buffer(geometry, self.grow_px, join_style="mitre")
         return geometry
 
-    def _separate(self, mask: np.ndarray) -> np.ndarray | None:
-        """Instance labels of a closed component split at the necks of its distance map; None when one object."""
-        distance = ndimage.distance_transform_edt(mask)
-        if _at_most_one_seed(distance, self.instance_h):
-            return None
-        seeds, count = label(h_maxima(distance, self.instance_h) & mask, connectivity=2, return_num=True)
-        if count < 2:
-            return None
-        return watershed(-distance, seeds, mask=mask).astype("int32")
-
     def _instances(self, cls: int, instances: np.ndarray, scores: np.ndarray,
                    polygons: list[tuple[shapely.Geometry, int]]) -> Detections:
         count = int(instances.max())
@@ -333,27 +328,62 @@ class StreamingVectorizer:
         return result.select((result.pixels >= self.min_pixels) & (result.score >= self.score_floor))
 
 
-def _at_most_one_seed(distance: np.ndarray, h: float) -> bool:
-    """True when ``h_maxima(distance, h)`` cannot hold two seeds: an exact shortcut past its reconstruction.
+def _separate_all(masks: list[np.ndarray], h: float) -> list[np.ndarray | None]:
+    """Instance labels of each closed component (a mask framed by 1 px of background, :func:`_paste`) split at the
+    necks of its distance map: seeds are the h-maxima, grown back by a watershed; None where it is one object.
 
-    A seed is a whole regional maximum (an 8-connected plateau with lower neighbours), and one below the top
-    value cannot reach a higher pixel along a path that stays above its value minus ``h``. Each regional
-    maximum is an 8-connected component of the pixels no lower than their 3 × 3 neighbourhood (a lower
-    neighbour of one has a higher neighbour), and one below the top needs a value of ``1 + h`` or more (the
-    component is connected and every pixel of it is at least 1). Those plateaus that climb higher within
-    their region above value − ``h`` are dropped, highest first, until two remain (then the reconstruction
-    decides) or none does. The margins of ``_EPS`` keep every test on the safe side of rounding.
+    Batched, because per component the calls cost more than the pixels: on the 20000² bench scene's scores
+    (14 510 closed components) separating them one at a time took half of the vectorizer's time; packed on one
+    canvas (:func:`_pack`) for the distance transform and the search for seed plateaus, the whole vectorization
+    took 4.9 instead of 5.2–5.4 s (one thread here; the same polygons). Exact: a pixel's nearest background pixel lies within its own frame, and
+    neither a 3 × 3 neighbourhood nor an 8-connected plateau of foreground pixels crosses the two background
+    pixels between packed components. Only components that may hold two seeds (:func:`_second_seed_possible`)
+    go on to the h-maxima and the watershed, each on its own part of the canvas.
     """
-    top = distance.max()
-    peaks = (ndimage.maximum_filter(distance, size=3) == distance) & (distance > 0)
-    peaks &= (distance >= 1 + h - _EPS) | (distance == top)
-    plateaus, count = ndimage.label(peaks, structure=_EIGHT)
-    if count < 2:
-        return True
-    starts = []  # (value, row, col) of a pixel of each plateau
+    out: list[np.ndarray | None] = [None] * len(masks)
+    if not masks:
+        return out
+    canvas, places, _ = _pack([mask.view("uint8") for mask in masks])  # component i is i + 1 on the canvas
+    foreground = canvas > 0
+    distance = ndimage.distance_transform_edt(foreground)
+    tops = np.array([distance[r0:r0 + mask.shape[0], c0:c0 + mask.shape[1]].max()  # ndimage.maximum sorts: slower
+                     for (r0, c0), mask in zip(places, masks, strict=True)])
+    top_of_pixel = np.concatenate([[np.inf], tops])[canvas]
+    # a seed is a whole regional maximum: one below its component's top needs a value of 1 + h (see below)
+    peaks = (ndimage.maximum_filter(distance, size=3) == distance) & foreground
+    peaks &= (distance >= 1 + h - _EPS) | (distance == top_of_pixel)
+    plateaus, _ = ndimage.label(peaks, structure=_EIGHT)
+    starts: list[list[tuple[float, int, int]]] = [[] for _ in masks]  # (value, row, col) of a pixel of each plateau
     for k, (rows, cols) in enumerate(ndimage.find_objects(plateaus), start=1):
         col = cols.start + int(np.argmax(plateaus[rows.start, cols] == k))
-        starts.append((float(distance[rows.start, col]), rows.start, col))
+        owner = int(canvas[rows.start, col]) - 1
+        starts[owner].append((float(distance[rows.start, col]), rows.start - int(places[owner, 0]),
+                              col - int(places[owner, 1])))
+    for i, mask in enumerate(masks):
+        if len(starts[i]) < 2:
+            continue
+        r0, c0 = int(places[i, 0]), int(places[i, 1])
+        own = distance[r0:r0 + mask.shape[0], c0:c0 + mask.shape[1]]
+        if not _second_seed_possible(own, starts[i], float(tops[i]), h):
+            continue
+        seeds, count = label(h_maxima(own, h) & mask, connectivity=2, return_num=True)
+        if count >= 2:
+            out[i] = watershed(-own, seeds, mask=mask).astype("int32")
+    return out
+
+
+def _second_seed_possible(distance: np.ndarray, starts: list[tuple[float, int, int]], top: float, h: float) -> bool:
+    """False when ``h_maxima(distance, h)`` cannot hold two seeds: an exact shortcut past its reconstruction.
+
+    ``starts``: a pixel of each candidate plateau of the component's ``distance`` map. A seed is a whole regional
+    maximum (an 8-connected plateau with lower neighbours), and one below the top value cannot reach a higher
+    pixel along a path that stays above its value minus ``h``. Each regional maximum is an 8-connected component
+    of the pixels no lower than their 3 × 3 neighbourhood (a lower neighbour of one has a higher neighbour), and
+    one below the top needs a value of ``1 + h`` or more (the component is connected and every pixel of it is at
+    least 1): the candidates (:func:`_separate_all`). Those that climb higher within their region above
+    value − ``h`` are dropped, highest first, until two remain (then the reconstruction decides) or none does.
+    The margins of ``_EPS`` keep every test on the safe side of rounding.
+    """
     possible = 0
     for value, row, col in sorted(starts, reverse=True):
         if value < top:
@@ -362,8 +392,8 @@ def _at_most_one_seed(distance: np.ndarray, h: float) -> bool:
                 continue
         possible += 1
         if possible == 2:
-            return False
-    return True
+            return True
+    return False
 
 
 def _paste(crops: list[_Crop]) -> tuple[int, int, np.ndarray, np.ndarray]:
