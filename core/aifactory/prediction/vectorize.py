@@ -335,10 +335,11 @@ def _separate_all(masks: list[np.ndarray], h: float) -> list[np.ndarray | None]:
     Batched, because per component the calls cost more than the pixels: on the 20000² bench scene's scores
     (14 510 closed components) separating them one at a time took half of the vectorizer's time; packed on one
     canvas (:func:`_pack`) for the distance transform and the search for seed plateaus, the whole vectorization
-    took 4.9 instead of 5.2–5.4 s (one thread here; the same polygons). Exact: a pixel's nearest background pixel lies within its own frame, and
-    neither a 3 × 3 neighbourhood nor an 8-connected plateau of foreground pixels crosses the two background
-    pixels between packed components. Only components that may hold two seeds (:func:`_second_seed_possible`)
-    go on to the h-maxima and the watershed, each on its own part of the canvas.
+    took 4.9 instead of 5.2–5.4 s (one thread here; the same polygons). Exact: a pixel's nearest background
+    pixel lies within its own frame, and neither a 3 × 3 neighbourhood nor an 8-connected plateau of foreground
+    pixels crosses the two background pixels between packed components. Only components that may hold two
+    seeds (:func:`_second_seed_possible`) go on to the h-maxima and the watershed, each on its own part of the
+    canvas.
     """
     out: list[np.ndarray | None] = [None] * len(masks)
     if not masks:
