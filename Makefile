@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 AIF := $(VENV)/bin/aifactory
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := python3-qgis qgis-providers qgis python3-pyqt5 python3-venv xvfb xdotool imagemagick \
-	xauth postgresql postgis postgresql-postgis zip
+	xauth postgresql postgis postgresql-postgis zip g++ ninja-build
 HEADLESS := QT_QPA_PLATFORM=offscreen MLFLOW_DISABLE_TELEMETRY=true RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 \
 	PYTHONFAULTHANDLER=1
 DEMO_DIR ?= demo_output
@@ -38,6 +38,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt pyproj
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt -c constraints.txt
 	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -m aifactory.tensor_pool || echo "tensor pool not built: prediction on the CPU will run without it"
 	touch $@
 
 test: test-core test-qgis

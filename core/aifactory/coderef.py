@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aifactory
+from aifactory.config import cache_dir
 from aifactory.errors import InputError
 
 REF_ENV = "AIFACTORY_CODE_REF"
@@ -65,7 +66,7 @@ def current_code(repo: Path | None = None) -> CodeRef:
 
 def worktrees_dir() -> Path:
     """``$AIFACTORY_CACHE/worktrees`` (default ``~/.cache/aifactory``), the layout ``train --ref`` uses too."""
-    return Path(os.environ.get("AIFACTORY_CACHE") or Path.home() / ".cache" / "aifactory") / "worktrees"
+    return cache_dir() / "worktrees"
 
 
 def checkout(ref: str, repo: Path | None = None, cache: Path | None = None) -> CodeRef:

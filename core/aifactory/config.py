@@ -8,6 +8,7 @@ line naming the file, the key path and what was expected, raised as :class:`Conf
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,6 +19,11 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from aifactory.errors import ConfigError
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def cache_dir() -> Path:
+    """Where AI Factory keeps what it downloads or builds once: ``$AIFACTORY_CACHE``, else ``~/.cache/aifactory``."""
+    return Path(os.environ.get("AIFACTORY_CACHE") or Path.home() / ".cache" / "aifactory")
 
 
 class StrictModel(BaseModel):

@@ -19,7 +19,9 @@ third of a forward pass's CPU time was kernel time, and up to a quarter of a tra
 - ``lean``: blocks above 4 MB mapped (returned to the system when freed), 2 arenas (more let blocks handed
   between threads scatter and the peak creep up: +100 MB at 4k² before), and the prediction writer trims
   the heaps after each strip (:func:`release_free_heap`). Peak RSS flat in the raster size (16k²/4k²
-  1.09). The default for prediction, whose goal is memory bounded by tiles whatever the raster.
+  1.09). The default for prediction, whose goal is memory bounded by tiles whatever the raster. There, torch's
+  own blocks of 1 MB and more also go through a bounded pool (:mod:`aifactory.tensor_pool`): the model's
+  activations are reused pass after pass as under ``reuse``, while the pipeline's raster-wide buffers stay lean.
   Torch's own blocks of 2 MB and more are also asked to be backed by transparent huge pages
   (``THP_MEM_ALLOC_ENABLE=1``, torch's switch, read at its first allocation): the mappings still come and
   go with each pass, but the kernel takes one fault per 2 MB instead of 512. Measured on the bench's
@@ -99,6 +101,11 @@ def apply_heap_policy(default: str) -> str:
             os.environ.setdefault(name, switch)
         _applied.append(policy)
     return _applied[0]
+
+
+def applied_heap_policy() -> str | None:
+    """The policy this process runs under, or None before :func:`apply_heap_policy`."""
+    return _applied[0] if _applied else None
 
 
 def release_free_heap() -> None:

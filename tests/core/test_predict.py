@@ -237,14 +237,15 @@ def test_killed_prediction_leaves_no_partial_outputs(tmp_path, trained_run):  # 
 
 def test_reuse_heap_policy_changes_speed_not_results(tmp_path, base_result, trained_run, predict_scene, cli):  # noqa: F811
     """``--heap reuse`` (or ``AIFACTORY_HEAP=reuse``, which it overrides) only changes how glibc keeps freed
-    memory: the same scores to the bit."""
+    memory: the same scores to the bit as ``lean``, which runs the model's blocks through the tensor pool."""
     raster, _ = predict_scene
     out = tmp_path / "reuse"
     done = cli("predict", "--model", str(trained_run), "--raster", str(raster), "-o", str(out), "--precision",
                "fp32", "--events", "none", "--heap", "reuse", env={"AIFACTORY_HEAP": "system"})
     assert done.returncode == 0, done.stderr
     summary = json.loads((out / "prediction.json").read_text())
-    assert summary["heap"] == "reuse"
+    assert summary["heap"] == "reuse" and summary["tensor_pool_mb"] == 0
+    assert base_result.heap == "lean" and base_result.tensor_pool_mb == 512
     with rasterio.open(out / "scores.tif") as reused, rasterio.open(base_result.scores) as lean:
         np.testing.assert_array_equal(reused.read(), lean.read())
     assert summary["detections_count"] == base_result.detections_count

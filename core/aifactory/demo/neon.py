@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
+from aifactory.config import cache_dir
 from aifactory.errors import InputError
 from aifactory.io.atomic import write_bytes_atomic
 from aifactory.io.hashing import sha256_file
@@ -57,11 +58,6 @@ class Scene:
     labels: Path
     georeferenced: bool
     boxes: int
-
-
-def cache_dir() -> Path:
-    """``$AIFACTORY_CACHE`` or ``~/.cache/aifactory``."""
-    return Path(os.environ.get("AIFACTORY_CACHE", Path.home() / ".cache" / "aifactory"))
 
 
 def fetch_wheel(folder: Path) -> Path:

@@ -57,6 +57,7 @@ from aifactory.prediction.source import ReadStats
 from aifactory.prediction.threads import Sink
 from aifactory.prediction.vectorize import StreamingVectorizer
 from aifactory.progress import reporter
+from aifactory.tensor_pool import pool_stats
 
 if TYPE_CHECKING:
     import rasterio.io
@@ -115,6 +116,7 @@ class PredictionResult:
     workers: int = 1
     heap: str = "lean"  # the process's heap policy (AIFACTORY_HEAP, see aifactory.heap)
     passes: int = 1  # batches the model ran at once (aifactory.prediction.rows.OpenPrediction.passes)
+    tensor_pool_mb: int = 0  # cap of torch's CPU block pool, 0 when none ran (aifactory.tensor_pool)
 
     def to_dict(self) -> dict[str, object]:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
@@ -312,7 +314,7 @@ def predict(models: Sequence[str | Path], raster: str | Path, out_dir: str | Pat
         tiles_skipped_nodata=stats.tiles_nodata, tiles_skipped_outside=stats.tiles_outside,
         detections_count=detections_out.count, device=used_device, precision=used_precision,
         seconds=round(time.monotonic() - started, 3), task=card.task, scores_meaning=SCORES_MEANING[card.task],
-        workers=workers, heap=heap, passes=passes)
+        workers=workers, heap=heap, passes=passes, tensor_pool_mb=(pool_stats() or {}).get("cap_bytes", 0) >> 20)
     write_preview(result.scores, result.preview, classes,
                   f"{Path(raster).name} · {model_run} · {result.detections_count} detections")
     write_text_atomic(result.summary, json.dumps(result.to_dict(), indent=2))

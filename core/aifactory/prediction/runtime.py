@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from aifactory.errors import ConfigError, InputError
+from aifactory.heap import applied_heap_policy
 from aifactory.models import TORCHVISION_FAMILIES
 from aifactory.models.card import ModelCard, load_run_model
 from aifactory.models.folding import fold_batch_norms
@@ -35,6 +36,7 @@ from aifactory.prediction.ensemble import check_weights, combine
 from aifactory.prediction.model_source import PREDICT_TASKS, Precision, check_card
 from aifactory.prediction.tta import predict_tta, transforms
 from aifactory.progress import reporter
+from aifactory.tensor_pool import install_tensor_pool
 
 BF16_MAX_DISAGREE = 0.002
 BF16_MAX_ERROR = 0.02
@@ -219,6 +221,8 @@ class TorchModels:
                  tta: str | bool = False, ensemble: str = "mean", weights: Sequence[float] | None = None) -> None:
         transforms(tta)  # validates the mode before any model is loaded
         self._device = select_device(device)
+        if self._device.type == "cpu" and applied_heap_policy() == "lean":
+            install_tensor_pool()  # activations reused pass after pass, within a cap (aifactory.tensor_pool)
         self.loaded = load_models(runs, self._device)
         self.ensemble = ensemble
         self.weights = check_weights(ensemble, weights, len(self.loaded))
