@@ -25,6 +25,7 @@ import functools
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ DEFAULT_CAP_MB = 512
 MIN_BLOCK = 1 << 20
 SOURCE = Path(__file__).with_name("tensor_pool.cpp")
 STAT_NAMES = ("cached_bytes", "hits", "misses", "evictions", "cap_bytes")
+STALE_LOCK_SECONDS = 600  # a build takes ~20 s
 
 
 def cap_mb() -> int:
@@ -66,6 +68,9 @@ def _extension() -> Any:
 
     folder = build_directory()
     folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / "lock"  # torch's build lock: left behind by a build that was killed, it would block for ever
+    if lock.exists() and time.time() - lock.stat().st_mtime > STALE_LOCK_SECONDS:
+        lock.unlink(missing_ok=True)
     if not any(folder.glob("aifactory_tensor_pool*.so")):
         reporter().log(f"building the tensor pool once into {folder} (~20 s)")
     try:

@@ -5,6 +5,7 @@ installed, is the process's allocator for good."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -13,10 +14,8 @@ from aifactory.errors import ConfigError
 from aifactory.tensor_pool import cap_mb
 
 
-def run_python(code: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    import os
-
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+def run_python(code: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})})
 
 
@@ -66,7 +65,14 @@ print(json.dumps(pool_stats()))
 
 
 def test_without_a_compiler_prediction_goes_on_without_the_pool(tmp_path):
+    """Also past a build lock left by a killed build (torch would wait for it for ever)."""
     code = """
+import os
+from aifactory.tensor_pool import build_directory
+lock = build_directory() / "lock"
+lock.parent.mkdir(parents=True)
+lock.touch()
+os.utime(lock, (1e9, 1e9))
 from aifactory.progress import CallbackReporter, use_reporter
 from aifactory.tensor_pool import install_tensor_pool, pool_stats
 events = []
@@ -75,9 +81,9 @@ with use_reporter(CallbackReporter(events.append)):
 print([e["message"] for e in events if e.get("level") == "warning"])
 print(installed, pool_stats())
 """
-    done = run_python(code, {"AIFACTORY_CACHE": str(tmp_path / "cache"), "CXX": "/bin/false"})
+    done = run_python(code, {"AIFACTORY_CACHE": str(tmp_path / "cache"), "CXX": "/bin/false"}, timeout=120)
     assert done.returncode == 0, done.stderr
-    warnings, outcome = done.stdout.strip().splitlines()[-2:]
+    warnings, outcome = done.stdout.strip().splitlines()[-2:]  # in seconds, not a timeout
     assert outcome == "False None"
     assert "tensor pool unavailable" in warnings and "predicting without it" in warnings
 
