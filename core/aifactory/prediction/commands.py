@@ -54,8 +54,8 @@ from aifactory.heap import VARIABLE as HEAP_VARIABLE
               help="GPUs each --workers task asks Ray for (1 on a GPU cluster).")
 @click.option("--heap", type=click.Choice(POLICIES),
               help="How freed memory is kept [AIFACTORY_HEAP, else lean]: lean keeps the peak flat whatever the "
-                   "raster; reuse ran a 20000² CPU prediction 1.15× faster here, with 0.3–0.4 GB more at its peak, "
-                   "which grows with the run (aifactory.heap).")
+                   "raster, the model's own blocks reused within a cap (AIFACTORY_TENSOR_POOL_MB, 512); reuse keeps "
+                   "all freed memory, and its peak grows with the run (aifactory.heap).")
 @with_events
 def predict(models: tuple[Path, ...], raster: Path, out_dir: Path, geofence: Path | None, exclude: Path | None,
             geofence_rule: str, tta: str | None, tta_mode: str | None, ensemble: str, weights: str | None,
