@@ -239,16 +239,16 @@ def test_reuse_heap_policy_changes_speed_not_results(tmp_path, base_result, trai
     """``--heap reuse`` (or ``AIFACTORY_HEAP=reuse``, which it overrides) only changes how glibc keeps freed
     memory: the same scores to the bit as ``lean``, which runs the model's blocks through the tensor pool."""
     raster, _ = predict_scene
-    out = tmp_path / "reuse"
-    done = cli("predict", "--model", str(trained_run), "--raster", str(raster), "-o", str(out), "--precision",
-               "fp32", "--events", "none", "--heap", "reuse", env={"AIFACTORY_HEAP": "system"})
-    assert done.returncode == 0, done.stderr
-    summary = json.loads((out / "prediction.json").read_text())
-    assert summary["heap"] == "reuse" and summary["tensor_pool_mb"] == 0
-    assert base_result.heap == "lean" and base_result.tensor_pool_mb == 512
-    with rasterio.open(out / "scores.tif") as reused, rasterio.open(base_result.scores) as lean:
-        np.testing.assert_array_equal(reused.read(), lean.read())
-    assert summary["detections_count"] == base_result.detections_count
+    for heap, pool_mb in (("reuse", 0), ("lean", 512)):
+        out = tmp_path / heap
+        done = cli("predict", "--model", str(trained_run), "--raster", str(raster), "-o", str(out), "--precision",
+                   "fp32", "--events", "none", "--heap", heap, env={"AIFACTORY_HEAP": "system"})
+        assert done.returncode == 0, done.stderr
+        summary = json.loads((out / "prediction.json").read_text())
+        assert summary["heap"] == heap and summary["tensor_pool_mb"] == pool_mb
+        with rasterio.open(out / "scores.tif") as other, rasterio.open(base_result.scores) as base:
+            np.testing.assert_array_equal(other.read(), base.read())
+        assert summary["detections_count"] == base_result.detections_count
     done = cli("predict", "--model", str(trained_run), "--raster", str(raster), "-o", str(tmp_path / "bad"),
                "--events", "none", env={"AIFACTORY_HEAP": "fast"})
     lines = [line for line in done.stderr.splitlines() if line.startswith("aifactory: error")]
