@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from aifactory.config import cache_dir
+from aifactory.errors import ConfigError
 from aifactory.progress import reporter
 
 VARIABLE = "AIFACTORY_TENSOR_POOL_MB"
@@ -42,8 +43,6 @@ STALE_LOCK_SECONDS = 600  # a build takes ~20 s
 
 def cap_mb() -> int:
     """``AIFACTORY_TENSOR_POOL_MB`` (a whole number of MB, 0 disables), else the default."""
-    from aifactory.errors import ConfigError
-
     value = os.environ.get(VARIABLE, "").strip()
     if not value:
         return DEFAULT_CAP_MB
@@ -67,16 +66,16 @@ def _extension() -> Any:
     from torch.utils.cpp_extension import load
 
     folder = build_directory()
-    folder.mkdir(parents=True, exist_ok=True)
-    lock = folder / "lock"  # torch's build lock: left behind by a build that was killed, it would block for ever
-    if lock.exists() and time.time() - lock.stat().st_mtime > STALE_LOCK_SECONDS:
-        lock.unlink(missing_ok=True)
-    if not any(folder.glob("aifactory_tensor_pool*.so")):
-        reporter().log(f"building the tensor pool once into {folder} (~20 s)")
     try:
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = folder / "lock"  # torch's build lock: left behind by a killed build, it would block for ever
+        if lock.exists() and time.time() - lock.stat().st_mtime > STALE_LOCK_SECONDS:
+            lock.unlink(missing_ok=True)
+        if not any(folder.glob("aifactory_tensor_pool*.so")):
+            reporter().log(f"building the tensor pool once into {folder} (~20 s)")
         return load("aifactory_tensor_pool", [str(SOURCE)], build_directory=str(folder), extra_cflags=["-O2"],
                     verbose=False)
-    except Exception as exc:  # no compiler, headers or ninja: predict runs without the pool
+    except Exception as exc:  # no compiler, headers or ninja, an unwritable cache: predict runs without the pool
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         reporter().warning(f"tensor pool unavailable ({reason}); predicting without it (slower on the CPU)")
         return None

@@ -88,6 +88,18 @@ print(installed, pool_stats())
     assert "tensor pool unavailable" in warnings and "predicting without it" in warnings
 
 
+def test_an_unwritable_cache_is_a_warning_not_a_failure(tmp_path):
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    code = """
+from aifactory.tensor_pool import install_tensor_pool
+print(install_tensor_pool())
+"""
+    done = run_python(code, {"AIFACTORY_CACHE": str(blocked)}, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "False"
+
+
 def test_the_cap_variable(monkeypatch):
     monkeypatch.delenv("AIFACTORY_TENSOR_POOL_MB", raising=False)
     assert cap_mb() == 512
