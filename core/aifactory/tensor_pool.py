@@ -92,8 +92,10 @@ def install_tensor_pool() -> bool:
 
 def pool_stats() -> dict[str, int] | None:
     """Cached bytes, hits, misses, evictions and cap of the installed pool; None when none is installed."""
-    extension = _extension.cache_info().currsize and _extension()
-    values = extension.stats() if extension else []
+    if not _extension.cache_info().currsize:  # never loaded, so nothing installed (and nothing built just to ask)
+        return None
+    extension = _extension()
+    values = extension.stats() if extension is not None else []
     return dict(zip(STAT_NAMES, values, strict=True)) if values else None
 
 
