@@ -7,7 +7,8 @@ model seeing objects at a quarter of their trained size does not predict anythin
 Rasters without georeferencing have no GSD and are used as they are.
 
 The reader runs in a thread (GDAL releases the GIL while decoding) and feeds batches through a short
-queue, so reading overlaps with the model. Each batch is one read of the union of its tiles; tiles with
+queue, so reading overlaps with the model. Each batch is one read of the union of its tiles, through a
+:class:`~aifactory.prediction.blockrows.BlockRowReader` that decodes each block once; tiles with
 no valid pixel (nodata, per-dataset mask or alpha) never reach the model.
 """
 
@@ -27,8 +28,9 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from aifactory.errors import InputError
-from aifactory.io.raster import RasterInfo, differs_from_nodata, read_window
+from aifactory.io.raster import RasterInfo, differs_from_nodata
 from aifactory.models.card import ModelCard
+from aifactory.prediction.blockrows import BlockRowReader
 from aifactory.prediction.geofence import Geofence
 from aifactory.prediction.tiling import Tile, TileGrid, batch_groups
 from aifactory.prediction.tiling import read_window as union_window
@@ -195,16 +197,17 @@ def iter_batches(ds: rasterio.io.DatasetReader | WarpedVRT, grid: TileGrid, band
     of ``buffers`` (see :class:`BatchBuffers`; ``keep``: how many batches are in use at once)."""
     size = grid.tile
     buffers = BatchBuffers(keep)
-    scratch = np.empty((0, 0, len(bands)), dtype=ds.dtypes[bands[0] - 1])
-    for row in map(grid.row, rows if rows is not None else range(len(grid.row_offsets))):
+    reader = BlockRowReader(ds, bands)
+    for index in rows if rows is not None else range(len(grid.row_offsets)):
+        row = grid.row(index)
         stats.tiles_total += len(row)
         inside = [tile for tile in row if fence.touches(tile)]
         stats.tiles_outside += len(row) - len(inside)
+        following = grid.row_offsets[index + 1] if index + 1 < len(grid.row_offsets) else None
+        reader.start_row(min(row[0].row_off + size, ds.height), following)
         for group in batch_groups(inside, batch_size):
             window = union_window(group, ds.width, ds.height)
-            if scratch.shape[0] < window.height or scratch.shape[1] < window.width:
-                scratch = np.empty((int(window.height), int(window.width), len(bands)), dtype=scratch.dtype)
-            raw = read_window(ds, window, list(bands), pixel_interleaved=True, into=scratch)
+            raw = reader.read(window)
             valid = valid_mask(ds, raw, window)
             places = [(tile, tile.row_off - int(window.row_off), tile.col_off - int(window.col_off))
                       for tile in group]

@@ -1,0 +1,86 @@
+"""The tile-row reader that decodes each block once: the same pixels as direct reads, each raster row asked of
+GDAL once per column, and columns skipped by a geofence read in full by the next tile row."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+from aifactory.prediction import blockrows
+from aifactory.prediction.blockrows import BlockRowReader
+from aifactory.prediction.tiling import TileGrid, batch_groups, read_window
+from rasterio.windows import Window
+
+
+def write_raster(path, width, height, block):
+    pixels = np.random.default_rng(5).integers(0, 60000, size=(3, height, width)).astype("uint16")
+    options = {"tiled": True, "blockxsize": block, "blockysize": block} if block else {}
+    with rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=3, dtype="uint16",
+                       **options) as ds:
+        ds.write(pixels)
+    return pixels
+
+
+@pytest.mark.parametrize(("width", "height", "tile", "overlap", "block", "skip"), [
+    (900, 1000, 128, 16, 64, False),   # blocks smaller than a tile
+    (900, 1000, 128, 32, 256, False),  # blocks taller than a tile: rows decoded for the row after next
+    (900, 1000, 128, 16, 256, True),   # columns some tile rows skip (a geofence)
+    (500, 300, 96, 0, 64, False),      # no overlap
+    (500, 301, 128, 16, None, False),  # a striped raster
+])
+def test_every_window_holds_its_pixels_and_each_row_is_read_once(tmp_path, monkeypatch, width, height, tile,
+                                                                   overlap, block, skip):
+    check_reads(tmp_path, monkeypatch, width, height, tile, overlap, block, skip)
+
+
+def test_a_carry_over_its_budget_holds_the_left_columns_and_the_others_are_read_again(tmp_path, monkeypatch):
+    """Over budget, the columns past the carry's are read whole again: the same pixels, the left ones read once."""
+    monkeypatch.setattr(blockrows, "CARRY_BYTES", 300 * 6 * 250)  # 300 columns of up to 250 rows of 3 × uint16
+    asked = check_reads(tmp_path, monkeypatch, 900, 1000, 128, 16, 256, skip=True)
+    later = [w for w in asked if w.row_off >= 112]
+    assert any(int(w.row_off) % 256 for w in later) and any(int(w.row_off) % 256 == 0 for w in later)
+
+
+def check_reads(tmp_path, monkeypatch, width, height, tile, overlap, block, skip):
+    pixels = write_raster(tmp_path / "r.tif", width, height, block)
+    asked: list[Window] = []
+    real_read = blockrows.read_window
+
+    def recording_read(ds, window, *args, **kwargs):
+        asked.append(window)
+        return real_read(ds, window, *args, **kwargs)
+
+    monkeypatch.setattr(blockrows, "read_window", recording_read)
+    grid = TileGrid(width, height, tile, overlap)
+    with rasterio.open(tmp_path / "r.tif") as ds:
+        reader = BlockRowReader(ds, [3, 1])
+        block_rows = ds.block_shapes[0][0]
+        for index in range(len(grid.row_offsets)):
+            row = grid.row(index)
+            if skip and index % 3 == 1:
+                row = row[::2]  # every other tile only: the next row reads the other columns in full
+            following = grid.row_offsets[index + 1] if index + 1 < len(grid.row_offsets) else None
+            reader.start_row(min(row[0].row_off + tile, height), following)
+            for group in batch_groups(row, 3):
+                window = read_window(group, width, height)
+                got = reader.read(window)
+                rows, cols = window.toslices()
+                assert np.array_equal(got, pixels[[2, 0], rows, cols]), (index, window)
+    times_read = np.zeros((height, width), dtype=int)
+    for window in asked:
+        rows, cols = window.toslices()
+        times_read[rows, cols] += 1
+    if skip:
+        return asked
+    # a pixel is read twice only where batches of one tile row overlap (the columns they share)
+    for window in asked:
+        rows, cols = window.toslices()
+        neighbours = [v for v in asked if v is not window and v.row_off == window.row_off]
+        shared = np.zeros(width, dtype=bool)
+        for v in neighbours:
+            shared[v.toslices()[1]] = True
+        alone = cols.start + np.flatnonzero(~shared[cols])
+        assert times_read[rows][:, alone].max(initial=1) == 1, window
+    # and every read after the first tile row's starts on a block boundary: no block is decoded twice
+    assert all(int(w.row_off) % block_rows == 0 for w in asked if w.row_off >= grid.row_offsets[1])
+    return asked
