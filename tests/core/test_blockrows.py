@@ -84,3 +84,25 @@ def check_reads(tmp_path, monkeypatch, width, height, tile, overlap, block, skip
     # and every read after the first tile row's starts on a block boundary: no block is decoded twice
     assert all(int(w.row_off) % block_rows == 0 for w in asked if w.row_off >= grid.row_offsets[1])
     return asked
+
+
+def test_a_raster_resampled_on_the_fly_is_read_window_by_window_as_asked(tmp_path):
+    """A warped VRT resamples each window on its own (a pixel's value depends on the window read): its windows are
+    read exactly as asked, the same pixels as reading them directly."""
+    from aifactory.prediction.source import open_source
+
+    write_raster(tmp_path / "r.tif", 700, 650, 64)
+    with rasterio.open(tmp_path / "r.tif") as plain:
+        plain_reader = BlockRowReader(plain, [1])
+        assert plain_reader.carries
+    with open_source(str(tmp_path / "r.tif"), 1.37) as ds:
+        reader = BlockRowReader(ds, [1, 2])
+        assert not reader.carries
+        grid = TileGrid(ds.width, ds.height, 128, 16)
+        for index in range(len(grid.row_offsets)):
+            row = grid.row(index)
+            following = grid.row_offsets[index + 1] if index + 1 < len(grid.row_offsets) else None
+            reader.start_row(min(row[0].row_off + 128, ds.height), following)
+            for group in batch_groups(row, 3):
+                window = read_window(group, ds.width, ds.height)
+                assert np.array_equal(reader.read(window), ds.read([1, 2], window=window)), window

@@ -15,7 +15,8 @@ columns as :data:`CARRY_BYTES` allows (48 MB: 10 900 columns of 4 bands of uint1
 read as before; one buffer serves both tile rows, each read's rows for the next tile row replacing the current
 ones once no later read of this tile row needs them. Why not GDAL's cache made large enough: it would have to
 keep two block rows (least recently used first: 128 MB at 16k wide), hold that memory for good and share it with
-the writers, whose half-written blocks it keeps too.
+the writers, whose half-written blocks it keeps too. A raster resampled on the fly (a warped VRT) is read window by
+window as asked: GDAL resamples each window on its own, so the same pixel read in another window may differ.
 """
 
 from __future__ import annotations
@@ -44,7 +45,10 @@ class BlockRowReader:
     def __init__(self, ds: rasterio.io.DatasetReader | WarpedVRT, bands: Sequence[int]) -> None:
         self.ds = ds
         self.bands = list(bands)
-        self.block_rows = int(ds.block_shapes[0][0]) if ds.block_shapes else ds.height
+        # a warped VRT (a raster resampled on the fly) resamples each window on its own: its pixels depend on the
+        # window read, so its windows are read exactly as asked, none carried
+        self.carries = not isinstance(ds, WarpedVRT)
+        self.block_rows = int(ds.block_shapes[0][0]) if ds.block_shapes and self.carries else 1
         dtype = ds.dtypes[self.bands[0] - 1]
         self._scratch = np.empty((0, 0, len(self.bands)), dtype=dtype)  # the last read, pixel-interleaved
         # One carry for both tile rows: raster rows [carry_top, carry_bottom) of the columns flagged in _carried
@@ -65,7 +69,7 @@ class BlockRowReader:
         self._next_carried[:] = False
         self._carry_top, self._carry_bottom = self._next_top, self._end
         self._end = min(self.ds.height, -(-bottom // self.block_rows) * self.block_rows)
-        self._next_top = self._end if next_top is None else next_top
+        self._next_top = self._end if next_top is None or not self.carries else next_top
         rows = self._end - self._next_top
         if self._carry.shape[0] < rows:  # grown once or twice at the top of the raster: the carry moves along
             pixel = len(self.bands) * self._carry.dtype.itemsize
