@@ -8,7 +8,7 @@ from aifactory.datasets.format import Normalization
 from aifactory.models import ARCHITECTURES, min_tile, task_of
 from aifactory.models.card import ModelCard
 from aifactory.models.folding import fold_batch_norms
-from aifactory.prediction.runtime import inference_module
+from aifactory.prediction.runtime import FOLD_CHECK_TILE, inference_module
 from test_models import BANDS, build
 from torch import nn
 
@@ -90,13 +90,32 @@ def test_a_model_in_training_mode_is_refused():
         fold_batch_norms(build("unet").train(), example())
 
 
-def test_prediction_runs_dense_models_folded_and_detectors_as_they_are():
-    def card(name: str) -> ModelCard:
-        return ModelCard(architecture=name, params={}, in_channels=BANDS, num_classes=4, task=task_of(name),
-                         classes=["background", "a", "b", "c"], bands=list(range(1, BANDS + 1)), tile_size=64,
-                         normalization=Normalization(mean=[0.0] * BANDS, std=[1.0] * BANDS))
+def card(name: str, tile_size: int = 64) -> ModelCard:
+    return ModelCard(architecture=name, params={}, in_channels=BANDS, num_classes=4, task=task_of(name),
+                     classes=["background", "a", "b", "c"], bands=list(range(1, BANDS + 1)), tile_size=tile_size,
+                     normalization=Normalization(mean=[0.0] * BANDS, std=[1.0] * BANDS))
 
+
+def test_prediction_runs_dense_models_folded_and_detectors_as_they_are():
     unet = trained_statistics(build("unet"))
     assert norms(unet) > 0 and norms(inference_module(unet, card("unet"))) == 0
     detector = build("retinanet").eval()
     assert inference_module(detector, card("retinanet")) is detector
+
+
+@pytest.mark.parametrize("name", DENSE)
+def test_a_fold_checked_on_a_small_tile_holds_on_the_cards_larger_tiles(name):
+    """Prediction checks the fold on a tile of FOLD_CHECK_TILE px (cheaper than the card's): the same
+    normalisations fold as when checked on the card's 256-px tiles, and the outputs match there."""
+    model = trained_statistics(build(name))
+    tile = 2 * max(FOLD_CHECK_TILE, min_tile(name))
+    folded = inference_module(model, card(name, tile))
+    _, count_at_tile = fold_batch_norms(model, example(tile))
+    assert count_at_tile > 0 and norms(folded) == norms(model) - count_at_tile
+    x = example(tile) * 2 + 0.3
+    with torch.inference_mode():
+        reference, candidate = model(x), folded(x)
+    if isinstance(reference, dict):
+        reference, candidate = torch.cat([v.flatten() for v in reference.values()]), \
+            torch.cat([v.flatten() for v in candidate.values()])
+    assert torch.allclose(reference, candidate, rtol=1e-4, atol=1e-4 * float(reference.abs().max()))
