@@ -22,6 +22,7 @@ without it, after one warning.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
 import sys
@@ -52,10 +53,14 @@ def cap_mb() -> int:
 
 
 def build_directory() -> Path:
-    """Where the extension is built: per torch version and Python, under ``$AIFACTORY_CACHE``."""
+    """Where the extension is built: per torch version, Python and installed copy of the source, under
+    ``$AIFACTORY_CACHE``. torch's tooling rebuilds whenever the source's path changes, so two installations (a
+    checkout and a virtual environment, two checkouts) sharing one folder rebuilt it in turn, each predict of the
+    other one waiting ~20 s for the compiler (seen with the CI's clone beside the working copy)."""
     import torch
 
-    tag = f"torch{torch.__version__.replace('+', '-')}-py{sys.version_info[0]}{sys.version_info[1]}"
+    where = hashlib.sha1(str(SOURCE.resolve()).encode()).hexdigest()[:8]
+    tag = f"torch{torch.__version__.replace('+', '-')}-py{sys.version_info[0]}{sys.version_info[1]}-{where}"
     return cache_dir() / "tensor_pool" / tag
 
 

@@ -108,3 +108,13 @@ def test_the_cap_variable(monkeypatch):
     monkeypatch.setenv("AIFACTORY_TENSOR_POOL_MB", "lots")
     with pytest.raises(ConfigError, match="AIFACTORY_TENSOR_POOL_MB='lots'"):
         cap_mb()
+
+
+def test_each_installed_copy_of_the_source_builds_in_its_own_folder(monkeypatch, tmp_path):
+    """torch rebuilds an extension whose source path changed: two installations must not share a build folder."""
+    from aifactory import tensor_pool
+
+    here = tensor_pool.build_directory()
+    monkeypatch.setattr(tensor_pool, "SOURCE", tmp_path / "tensor_pool.cpp")
+    elsewhere = tensor_pool.build_directory()
+    assert here != elsewhere and here.parent == elsewhere.parent
