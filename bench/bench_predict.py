@@ -269,6 +269,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--stages", action="store_true", help="also time each stage, sequentially")
     parser.add_argument("--threads", action="store_true",
                         help="also show where one predict's CPU goes, by thread and idle by phase")
+    parser.add_argument("--device", default="auto",
+                        help="where predict runs the model: auto, cpu or cuda (cpu on a GPU machine: η with its cores)")
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error(f"--repeats must be at least 1, got {args.repeats}")
@@ -285,7 +287,7 @@ def main(argv: list[str] | None = None) -> None:
         results = []
 
         def end_to_end_once() -> None:
-            results.append(predict([run], raster, WORK / "out-eta", batch_size=args.batch_size))
+            results.append(predict([run], raster, WORK / "out-eta", batch_size=args.batch_size, device=args.device))
 
         forward_cpu: list[float] = []  # CPU seconds of the last bare forward's passes
 
@@ -297,7 +299,7 @@ def main(argv: list[str] | None = None) -> None:
         if not args.full:
             end_to_end_once()  # warm-up (lazy imports, file cache)
         else:  # warm up on a small scene, and read the big one into the file cache
-            predict([run], scene(2048), WORK / "out-warm-up", batch_size=args.batch_size)
+            predict([run], scene(2048), WORK / "out-warm-up", batch_size=args.batch_size, device=args.device)
             with raster.open("rb") as stream:
                 while stream.read(1 << 26):
                     pass
@@ -317,7 +319,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.stages:
             stages(run, raster, args.batch_size)
         if args.threads:
-            predict_cpu_use(run, raster, WORK / "out-cpu", args.batch_size, sum(forward_cpu))
+            predict_cpu_use(run, raster, WORK / "out-cpu", args.batch_size, sum(forward_cpu), args.device)
     if not args.skip_rss:
         peaks = {}
         for size in (int(s) for s in args.rss_sizes.split(",")):

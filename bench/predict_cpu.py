@@ -107,7 +107,8 @@ class CpuMonitor:
         return wall, cores * wall - (inside[-1][1] - inside[0][1])
 
 
-def predict_cpu_use(run: Path, raster: Path, out: Path, batch: int, bare_forward_cpu: float = 0.0) -> None:
+def predict_cpu_use(run: Path, raster: Path, out: Path, batch: int, bare_forward_cpu: float = 0.0,
+                    device: str = "auto") -> None:
     """One predict of ``raster`` with ``run`` under a :class:`CpuMonitor`; prints the rows described above.
     ``bare_forward_cpu``: CPU seconds of the bare forward's passes on the same tiles (0: unknown), to show how much
     more the model passes use inside predict (normalising, partial batches, the heap's and caches' state)."""
@@ -123,7 +124,7 @@ def predict_cpu_use(run: Path, raster: Path, out: Path, batch: int, bare_forward
     cores = len(os.sched_getaffinity(0))
     with use_reporter(CallbackReporter(on_event)), CpuMonitor() as monitor:
         start = time.monotonic()
-        result = predict([run], raster, out, batch_size=batch)
+        result = predict([run], raster, out, batch_size=batch, device=device)
         stop = time.monotonic()
     used = monitor.by_kind()
     total = sum(used.values())
