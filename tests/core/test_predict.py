@@ -271,3 +271,26 @@ def test_two_passes_at_once_give_the_scores_of_one_pass_at_a_time(tmp_path, trai
     with rasterio.open(together.scores) as a, rasterio.open(alone.scores) as b:
         np.testing.assert_array_equal(a.read(), b.read())
     assert together.detections_count == alone.detections_count
+
+
+def test_the_scores_cog_is_finished_while_the_detections_still_are(tmp_path, trained_run, predict_scene,  # noqa: F811
+                                                                   monkeypatch):
+    """Once the last strip is written, the scores COG is converted by its writer thread, beside the vectorizer's
+    last strip: scores.tif is in place (tagged) when the detections are finished, and only then."""
+    import aifactory.prediction.predict  # noqa: F401  (the module, shadowed by the function on the package)
+
+    module = sys.modules["aifactory.prediction.predict"]
+    finish = module.RowWriter.finish
+    seen = []
+
+    def finish_and_look(self):
+        seen.append((tmp_path / "out" / "scores.tif").exists())
+        return finish(self)
+
+    monkeypatch.setattr(module.RowWriter, "finish", finish_and_look)
+    raster, _ = predict_scene
+    result = predict([trained_run], raster, tmp_path / "out", precision="fp32")
+    assert seen == [True]
+    with rasterio.open(result.scores) as ds:
+        assert ds.tags()["AIFACTORY_MODEL_RUN"] == trained_run.name and ds.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+    assert not list((tmp_path / "out").glob(".*"))  # no temporaries

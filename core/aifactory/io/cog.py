@@ -16,7 +16,9 @@ as the rows come (:mod:`aifactory.io.overviews`), so the conversion only copies 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -92,8 +94,9 @@ class COGWriter(AtomicWriter):
         }
         if compress.upper() == "ZSTD" and cog:
             self._profile["zstd_level"] = 1  # read back once by the conversion: speed over size
-        self._env = gdal_env()
+        self._env: rasterio.Env | None = gdal_env()
         self._env.__enter__()
+        self._owner = threading.get_ident()  # the thread whose rasterio environment self._env is
         with warnings.catch_warnings():  # pixel-space rasters (identity transform, no CRS) are legitimate
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             self._ds = rasterio.open(self._tmp, "w", **self._profile)
@@ -149,47 +152,61 @@ class COGWriter(AtomicWriter):
     def close(self) -> Path:
         """Finalize: convert to COG (or keep tiled GeoTIFF with overviews) and rename into place."""
         if self._closed:
+            self._leave_env()
             return self.path
         self._closed = True
         self._ds.close()
         final_tmp = temporary_sibling(self.path, "final")
         vrt = self._tmp.with_suffix(".vrt")
+        # rasterio keeps one environment per thread: another thread finishing the file gets the same settings
+        here = contextlib.nullcontext() if threading.get_ident() == self._owner else gdal_env()
         try:
-            if self.cog:
-                source = self._tmp
-                if self._pyramid is not None and self._next_row == self.height:
-                    self._pyramid.finish()
-                    vrt_with_overviews(self._tmp, vrt, self._pyramid)
-                    source = vrt
-                level = {} if self.level is None else {"LEVEL": self.level}
-                rasterio.shutil.copy(source, final_tmp, driver="COG", COMPRESS=self.compress,
-                                     BLOCKSIZE=self.blocksize, OVERVIEWS="AUTO", BIGTIFF="IF_SAFER",
-                                     NUM_THREADS="ALL_CPUS", OVERVIEW_RESAMPLING="AVERAGE",
-                                     PREDICTOR="NO" if self._profile["predictor"] == 1 else "YES", **level)
-            else:
-                with rasterio.open(self._tmp, "r+") as ds:
-                    factors = overview_factors(ds.width, ds.height, self.blocksize)
-                    if factors:
-                        ds.build_overviews(factors, rasterio.enums.Resampling.average)
-                os.replace(self._tmp, final_tmp)
+            with here:
+                self._finish(final_tmp, vrt)
             os.replace(final_tmp, self.path)
         except BaseException:
             remove_path(final_tmp)
             raise
         finally:
             self._remove_temporaries(vrt)
-            self._env.__exit__(None, None, None)
+            self._leave_env()
         if self.progress_task:
             reporter().artifact("raster", self.path)
         return self.path
 
+    def _finish(self, final_tmp: Path, vrt: Path) -> None:
+        """The closed temporary file made into ``final_tmp``: a COG, or a tiled GeoTIFF with its overviews."""
+        if self.cog:
+            source = self._tmp
+            if self._pyramid is not None and self._next_row == self.height:
+                self._pyramid.finish()
+                vrt_with_overviews(self._tmp, vrt, self._pyramid)
+                source = vrt
+            level = {} if self.level is None else {"LEVEL": self.level}
+            rasterio.shutil.copy(source, final_tmp, driver="COG", COMPRESS=self.compress,
+                                 BLOCKSIZE=self.blocksize, OVERVIEWS="AUTO", BIGTIFF="IF_SAFER",
+                                 NUM_THREADS="ALL_CPUS", OVERVIEW_RESAMPLING="AVERAGE",
+                                 PREDICTOR="NO" if self._profile["predictor"] == 1 else "YES", **level)
+        else:
+            with rasterio.open(self._tmp, "r+") as ds:
+                factors = overview_factors(ds.width, ds.height, self.blocksize)
+                if factors:
+                    ds.build_overviews(factors, rasterio.enums.Resampling.average)
+            os.replace(self._tmp, final_tmp)
+
     def abort(self) -> None:
-        """Drop everything written so far."""
+        """Drop everything written so far (a file another thread already finished stays: it is complete)."""
         if not self._closed:
             self._closed = True
             self._ds.close()
-            self._env.__exit__(None, None, None)
+        self._leave_env()
         self._remove_temporaries(self._tmp.with_suffix(".vrt"))
+
+    def _leave_env(self) -> None:
+        """Exit the environment entered when the writer was made, in the thread that made it (once)."""
+        if self._env is not None and threading.get_ident() == self._owner:
+            self._env.__exit__(None, None, None)
+            self._env = None
 
     def _remove_temporaries(self, vrt: Path) -> None:
         remove_path(vrt)
