@@ -32,6 +32,16 @@ def example(size: int = 64) -> torch.Tensor:
     return torch.randn(1, BANDS, size, size, generator=torch.Generator().manual_seed(0))
 
 
+def assert_same_outputs(model: nn.Module, folded: nn.Module, x: torch.Tensor) -> None:
+    """The folded model's outputs on ``x`` are the original's up to float rounding (tensors or dicts of them)."""
+    with torch.inference_mode():
+        reference, candidate = model(x), folded(x)
+    if isinstance(reference, dict):
+        reference, candidate = torch.cat([v.flatten() for v in reference.values()]), \
+            torch.cat([v.flatten() for v in candidate.values()])
+    assert torch.allclose(reference, candidate, rtol=1e-4, atol=1e-4 * float(reference.abs().max()))
+
+
 DENSE = [name for name in ARCHITECTURES.names() if task_of(name) not in ("detection", "instance")]
 
 
@@ -43,12 +53,7 @@ def test_every_dense_architecture_folds_to_the_same_outputs(name):
     folded, count = fold_batch_norms(model, example(size))
     assert count > 0 and norms(folded) == norms(model) - count
     x = example(size) * 2 + 0.3  # not the input the folding was checked on
-    with torch.inference_mode():
-        reference, candidate = model(x), folded(x)
-    if isinstance(reference, dict):
-        reference, candidate = torch.cat([v.flatten() for v in reference.values()]), \
-            torch.cat([v.flatten() for v in candidate.values()])
-    assert torch.allclose(reference, candidate, rtol=1e-4, atol=1e-4 * float(reference.abs().max()))
+    assert_same_outputs(model, folded, x)
     assert all(torch.equal(before[key], value) for key, value in model.state_dict().items())  # original untouched
 
 
@@ -113,9 +118,4 @@ def test_a_fold_checked_on_a_small_tile_holds_on_the_cards_larger_tiles(name):
     _, count_at_tile = fold_batch_norms(model, example(tile))
     assert count_at_tile > 0 and norms(folded) == norms(model) - count_at_tile
     x = example(tile) * 2 + 0.3
-    with torch.inference_mode():
-        reference, candidate = model(x), folded(x)
-    if isinstance(reference, dict):
-        reference, candidate = torch.cat([v.flatten() for v in reference.values()]), \
-            torch.cat([v.flatten() for v in candidate.values()])
-    assert torch.allclose(reference, candidate, rtol=1e-4, atol=1e-4 * float(reference.abs().max()))
+    assert_same_outputs(model, folded, x)
