@@ -86,6 +86,27 @@ def check_reads(tmp_path, monkeypatch, width, height, tile, overlap, block, skip
     return asked
 
 
+def test_a_file_in_one_strip_is_read_window_by_window_as_asked(tmp_path):
+    """Reading to the end of a block is no gain when the block is the whole raster: windows are read as asked."""
+    pixels = np.arange(3 * 2000 * 300, dtype="uint32").astype("uint16").reshape(3, 2000, 300)
+    with rasterio.open(tmp_path / "strip.tif", "w", driver="GTiff", width=300, height=2000, count=3, dtype="uint16",
+                       blockysize=2000, compress="deflate") as ds:  # uncompressed, GDAL splits the strip itself
+        ds.write(pixels)
+    grid = TileGrid(300, 2000, 128, 16)
+    with rasterio.open(tmp_path / "strip.tif") as ds:
+        assert ds.block_shapes[0][0] == 2000
+        reader = BlockRowReader(ds, [1, 2, 3])
+        assert not reader.carries
+        for index in range(len(grid.row_offsets)):
+            row = grid.row(index)
+            following = grid.row_offsets[index + 1] if index + 1 < len(grid.row_offsets) else None
+            reader.start_row(min(row[0].row_off + 128, 2000), following)
+            for group in batch_groups(row, 3):
+                window = read_window(group, 300, 2000)
+                assert np.array_equal(reader.read(window), pixels[(slice(None), *window.toslices())])
+                assert reader._scratch.shape[0] == 128  # never more rows than a tile's
+
+
 def test_a_raster_resampled_on_the_fly_is_read_window_by_window_as_asked(tmp_path):
     """A warped VRT resamples each window on its own (a pixel's value depends on the window read): its windows are
     read exactly as asked, the same pixels as reading them directly."""

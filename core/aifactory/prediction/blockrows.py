@@ -16,7 +16,8 @@ read as before; one buffer serves both tile rows, each read's rows for the next 
 ones once no later read of this tile row needs them. Why not GDAL's cache made large enough: it would have to
 keep two block rows (least recently used first: 128 MB at 16k wide), hold that memory for good and share it with
 the writers, whose half-written blocks it keeps too. A raster resampled on the fly (a warped VRT) is read window by
-window as asked: GDAL resamples each window on its own, so the same pixel read in another window may differ.
+window as asked: GDAL resamples each window on its own, so the same pixel read in another window may differ; so is
+a raster in blocks taller than :data:`MAX_BLOCK_ROWS` (a compressed file in one strip), whose block is the raster.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from aifactory.io.raster import read_window
 #: Most memory the carry holds: past the columns that fit, a tile row's columns are read as before, their blocks
 #: decoded again. A carry across 16k columns of 4 bands of uint16 would hold up to 76 MB (575 rows).
 CARRY_BYTES = 48 << 20
+#: Tallest blocks read to their end (a tiled raster's are 256–1024 rows; a compressed file in one strip is one block).
+MAX_BLOCK_ROWS = 1024
 
 
 class BlockRowReader:
@@ -45,10 +48,12 @@ class BlockRowReader:
     def __init__(self, ds: rasterio.io.DatasetReader | WarpedVRT, bands: Sequence[int]) -> None:
         self.ds = ds
         self.bands = list(bands)
-        # a warped VRT (a raster resampled on the fly) resamples each window on its own: its pixels depend on the
-        # window read, so its windows are read exactly as asked, none carried
-        self.carries = not isinstance(ds, WarpedVRT)
-        self.block_rows = int(ds.block_shapes[0][0]) if ds.block_shapes and self.carries else 1
+        # A warped VRT (a raster resampled on the fly) resamples each window on its own: its pixels depend on the
+        # window read, so its windows are read exactly as asked, none carried. So are rasters in blocks taller than
+        # MAX_BLOCK_ROWS (a compressed file in one strip): reading to the end of such a block would hold the raster.
+        block_rows = int(ds.block_shapes[0][0]) if ds.block_shapes else ds.height
+        self.carries = not isinstance(ds, WarpedVRT) and block_rows <= MAX_BLOCK_ROWS
+        self.block_rows = block_rows if self.carries else 1
         dtype = ds.dtypes[self.bands[0] - 1]
         self._scratch = np.empty((0, 0, len(self.bands)), dtype=dtype)  # the last read, pixel-interleaved
         # One carry for both tile rows: raster rows [carry_top, carry_bottom) of the columns flagged in _carried
