@@ -1,7 +1,8 @@
 #!/bin/bash
 # The prediction bench on a lent GPU machine (python 3.12 and torch, no GDAL stack, no network):
 #   bash bench/device_kit.sh fetch   # here: the wheels it lacks into .whl/ (git-ignored; under the 64 MiB a run carries)
-#   bash bench/device_kit.sh run     # there (carry .whl and bench_output/predict/run-full): η on the GPU, then on its CPUs
+#   bash bench/device_kit.sh run [auto|cpu]   # there (carry .whl and bench_output/predict/run-full): the 20000² η bench
+#                                             # on the GPU (auto), or on its CPUs (cpu); both when not said (~2 calls' worth)
 # rasterio 1.4.3 and pyogrio 0.10.0 rather than the newest: their wheels keep the kit under the limit.
 set -euo pipefail
 case "${1:-}" in
@@ -21,11 +22,13 @@ case "${1:-}" in
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl
     export PYTHONPATH=/tmp/site:$PWD/core:$PWD PYTHONUNBUFFERED=1
     out=${OUT:-/tmp}
-    python3 -m bench.bench_predict --full --repeats 1 --skip-rss --threads 2>&1 | tee "$out/gpu.log"
-    python3 -m bench.bench_predict --full --repeats 1 --skip-rss --threads --device cpu 2>&1 | tee "$out/cpu.log"
+    for device in ${2:-auto cpu}; do
+      python3 -m bench.bench_predict --full --repeats 1 --skip-rss --threads --device "$device" 2>&1 \
+        | tee "$out/bench-$device.log"
+    done
     ;;
   *)
-    echo "usage: bash bench/device_kit.sh fetch|run" >&2
+    echo "usage: bash bench/device_kit.sh fetch | run [auto|cpu]" >&2
     exit 2
     ;;
 esac
