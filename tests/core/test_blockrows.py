@@ -21,6 +21,19 @@ def write_raster(path, width, height, block):
     return pixels
 
 
+def reads(reader, grid, skip=False):
+    """(tile row, window, pixels read) for each batch of 3 tiles, row by row as predict reads them; ``skip``: every
+    third tile row reads every other tile only (a geofence), and the next row the other columns in full."""
+    for index in range(len(grid.row_offsets)):
+        row = grid.row(index)
+        if skip and index % 3 == 1:
+            row = row[::2]
+        reader.start_row(grid, index)
+        for group in batch_groups(row, 3):
+            window = read_window(group, grid.width, grid.height)
+            yield index, window, reader.read(window)
+
+
 @pytest.mark.parametrize(("width", "height", "tile", "overlap", "block", "skip"), [
     (900, 1000, 128, 16, 64, False),   # blocks smaller than a tile
     (900, 1000, 128, 32, 256, False),  # blocks taller than a tile: rows decoded for the row after next
@@ -55,17 +68,9 @@ def check_reads(tmp_path, monkeypatch, width, height, tile, overlap, block, skip
     with rasterio.open(tmp_path / "r.tif") as ds:
         reader = BlockRowReader(ds, [3, 1])
         block_rows = ds.block_shapes[0][0]
-        for index in range(len(grid.row_offsets)):
-            row = grid.row(index)
-            if skip and index % 3 == 1:
-                row = row[::2]  # every other tile only: the next row reads the other columns in full
-            following = grid.row_offsets[index + 1] if index + 1 < len(grid.row_offsets) else None
-            reader.start_row(min(row[0].row_off + tile, height), following)
-            for group in batch_groups(row, 3):
-                window = read_window(group, width, height)
-                got = reader.read(window)
-                rows, cols = window.toslices()
-                assert np.array_equal(got, pixels[[2, 0], rows, cols]), (index, window)
+        for index, window, got in reads(reader, grid, skip):
+            rows, cols = window.toslices()
+            assert np.array_equal(got, pixels[[2, 0], rows, cols]), (index, window)
     times_read = np.zeros((height, width), dtype=int)
     for window in asked:
         rows, cols = window.toslices()
@@ -90,21 +95,16 @@ def test_a_file_in_one_strip_is_read_window_by_window_as_asked(tmp_path):
     """Reading to the end of a block is no gain when the block is the whole raster: windows are read as asked."""
     pixels = np.arange(3 * 2000 * 300, dtype="uint32").astype("uint16").reshape(3, 2000, 300)
     with rasterio.open(tmp_path / "strip.tif", "w", driver="GTiff", width=300, height=2000, count=3, dtype="uint16",
-                       blockysize=2000, compress="deflate") as ds:  # uncompressed, GDAL splits the strip itself
+                       blockysize=2000, compress="deflate") as ds:  # uncompressed, GDAL would split the strip
         ds.write(pixels)
     grid = TileGrid(300, 2000, 128, 16)
     with rasterio.open(tmp_path / "strip.tif") as ds:
         assert ds.block_shapes[0][0] == 2000
         reader = BlockRowReader(ds, [1, 2, 3])
         assert not reader.carries
-        for index in range(len(grid.row_offsets)):
-            row = grid.row(index)
-            following = grid.row_offsets[index + 1] if index + 1 < len(grid.row_offsets) else None
-            reader.start_row(min(row[0].row_off + 128, 2000), following)
-            for group in batch_groups(row, 3):
-                window = read_window(group, 300, 2000)
-                assert np.array_equal(reader.read(window), pixels[(slice(None), *window.toslices())])
-                assert reader._scratch.shape[0] == 128  # never more rows than a tile's
+        for _, window, got in reads(reader, grid):
+            assert np.array_equal(got, pixels[(slice(None), *window.toslices())])
+            assert reader._scratch.shape[0] == 128  # never more rows than a tile's
 
 
 def test_a_raster_resampled_on_the_fly_is_read_window_by_window_as_asked(tmp_path):
@@ -120,10 +120,5 @@ def test_a_raster_resampled_on_the_fly_is_read_window_by_window_as_asked(tmp_pat
         reader = BlockRowReader(ds, [1, 2])
         assert not reader.carries
         grid = TileGrid(ds.width, ds.height, 128, 16)
-        for index in range(len(grid.row_offsets)):
-            row = grid.row(index)
-            following = grid.row_offsets[index + 1] if index + 1 < len(grid.row_offsets) else None
-            reader.start_row(min(row[0].row_off + 128, ds.height), following)
-            for group in batch_groups(row, 3):
-                window = read_window(group, ds.width, ds.height)
-                assert np.array_equal(reader.read(window), ds.read([1, 2], window=window)), window
+        for _, window, got in reads(reader, grid):
+            assert np.array_equal(got, ds.read([1, 2], window=window)), window

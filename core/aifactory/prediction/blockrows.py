@@ -30,6 +30,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from aifactory.io.raster import read_window
+from aifactory.prediction.tiling import TileGrid
 
 #: Most memory the carry holds: past the columns that fit, a tile row's columns are read as before, their blocks
 #: decoded again. A carry across 16k columns of 4 bands of uint16 would hold up to 76 MB (575 rows).
@@ -66,9 +67,11 @@ class BlockRowReader:
         self._carry_top = self._carry_bottom = self._next_top = self._end = 0
         self._pending: tuple[int, int, int, int] | None = None
 
-    def start_row(self, bottom: int, next_top: int | None) -> None:
-        """A tile row reads rows down to ``bottom`` (excluded); the next one starts at ``next_top`` (None: this is
-        the last)."""
+    def start_row(self, grid: TileGrid, index: int) -> None:
+        """Tile row ``index`` of ``grid`` is read next: rows down to its bottom, the next row's first ones kept."""
+        offsets = grid.row_offsets
+        bottom = min(offsets[index] + grid.tile, self.ds.height)
+        next_top = offsets[index + 1] if index + 1 < len(offsets) else None
         self._keep_pending(self.ds.width)
         self._carried, self._next_carried = self._next_carried, self._carried
         self._next_carried[:] = False

@@ -203,8 +203,7 @@ def iter_batches(ds: rasterio.io.DatasetReader | WarpedVRT, grid: TileGrid, band
         stats.tiles_total += len(row)
         inside = [tile for tile in row if fence.touches(tile)]
         stats.tiles_outside += len(row) - len(inside)
-        following = grid.row_offsets[index + 1] if index + 1 < len(grid.row_offsets) else None
-        reader.start_row(min(row[0].row_off + size, ds.height), following)
+        reader.start_row(grid, index)
         for group in batch_groups(inside, batch_size):
             window = union_window(group, ds.width, ds.height)
             raw = reader.read(window)
