@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 AIF := $(VENV)/bin/aifactory
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := python3-qgis qgis-providers qgis python3-pyqt5 python3-venv xvfb xdotool imagemagick \
-	xauth postgresql postgis postgresql-postgis zip g++ ninja-build
+	xauth postgresql postgis postgresql-postgis zip g++ ninja-build python3-gdal
 HEADLESS := QT_QPA_PLATFORM=offscreen MLFLOW_DISABLE_TELEMETRY=true RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 \
 	PYTHONFAULTHANDLER=1
 DEMO_DIR ?= demo_output

@@ -10,8 +10,11 @@ The temporary file is only read back once, so it is compressed for speed (ZSTD l
 of prediction scores 3× cheaper than at GDAL's default level 9); the final file gets ``level`` (GDAL's
 default when None). The conversion runs after the last window, when the writer has the CPUs to itself,
 so it compresses on all of them; streamed writes of a writer with a mask stay in one thread (see
-:class:`COGWriter`). A writer fed whole rows in order (:meth:`COGWriter.write_rows`) builds its overviews
-as the rows come (:mod:`aifactory.io.overviews`), so the conversion only copies them.
+:class:`COGWriter`).
+
+A writer fed whole rows in order (:meth:`COGWriter.write_rows`, prediction's scores) converts nothing: it builds
+its overviews as the rows come (:mod:`aifactory.io.overviews`), writes every level tiled and compressed as the
+COG will be, and closing assembles the COG from their compressed tiles (:mod:`aifactory.io.cog_assembly`).
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
 from aifactory.io.atomic import AtomicWriter, remove_path, temporary_sibling
-from aifactory.io.overviews import RowPyramid, vrt_with_overviews
+from aifactory.io.cog_assembly import assemble_cog
+from aifactory.io.overviews import BlockRowBuffer, RowPyramid
 from aifactory.progress import reporter
 
 #: GDAL block cache for writing and COG conversion (MB): bounds memory whatever the raster size. It holds
@@ -46,6 +50,9 @@ GDAL_CACHE_MB = 64
 #: 128 rows fill its blocks in one or two writes, so few partly written blocks wait in the GDAL cache, where the
 #: blocks read meanwhile (prediction's input) would evict them and have them recompressed.
 STREAM_BLOCK_ROWS = 128
+#: GDAL's creation option for the compression level of each codec a streamed-overview COG may use (its tiles are
+#: compressed once, at the final level)
+LEVEL_OPTIONS = {"ZSTD": "zstd_level", "DEFLATE": "zlevel"}
 
 
 def gdal_env(**options: Any) -> rasterio.Env:
@@ -68,9 +75,12 @@ class COGWriter(AtomicWriter):
                  stream_overviews: bool = False) -> None:
         """``predictor``: GDAL's TIFF predictor for the temporary and the final file (default: 2 for integers,
         3 for floats; 1 for none, which suits smooth 8-bit scores: smaller and faster). ``stream_overviews``
-        (8-bit COGs with a mask, written with :meth:`write_rows` only): overviews built while streaming."""
+        (8-bit COGs with a mask, written with :meth:`write_rows` only): overviews built while streaming and
+        the COG assembled from compressed tiles, ZSTD or DEFLATE."""
         if stream_overviews and not (cog and mask and np.dtype(dtype) == np.uint8):
             raise ValueError("streamed overviews need an 8-bit COG with a mask")
+        if stream_overviews and compress.upper() not in LEVEL_OPTIONS:
+            raise ValueError(f"streamed overviews compress with {' or '.join(LEVEL_OPTIONS)}, not {compress}")
         self.path = Path(path)
         # With an internal mask, GDAL 3.10's multithreaded compression raced between a band's and its mask's
         # jobs during streamed writes ("Bad value 1 for ExtraSamples"): such a writer streams in one thread.
@@ -88,11 +98,14 @@ class COGWriter(AtomicWriter):
         self._profile = {
             "driver": "GTiff", "width": width, "height": height, "count": count, "dtype": dtype,
             "crs": crs, "transform": transform or Affine.identity(), "nodata": nodata, "tiled": True,
-            "blockxsize": blocksize, "blockysize": min(blocksize, STREAM_BLOCK_ROWS) if cog else blocksize,
-            "compress": compress, "predictor": predictor,
+            "blockxsize": blocksize, "blockysize": blocksize if stream_overviews or not cog
+            else min(blocksize, STREAM_BLOCK_ROWS), "compress": compress, "predictor": predictor,
             "BIGTIFF": "IF_SAFER", "interleave": "pixel" if count <= 4 else "band", "num_threads": self._threads,
         }
-        if compress.upper() == "ZSTD" and cog:
+        if stream_overviews:  # these tiles are the COG's
+            if level is not None:
+                self._profile[LEVEL_OPTIONS[compress.upper()]] = level
+        elif compress.upper() == "ZSTD" and cog:
             self._profile["zstd_level"] = 1  # read back once by the conversion: speed over size
         self._env: rasterio.Env | None = gdal_env()
         self._env.__enter__()
@@ -106,7 +119,9 @@ class COGWriter(AtomicWriter):
         self._closed = False
         self._next_row = 0
         self._pyramid: RowPyramid | None = None
+        self._rows: BlockRowBuffer | None = None  # rows waiting for whole blocks (streamed overviews only)
         if stream_overviews:
+            self._rows = BlockRowBuffer(count, width, height, blocksize, self._write_full_rows)
             level_profile = {key: value for key, value in self._profile.items()
                              if key not in ("nodata", "interleave", "num_threads")}
             try:
@@ -139,12 +154,19 @@ class COGWriter(AtomicWriter):
         if values.shape[2] != self.width or row0 != self._next_row:
             raise ValueError(f"write_rows: expected rows from {self._next_row} across {self.width} columns, "
                              f"got rows from {row0} across {values.shape[2]}")
-        where = Window(0, self._next_row, self.width, values.shape[1])
-        self._ds.write(values, window=where)
-        self.write_mask(mask, where)
+        all_valid = mask.all()
+        if self._rows is None:
+            self._write_full_rows(row0, values, None if all_valid else mask)
+        else:
+            self._rows.add(values, None if all_valid else mask)
         self._next_row += values.shape[1]
         if self._pyramid is not None:
-            self._pyramid.add(values, None if mask.all() else mask)
+            self._pyramid.add(values, None if all_valid else mask)
+
+    def _write_full_rows(self, row0: int, values: np.ndarray, mask: np.ndarray | None) -> None:
+        where = Window(0, row0, self.width, values.shape[1])
+        self._ds.write(values, window=where)
+        self.write_mask(np.ones(values.shape[1:], dtype=bool) if mask is None else mask, where)
 
     def update_tags(self, **tags: str) -> None:
         self._ds.update_tags(**tags)
@@ -155,35 +177,36 @@ class COGWriter(AtomicWriter):
             self._leave_env()
             return self.path
         self._closed = True
-        self._ds.close()
+        try:
+            if self._rows is not None:
+                self._rows.flush()
+        finally:
+            self._ds.close()
         final_tmp = temporary_sibling(self.path, "final")
-        vrt = self._tmp.with_suffix(".vrt")
         # rasterio keeps one environment per thread: another thread finishing the file gets the same settings
         here = contextlib.nullcontext() if threading.get_ident() == self._owner else gdal_env()
         try:
             with here:
-                self._finish(final_tmp, vrt)
+                self._finish(final_tmp)
             os.replace(final_tmp, self.path)
         except BaseException:
             remove_path(final_tmp)
             raise
         finally:
-            self._remove_temporaries(vrt)
+            self._remove_temporaries()
             self._leave_env()
         if self.progress_task:
             reporter().artifact("raster", self.path)
         return self.path
 
-    def _finish(self, final_tmp: Path, vrt: Path) -> None:
+    def _finish(self, final_tmp: Path) -> None:
         """The closed temporary file made into ``final_tmp``: a COG, or a tiled GeoTIFF with its overviews."""
-        if self.cog:
-            source = self._tmp
-            if self._pyramid is not None and self._next_row == self.height:
-                self._pyramid.finish()
-                vrt_with_overviews(self._tmp, vrt, self._pyramid)
-                source = vrt
+        if self._pyramid is not None and self._next_row == self.height:
+            self._pyramid.finish()
+            assemble_cog(self._tmp, self._pyramid.paths, final_tmp)
+        elif self.cog:
             level = {} if self.level is None else {"LEVEL": self.level}
-            rasterio.shutil.copy(source, final_tmp, driver="COG", COMPRESS=self.compress,
+            rasterio.shutil.copy(self._tmp, final_tmp, driver="COG", COMPRESS=self.compress,
                                  BLOCKSIZE=self.blocksize, OVERVIEWS="AUTO", BIGTIFF="IF_SAFER",
                                  NUM_THREADS="ALL_CPUS", OVERVIEW_RESAMPLING="AVERAGE",
                                  PREDICTOR="NO" if self._profile["predictor"] == 1 else "YES", **level)
@@ -200,7 +223,7 @@ class COGWriter(AtomicWriter):
             self._closed = True
             self._ds.close()
         self._leave_env()
-        self._remove_temporaries(self._tmp.with_suffix(".vrt"))
+        self._remove_temporaries()
 
     def _leave_env(self) -> None:
         """Exit the environment entered when the writer was made, in the thread that made it (once)."""
@@ -208,8 +231,7 @@ class COGWriter(AtomicWriter):
             self._env.__exit__(None, None, None)
             self._env = None
 
-    def _remove_temporaries(self, vrt: Path) -> None:
-        remove_path(vrt)
+    def _remove_temporaries(self) -> None:
         if self._pyramid is not None:
             self._pyramid.remove()
         remove_path(self._tmp)

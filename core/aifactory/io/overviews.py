@@ -4,13 +4,9 @@ GDAL's COG driver computes overviews after the last row, reading the whole raste
 scores that was three quarters of closing the file, after the model had finished and with nothing to
 overlap it (scores of 20000 × 2304, two classes and a mask: 0.94 s to convert, 0.24 s without overviews).
 Rows that arrive top to bottom across the full width can be reduced as they come instead: every level
-keeps at most one pending row, so memory is a strip. Each level goes to its own tiled GeoTIFF with its
-own mask and :func:`vrt_with_overviews` hands them to the COG driver as the raster's overviews, which it
-copies as they are (``OVERVIEWS=AUTO`` uses a source's overviews): the conversion above then takes 0.3 s.
-The driver takes each level's mask from the level's own mask, but remakes every mask overview from the
-full-resolution mask (0.84 s) unless the source's mask band lists overviews too: the VRT's mask band
-lists the levels' first band for that reason only (never read; the tests check the masks, with valid
-zero scores).
+keeps at most one pending row and one row of blocks waiting to be complete (:class:`BlockRowBuffer`), so
+memory is a strip. Each level goes to its own tiled GeoTIFF with its own mask, tiled and compressed as the COG
+will be, and :func:`aifactory.io.cog_assembly.assemble_cog` copies their tiles into the COG as they are.
 
 Why our own code: GDAL builds overviews only from a finished raster and rasterio cannot write into
 overview levels. The arithmetic is GDAL's ``AVERAGE`` for 8-bit bands with a mask: each level from the one
@@ -24,14 +20,13 @@ as it does.
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import rasterio
-import rasterio.shutil
 from affine import Affine
 from rasterio.windows import Window
 
@@ -80,13 +75,55 @@ def _join(first: np.ndarray | None, second: np.ndarray | None, rows: tuple[int, 
                            np.ones((rows[1], width), dtype=bool) if second is None else second])
 
 
+RowsWriter = Callable[[int, np.ndarray, np.ndarray | None], None]  # (first row, values, mask or None: all valid)
+
+
+class BlockRowBuffer:
+    """Rows held until they fill a row of blocks (or reach the raster's end), then written together.
+
+    GDAL compresses a block when it leaves its block cache; a block written in several pieces while other
+    blocks pass through the cache (prediction reads its input meanwhile) left it half written, to be read back,
+    decoded and compressed again with its next rows. Memory: one row of blocks, (bands + 1) bytes a pixel.
+    """
+
+    def __init__(self, bands: int, width: int, height: int, block_rows: int, write: RowsWriter) -> None:
+        self.height, self._write = height, write
+        self._values = np.empty((bands, min(block_rows, height), width), dtype="uint8")
+        self._mask: np.ndarray | None = None  # made at the first invalid pixel: none where all are valid
+        self._top = self._filled = 0
+
+    def add(self, values: np.ndarray, mask: np.ndarray | None) -> None:
+        """The next rows: (bands, h, width) ``values`` and their (h, width) mask (None: all valid)."""
+        done = 0
+        while done < values.shape[1]:
+            take = min(self._values.shape[1] - self._filled, values.shape[1] - done)
+            rows = np.s_[self._filled:self._filled + take]
+            self._values[:, rows] = values[:, done:done + take]
+            if mask is not None and self._mask is None:
+                self._mask = np.ones(self._values.shape[1:], dtype=bool)
+            if self._mask is not None:
+                self._mask[rows] = True if mask is None else mask[done:done + take]
+            self._filled += take
+            done += take
+            if self._filled == self._values.shape[1] or self._top + self._filled == self.height:
+                self.flush()
+
+    def flush(self) -> None:
+        """Write the rows held (a last, partial row of blocks)."""
+        if self._filled:
+            mask = None if self._mask is None else self._mask[:self._filled]
+            self._write(self._top, self._values[:, :self._filled], None if mask is None or mask.all() else mask)
+            self._top += self._filled
+            self._filled = 0
+
+
 @dataclass
 class _Level:
     """One overview level: its file, the rows written to it, and a row of the level above waiting for a pair."""
 
     path: Path
     dataset: Any  # an open rasterio dataset in write mode
-    row: int = 0
+    rows: BlockRowBuffer
     pending: tuple[np.ndarray, np.ndarray | None] | None = None
 
     def reduce(self, values: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None] | None:
@@ -103,7 +140,7 @@ class _Level:
             return None
         return halve(values[:, :even], None if mask is None else mask[:even])
 
-    def flush(self) -> tuple[np.ndarray, np.ndarray | None] | None:
+    def last_row(self) -> tuple[np.ndarray, np.ndarray | None] | None:
         """The last row of an odd height, on its own (None when the height was even)."""
         if self.pending is None:
             return None
@@ -115,7 +152,7 @@ class RowPyramid:
     """Overview levels of a raster whose rows are given top to bottom, full width (see the module docstring).
 
     ``prefix``: where the level files go (``{prefix}.ovr{factor}.tif``); ``profile``: the GeoTIFF creation
-    options of the levels (size, transform, band count and type are set here).
+    options of the levels (size, transform, band count and type are set here; tiled in ``blocksize`` squares).
     """
 
     def __init__(self, prefix: Path, width: int, height: int, bands: int, blocksize: int, transform: Affine,
@@ -127,9 +164,12 @@ class RowPyramid:
                 path = prefix.with_name(f"{prefix.name}.ovr{2 ** index}.tif")
                 scale = Affine.scale(width / level_width, height / level_height)
                 dataset = rasterio.open(path, "w", **{**profile, "width": level_width, "height": level_height,
-                                                      "count": bands, "dtype": "uint8",
+                                                      "count": bands, "dtype": "uint8", "tiled": True,
+                                                      "blockxsize": blocksize, "blockysize": blocksize,
                                                       "transform": transform * scale})
-                self.levels.append(_Level(path, dataset))
+                writer = _rows_writer(dataset, bands)
+                self.levels.append(_Level(path, dataset, BlockRowBuffer(bands, level_width, level_height,
+                                                                        blocksize, writer)))
         except BaseException:
             self.remove()
             raise
@@ -141,12 +181,18 @@ class RowPyramid:
     def finish(self) -> None:
         """Flush the rows left unpaired at the bottom of each level, then close the level files."""
         for index, level in enumerate(self.levels):
-            last = level.flush()
+            last = level.last_row()
             if last is not None:
-                self._write(level, *last)
+                level.rows.add(*last)
                 self._push(index + 1, *last)
         for level in self.levels:
+            level.rows.flush()
             level.dataset.close()
+
+    @property
+    def paths(self) -> list[Path]:
+        """The level files, largest first."""
+        return [level.path for level in self.levels]
 
     def remove(self) -> None:
         """Close and delete the level files."""
@@ -160,31 +206,15 @@ class RowPyramid:
             produced = level.reduce(values, mask)
             if produced is None:
                 return
-            self._write(level, *produced)
+            level.rows.add(*produced)
             values, mask = produced
 
-    def _write(self, level: _Level, values: np.ndarray, mask: np.ndarray | None) -> None:
-        where = Window(0, level.row, values.shape[2], values.shape[1])
-        level.dataset.write(values, indexes=list(range(1, self.bands + 1)), window=where)
+
+def _rows_writer(dataset: Any, bands: int) -> RowsWriter:
+    """Writes rows and their mask into an open rasterio dataset, full width."""
+    def write(row0: int, values: np.ndarray, mask: np.ndarray | None) -> None:
+        where = Window(0, row0, values.shape[2], values.shape[1])
+        dataset.write(values, indexes=list(range(1, bands + 1)), window=where)
         valid = np.full(values.shape[1:], 255, "uint8") if mask is None else np.where(mask, np.uint8(255), np.uint8(0))
-        level.dataset.write_mask(valid, window=where)
-        level.row += values.shape[1]
-
-
-def vrt_with_overviews(source: Path, vrt: Path, pyramid: RowPyramid) -> None:
-    """A VRT of ``source`` (GDAL's own copy: metadata, band names, mask) whose bands have the pyramid's levels
-    as overviews, and whose mask band lists them too (see the module docstring); absolute paths, as the
-    mask's nested band resolves no relative one."""
-    rasterio.shutil.copy(source, vrt, driver="VRT")
-    tree = ET.parse(vrt)
-    root = tree.getroot()
-    bands = root.findall("VRTRasterBand")
-    mask_band = root.find("MaskBand/VRTRasterBand")
-    if len(bands) != pyramid.bands or mask_band is None:
-        raise ValueError(f"{source}: expected {pyramid.bands} bands and a mask to attach overviews to")
-    for band_index, element in zip([*range(1, len(bands) + 1), 1], [*bands, mask_band], strict=True):  # 1: see above
-        for level in pyramid.levels:
-            overview = ET.SubElement(element, "Overview")
-            ET.SubElement(overview, "SourceFilename", relativeToVRT="0").text = str(level.path.resolve())
-            ET.SubElement(overview, "SourceBand").text = str(band_index)
-    tree.write(vrt)
+        dataset.write_mask(valid, window=where)
+    return write

@@ -70,11 +70,12 @@ DETECTIONS_NAME = "detections.gpkg"
 SUMMARY_NAME = "prediction.json"
 PREVIEW_NAME = "preview.png"
 WRITE_ROWS = 128
-#: ZSTD level of scores.tif: zstd's own default rather than GDAL's 9 (measured at 4k²: COG conversion
-#: 0.72 → 0.40 s in one thread, file +17 %; scores are small next to the imagery they come from).
+#: ZSTD level of scores.tif: zstd's own default rather than GDAL's 9 (measured at 4k² when the COG was converted:
+#: 0.72 → 0.40 s in one thread, file +17 %; scores are small next to the imagery they come from). Its tiles are
+#: compressed once, as they are streamed, and copied into the COG (:mod:`aifactory.io.cog_assembly`).
 SCORES_ZSTD_LEVEL = 3
 #: No TIFF predictor for scores.tif: horizontal differencing makes smooth 8-bit scores larger (20000 × 2304,
-#: two classes: 8.6 → 8.3 MB) and costs time on every write and in the COG conversion.
+#: two classes: 8.6 → 8.3 MB) and costs time on every write.
 SCORES_PREDICTOR = 1
 #: How the model's OpenMP threads wait between parallel regions: asleep, not spinning, so that the reader and
 #: writer threads get the cores they share with the model (20000 × 2304 crop, 2 CPUs, runs alternated: predict
@@ -178,9 +179,10 @@ class RowWriter:
                 result.predicted[start:start + WRITE_ROWS]
 
     def write_scores(self, result: RowResult) -> None:
-        """Write a strip of scores; after the raster's last rows, finish the COG at once (its conversion then runs
+        """Write a strip of scores; after the raster's last rows, finish the COG at once (its assembly then runs
         while the vectorizer finishes the same strip: 0.25 s of one core idle at the end of every predict before,
-        on 2 CPUs). Not when no pixel was predicted: predict refuses an all-nodata raster and leaves no output."""
+        on 2 CPUs, when the COG was converted). Not when no pixel was predicted: predict refuses an all-nodata
+        raster and leaves no output."""
         width = result.values.shape[2]
         for row0, values, predicted in self._pieces(result):
             inside = self.fence.mask(row0, values.shape[1], width)
