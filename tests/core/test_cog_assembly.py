@@ -163,3 +163,21 @@ def test_a_streamed_cog_is_assembled_and_its_temporaries_removed(tmp_path):
         assert len(ds.overviews(1)) == 3 and ds.block_shapes[0] == (128, 128)
     with rasterio.open(tmp_path / "scores.tif", overview_level=0) as level:
         assert level.block_shapes[0] == (128, 128)
+
+
+def test_every_file_with_a_mask_is_compressed_in_one_thread(tmp_path, monkeypatch):
+    """GDAL 3.10's multithreaded compression races between a band's and its mask's jobs ("Bad value 1 for
+    ExtraSamples", seen on the overview levels of 20000-wide scores): the image and every level are written with
+    NUM_THREADS=1, whatever GDAL_NUM_THREADS says."""
+    opened: list[dict[str, object]] = []
+    real_open = rasterio.open
+
+    def spy(path, mode="r", **profile):
+        if mode == "w":
+            opened.append(profile)
+        return real_open(path, mode, **profile)
+
+    monkeypatch.setattr(rasterio, "open", spy)
+    COGWriter(tmp_path / "scores.tif", 2000, 1500, 2, "uint8", blocksize=256, mask=True, level=3,
+              stream_overviews=True).abort()
+    assert len(opened) == 4 and all(profile.get("num_threads") == "1" for profile in opened)

@@ -122,8 +122,8 @@ class COGWriter(AtomicWriter):
         self._rows: BlockRowBuffer | None = None  # rows waiting for whole blocks (streamed overviews only)
         if stream_overviews:
             self._rows = BlockRowBuffer(count, width, height, blocksize, self._write_full_rows)
-            level_profile = {key: value for key, value in self._profile.items()
-                             if key not in ("nodata", "interleave", "num_threads")}
+            # the levels have masks too: compressed in one thread like the image (see above)
+            level_profile = {key: value for key, value in self._profile.items() if key not in ("nodata", "interleave")}
             try:
                 self._pyramid = RowPyramid(self._tmp, width, height, count, blocksize, self._profile["transform"],
                                            level_profile)
