@@ -35,7 +35,7 @@ from rasterio.windows import Window
 
 from aifactory.io.atomic import AtomicWriter, remove_path, temporary_sibling
 from aifactory.io.cog_assembly import assemble_cog
-from aifactory.io.overviews import BlockRowBuffer, RowPyramid
+from aifactory.io.overviews import BlockRowBuffer, RowPyramid, rows_writer
 from aifactory.progress import reporter
 
 #: GDAL block cache for writing and COG conversion (MB): bounds memory whatever the raster size. It holds
@@ -121,7 +121,7 @@ class COGWriter(AtomicWriter):
         self._pyramid: RowPyramid | None = None
         self._rows: BlockRowBuffer | None = None  # rows waiting for whole blocks (streamed overviews only)
         if stream_overviews:
-            self._rows = BlockRowBuffer(count, width, height, blocksize, self._write_full_rows)
+            self._rows = BlockRowBuffer(count, width, height, blocksize, rows_writer(self._ds, count))
             # the levels have masks too: compressed in one thread like the image (see above)
             level_profile = {key: value for key, value in self._profile.items() if key not in ("nodata", "interleave")}
             try:
@@ -156,17 +156,12 @@ class COGWriter(AtomicWriter):
                              f"got rows from {row0} across {values.shape[2]}")
         all_valid = mask.all()
         if self._rows is None:
-            self._write_full_rows(row0, values, None if all_valid else mask)
+            rows_writer(self._ds, values.shape[0])(row0, values, None if all_valid else mask)
         else:
             self._rows.add(values, None if all_valid else mask)
         self._next_row += values.shape[1]
         if self._pyramid is not None:
             self._pyramid.add(values, None if all_valid else mask)
-
-    def _write_full_rows(self, row0: int, values: np.ndarray, mask: np.ndarray | None) -> None:
-        where = Window(0, row0, self.width, values.shape[1])
-        self._ds.write(values, window=where)
-        self.write_mask(np.ones(values.shape[1:], dtype=bool) if mask is None else mask, where)
 
     def update_tags(self, **tags: str) -> None:
         self._ds.update_tags(**tags)

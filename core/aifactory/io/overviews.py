@@ -167,7 +167,7 @@ class RowPyramid:
                                                       "count": bands, "dtype": "uint8", "tiled": True,
                                                       "blockxsize": blocksize, "blockysize": blocksize,
                                                       "transform": transform * scale})
-                writer = _rows_writer(dataset, bands)
+                writer = rows_writer(dataset, bands)
                 self.levels.append(_Level(path, dataset, BlockRowBuffer(bands, level_width, level_height,
                                                                         blocksize, writer)))
         except BaseException:
@@ -210,8 +210,8 @@ class RowPyramid:
             values, mask = produced
 
 
-def _rows_writer(dataset: Any, bands: int) -> RowsWriter:
-    """Writes rows and their mask into an open rasterio dataset, full width."""
+def rows_writer(dataset: Any, bands: int) -> RowsWriter:
+    """Writes rows and their mask (None: all valid) into an open rasterio dataset, full width."""
     def write(row0: int, values: np.ndarray, mask: np.ndarray | None) -> None:
         where = Window(0, row0, values.shape[2], values.shape[1])
         dataset.write(values, indexes=list(range(1, bands + 1)), window=where)
