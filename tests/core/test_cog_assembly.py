@@ -4,6 +4,7 @@ pixels and masks read back through GDAL, classic TIFF and BigTIFF on either side
 from __future__ import annotations
 
 import os
+import struct
 import subprocess
 from pathlib import Path
 
@@ -120,6 +121,11 @@ def test_sources_it_cannot_copy_are_refused(tmp_path):
         assemble_cog(image, [unmasked], tmp_path / "out.tif")
     with pytest.raises(ValueError, match="not a little-endian TIFF"):
         assemble_cog(big_endian, [], tmp_path / "out.tif")
+    looping = tmp_path / "loop.tif"  # one IFD (a tile at byte 0) whose next IFD is itself
+    looping.write_bytes(b"II*\0" + struct.pack("<I", 8) + struct.pack("<H", 2) + struct.pack("<HHII", 324, 4, 1, 0)
+                        + struct.pack("<HHII", 325, 4, 1, 0) + struct.pack("<I", 8))
+    with pytest.raises(ValueError, match="its IFDs loop"):
+        read_images(looping)
     with_overviews = tiled(tmp_path / "ovr.tif", np.zeros((1, 400, 400), dtype="uint8"), None)
     with rasterio.open(with_overviews, "r+") as ds:
         ds.build_overviews([2])

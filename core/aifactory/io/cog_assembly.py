@@ -53,9 +53,10 @@ class Entry:
 
 @dataclass
 class Image:
-    """One IFD of a source file: its entries (tile arrays left out) and where its tiles are."""
+    """One IFD of a source file: where it is, its entries (tile arrays left out) and where its tiles are."""
 
     source: Path
+    ifd_offset: int
     entries: list[Entry]
     tile_offsets: list[int]
     tile_sizes: list[int]
@@ -68,9 +69,11 @@ def read_images(path: Path) -> list[Image]:
         if header[:2] != b"II":
             raise ValueError(f"{path}: not a little-endian TIFF")
         bigtiff = struct.unpack_from("<H", header, 2)[0] == 43
-        images = []
+        images: list[Image] = []
         offset = struct.unpack_from("<Q", header, 8)[0] if bigtiff else struct.unpack_from("<I", header, 4)[0]
         while offset:
+            if any(offset == image.ifd_offset for image in images):
+                raise ValueError(f"{path}: its IFDs loop")
             stream.seek(offset)
             count_format, entry_format, entry_size = ("<Q", "<HHQ", 20) if bigtiff else ("<H", "<HHI", 12)
             count = struct.unpack(count_format, stream.read(struct.calcsize(count_format)))[0]
@@ -80,19 +83,17 @@ def read_images(path: Path) -> list[Image]:
                 code, kind, values = struct.unpack_from(entry_format, raw, index * entry_size)
                 field = raw[index * entry_size + (12 if bigtiff else 8):(index + 1) * entry_size]
                 size = TYPE_SIZES[kind] * values
-                if size > len(field):
-                    here = stream.tell()
+                if size > len(field):  # the value lies elsewhere in the file: the field is its offset
                     stream.seek(struct.unpack("<Q" if bigtiff else "<I", field)[0])
                     entries.append(Entry(code, kind, values, stream.read(size)))
-                    stream.seek(here)
                 else:
                     entries.append(Entry(code, kind, values, field[:size]))
-            offset = struct.unpack_from("<Q" if bigtiff else "<I", raw, count * entry_size)[0]
+            ifd_at, offset = offset, struct.unpack_from("<Q" if bigtiff else "<I", raw, count * entry_size)[0]
             arrays = {entry.code: _integers(entry) for entry in entries
                       if entry.code in (TILE_OFFSETS, TILE_BYTE_COUNTS)}
             if len(arrays) != 2:
                 raise ValueError(f"{path}: an image is not tiled")
-            images.append(Image(path, [entry for entry in entries if entry.code not in arrays],
+            images.append(Image(path, ifd_at, [entry for entry in entries if entry.code not in arrays],
                                 arrays[TILE_OFFSETS], arrays[TILE_BYTE_COUNTS]))
     return images
 

@@ -83,7 +83,8 @@ class BlockRowBuffer:
 
     GDAL compresses a block when it leaves its block cache; a block written in several pieces while other
     blocks pass through the cache (prediction reads its input meanwhile) left it half written, to be read back,
-    decoded and compressed again with its next rows. Memory: one row of blocks, (bands + 1) bytes a pixel.
+    decoded and compressed again with its next rows (20000 × 2304 predict, alternated: 13.5 against 14.0 s).
+    Memory: one row of blocks, a byte a band and pixel, one more for the mask once a pixel is invalid.
     """
 
     def __init__(self, bands: int, width: int, height: int, block_rows: int, write: RowsWriter) -> None:
