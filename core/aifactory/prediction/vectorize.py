@@ -351,8 +351,8 @@ def _separate_all(masks: list[np.ndarray], h: float) -> list[np.ndarray | None]:
     canvas, places, _ = _pack([mask.view("uint8") for mask in masks])  # component i is i + 1 on the canvas
     foreground = canvas > 0
     distance = ndimage.distance_transform_edt(foreground)
-    tops = np.array([distance[r0:r0 + mask.shape[0], c0:c0 + mask.shape[1]].max()  # ndimage.maximum sorts: slower
-                     for (r0, c0), mask in zip(places, masks, strict=True)])
+    boxes = _boxes(places, masks)
+    tops = np.array([distance[box].max() for box in boxes])  # ndimage.maximum sorts: slower
     top_of_pixel = np.concatenate([[np.inf], tops])[canvas]
     # a seed is a whole regional maximum: one below its component's top needs a value of 1 + h (see below)
     peaks = (ndimage.maximum_filter(distance, size=3) == distance) & foreground
@@ -364,16 +364,14 @@ def _separate_all(masks: list[np.ndarray], h: float) -> list[np.ndarray | None]:
         owner = int(canvas[rows.start, col]) - 1
         starts[owner].append((float(distance[rows.start, col]), rows.start - int(places[owner, 0]),
                               col - int(places[owner, 1])))
-    boxes = [np.s_[r0:r0 + mask.shape[0], c0:c0 + mask.shape[1]] for (r0, c0), mask in zip(places, masks, strict=True)]
-    chosen = [i for i, mask in enumerate(masks)
+    chosen = [i for i in range(len(masks))
               if len(starts[i]) >= 2 and _second_seed_possible(distance[boxes[i]], starts[i], float(tops[i]), h)]
     if not chosen:
         return out
     inside, spots, _ = _pack([masks[i].view("uint8") for i in chosen])  # the chosen ones on a canvas of their own
     inside = inside > 0
     relief = np.zeros(inside.shape)
-    spot_boxes = [np.s_[r0:r0 + masks[i].shape[0], c0:c0 + masks[i].shape[1]] for (r0, c0), i in zip(spots, chosen,
-                                                                                                     strict=True)]
+    spot_boxes = _boxes(spots, [masks[i] for i in chosen])
     for i, spot in zip(chosen, spot_boxes, strict=True):
         relief[spot] = np.where(masks[i], distance[boxes[i]], 0.0)
     seeds, _ = ndimage.label(h_maxima(relief, h).view(bool) & inside, structure=_EIGHT)
@@ -383,6 +381,12 @@ def _separate_all(masks: list[np.ndarray], h: float) -> list[np.ndarray | None]:
         if len(values) - 1 >= 2:
             out[i] = watershed(-distance[boxes[i]], own.reshape(masks[i].shape), mask=masks[i]).astype("int32")
     return out
+
+
+def _boxes(places: np.ndarray, images: list[np.ndarray]) -> list[tuple[slice, slice]]:
+    """Where each image lies on a canvas, from its (row, col) place."""
+    return [np.s_[r0:r0 + image.shape[0], c0:c0 + image.shape[1]]
+            for (r0, c0), image in zip(places, images, strict=True)]
 
 
 def _second_seed_possible(distance: np.ndarray, starts: list[tuple[float, int, int]], top: float, h: float) -> bool:
