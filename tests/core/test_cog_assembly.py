@@ -52,6 +52,13 @@ def read_levels(path: Path, count: int) -> list[tuple[np.ndarray, np.ndarray]]:
     return out
 
 
+def assert_levels_read_back(cog: Path, sources: list[Path]) -> None:
+    """Each level of ``cog`` (full resolution, then overviews) reads as its source: pixels and mask."""
+    for (values, mask), path in zip(read_levels(cog, len(sources)), sources, strict=True):
+        with rasterio.open(path) as source:
+            assert np.array_equal(values, source.read()) and np.array_equal(mask, source.dataset_mask())
+
+
 def tile_bytes(path: Path) -> list[list[bytes]]:
     """The compressed bytes of every tile of every image of a TIFF, image by image in file order."""
     with open(path, "rb") as stream:
@@ -82,10 +89,8 @@ def test_tiles_are_copied_as_they_are_and_read_back_equal(tmp_path, bigtiff_sour
         assert cog.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
         assert (cog.crs, cog.transform, cog.tags(), cog.descriptions) == \
             (source.crs, source.transform, source.tags(), source.descriptions)
-        assert [ovr for ovr in cog.overviews(1)] == [2, 4]
-    for (values, mask), path in zip(read_levels(tmp_path / "cog.tif", 3), (image, *overviews), strict=True):
-        with rasterio.open(path) as source:
-            assert np.array_equal(values, source.read()) and np.array_equal(mask, source.dataset_mask())
+        assert cog.overviews(1) == [2, 4]
+    assert_levels_read_back(tmp_path / "cog.tif", [image, *overviews])
 
 
 def test_past_4_gib_the_cog_is_a_bigtiff(tmp_path, monkeypatch):
@@ -96,9 +101,7 @@ def test_past_4_gib_the_cog_is_a_bigtiff(tmp_path, monkeypatch):
     assert (tmp_path / "big.tif").read_bytes()[:4] == b"II+\0"
     validate(tmp_path / "big.tif")
     assert tile_bytes(tmp_path / "big.tif")[0] == tile_bytes(image)[0]
-    for (values, mask), path in zip(read_levels(tmp_path / "big.tif", 3), (image, *overviews), strict=True):
-        with rasterio.open(path) as source:
-            assert np.array_equal(values, source.read()) and np.array_equal(mask, source.dataset_mask())
+    assert_levels_read_back(tmp_path / "big.tif", [image, *overviews])
 
 
 def test_without_masks(tmp_path):
@@ -154,7 +157,8 @@ def test_block_row_buffer_writes_whole_rows_of_blocks_and_the_last_rows():
 
 
 def test_a_streamed_cog_is_assembled_and_its_temporaries_removed(tmp_path):
-    """COGWriter's streamed path end to end: a valid COG, GDAL's validator content, nothing else left behind."""
+    """COGWriter's streamed path end to end: a COG that GDAL's validator accepts, the pixels and mask written,
+    the writer's tiles at every level, and nothing else left behind."""
     rng = np.random.default_rng(5)
     values = rng.integers(0, 256, size=(2, 700, 900), dtype="uint8")
     mask = rng.random((700, 900)) > 0.05

@@ -275,7 +275,7 @@ def test_two_passes_at_once_give_the_scores_of_one_pass_at_a_time(tmp_path, trai
 
 def test_the_scores_cog_is_finished_while_the_detections_still_are(tmp_path, trained_run, predict_scene,  # noqa: F811
                                                                    monkeypatch):
-    """Once the last strip is written, the scores COG is converted by its writer thread, beside the vectorizer's
+    """Once the last strip is written, the scores COG is finished by its writer thread, beside the vectorizer's
     last strip: scores.tif is in place (tagged) when the detections are finished, and only then."""
     import aifactory.prediction.predict  # noqa: F401  (the module, shadowed by the function on the package)
 
