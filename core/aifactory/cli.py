@@ -3,6 +3,11 @@
 Sub-commands are loaded lazily from the stage that owns them (``LAZY_COMMANDS``), so ``aifactory
 --help`` and ``aifactory info`` never import torch. A user mistake (:class:`AIFactoryError`) prints one
 line on stderr and exits 2; ``--events jsonl`` turns progress into JSON lines on stdout for the plugin.
+
+A stop unwinds the command, so that atomic writers remove their temporary files and the last event is
+``done: stopped``: Ctrl-C (SIGINT, exit 130) and SIGTERM (exit 143), which is how ``kill``, ``timeout``, batch
+schedulers and container runtimes stop a process, and which Python's default would let kill it where it stands
+(a prediction stopped so left its hidden temporary scores files, gigabytes at 20000², and no final event).
 """
 
 from __future__ import annotations
@@ -10,8 +15,11 @@ from __future__ import annotations
 import functools
 import importlib
 import json
+import signal
 import sys
+import threading
 from collections.abc import Callable
+from types import FrameType
 from typing import Any
 
 import click
@@ -104,24 +112,46 @@ def cli() -> None:
     """AI Factory: datasets, training, prediction, post-processing and evaluation for EO imagery."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM received: unwinds like Ctrl-C (see the module docstring)."""
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the clean-up short
+    raise Terminated
+
+
+def _stop_code(exc: BaseException) -> int:
+    """Exit code of a stopped command, 128 + the signal's number (click turns Ctrl-C into ``Abort``)."""
+    if isinstance(exc, Terminated) or isinstance(exc.__cause__, Terminated):
+        click.echo("aifactory: terminated", err=True)
+        return 128 + signal.SIGTERM
+    click.echo(f"aifactory: {'aborted' if isinstance(exc, click.exceptions.Abort) else 'interrupted'}", err=True)
+    return 128 + signal.SIGINT
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: returns the exit code (2 for user errors, never a traceback for them)."""
+    # Python runs handlers in the main thread only; a SIGTERM the parent chose to ignore stays ignored
+    handle_term = threading.current_thread() is threading.main_thread() and \
+        signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    if handle_term:
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         cli.main(args=argv, prog_name="aifactory", standalone_mode=False)
     except AIFactoryError as exc:
         click.echo(f"aifactory: error: {exc}", err=True)
         return exc.exit_code
-    except click.exceptions.Abort:
-        click.echo("aifactory: aborted", err=True)
-        return 130
-    except KeyboardInterrupt:
-        click.echo("aifactory: interrupted", err=True)
-        return 130
+    except (click.exceptions.Abort, KeyboardInterrupt) as exc:
+        return _stop_code(exc)
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
+    finally:
+        if handle_term:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
     return 0
 
 

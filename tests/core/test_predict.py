@@ -210,29 +210,54 @@ def test_cli_events_and_postprocess_chain(tmp_path, trained_run, predict_scene, 
     assert done.returncode == 2 and "no_such_op" in done.stderr
 
 
-def test_killed_prediction_leaves_no_partial_outputs(tmp_path, trained_run):  # noqa: F811
+def _predicting(tmp_path, trained_run, stderr):  # noqa: F811
+    """A CLI prediction in a child process, returned once it is predicting with rows written."""
     raster = tmp_path / "big.tif"
     generate_scene(SceneSpec(width=1400, height=1400, seed=9), raster)
     out = tmp_path / "out"
     process = subprocess.Popen([sys.executable, "-m", "aifactory.cli", "predict", "--model", str(trained_run),
                                 "--raster", str(raster), "-o", str(out), "--events", "jsonl", "--batch-size", "2",
-                                "--tta-mode", "flips"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                "--tta-mode", "flips"], stdout=subprocess.PIPE, stderr=stderr, text=True,
                                env={**os.environ})
+    assert process.stdout is not None
+    for line in process.stdout:  # wait until it is predicting, with rows written
+        event = json.loads(line)
+        if event["event"] == "progress" and event["task"] == "predict" and 0.2 < event["value"] < 0.9:
+            break
+    time.sleep(0.5)
+    assert process.poll() is None, "prediction ended before it could be stopped"
+    assert any(out.glob(".scores.*")), "no temporary scores file while predicting"
+    return process, out
+
+
+def test_killed_prediction_leaves_no_partial_outputs(tmp_path, trained_run):  # noqa: F811
+    process, out = _predicting(tmp_path, trained_run, subprocess.DEVNULL)
     try:
-        assert process.stdout is not None
-        for line in process.stdout:  # wait until it is predicting, with rows written
-            event = json.loads(line)
-            if event["event"] == "progress" and event["task"] == "predict" and 0.2 < event["value"] < 0.9:
-                break
-        time.sleep(0.5)
-        assert process.poll() is None, "prediction ended before it could be killed"
-        assert any(out.glob(".scores.*")), "no temporary scores file while predicting"
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
     finally:
         if process.poll() is None:
             process.kill()
     assert not (out / "scores.tif").exists() and not (out / "detections.gpkg").exists()
+
+
+def test_terminated_prediction_stops_like_ctrl_c_and_leaves_nothing(tmp_path, trained_run):  # noqa: F811
+    """SIGTERM (kill, timeout, batch schedulers, container runtimes) unwinds the command as Ctrl-C does: the last
+    event says stopped, the exit code is 128 + 15, and not even a hidden temporary file is left."""
+    with open(tmp_path / "stderr.txt", "w+") as stderr:
+        process, out = _predicting(tmp_path, trained_run, stderr)
+        try:
+            process.send_signal(signal.SIGTERM)
+            stdout, _ = process.communicate(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+        stderr.seek(0)
+        messages = stderr.read().strip().splitlines()
+    assert process.returncode == 143, messages[-5:]
+    assert json.loads(stdout.strip().splitlines()[-1]) == {"event": "done", "status": "stopped"}
+    assert messages[-1] == "aifactory: terminated"
+    assert sorted(path.name for path in out.iterdir()) == []
 
 
 def test_reuse_heap_policy_changes_speed_not_results(tmp_path, base_result, trained_run, predict_scene, cli):  # noqa: F811

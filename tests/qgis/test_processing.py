@@ -48,6 +48,7 @@ def test_cancel_kills_the_worker(qgis_app, plugin, tmp_path):
     finally:
         timer.cancel()
     assert not out.exists()
+    assert not list(tmp_path.glob(".big*"))  # the worker, stopped by SIGTERM, removed its temporary files too
 
 
 def test_worker_failure_is_a_processing_error(qgis_app, plugin, tmp_path):
