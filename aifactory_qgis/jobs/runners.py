@@ -172,6 +172,9 @@ class LocalJob(Job):
         if code == 0 and status == QProcess.NormalExit and self.state.status in (None, "ok"):
             self._finish("ok")
             return
+        if self.state.status == "stopped":  # the worker unwound after a stop (SIGINT or SIGTERM) and said so
+            self._finish("stopped")
+            return
         crashed = status == QProcess.CrashExit
         reason = self.state.error or (self._stderr_tail[-1] if self._stderr_tail else "")
         self._finish(self.state.status if self.state.status in ("failed", "stopped") else "failed",

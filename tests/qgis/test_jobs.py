@@ -79,9 +79,11 @@ def test_cancel_stops_the_worker(qgis_app, plugin, tmp_path):
     assert wait_for(qgis_app, lambda: job.state.value > 0 or job.done, 120)
     plugin.docks["jobs"].cancel_button.click()
     assert wait_for(qgis_app, lambda: job.done, 30)
-    assert job.status == "stopped"
+    assert job.status == "stopped" and job.state.status == "stopped"  # the worker itself said it stopped
+    assert not job.message  # neither "failed" nor "crashed": it did what it was asked
     assert job.process.state() == 0  # QProcess.NotRunning
     assert not (tmp_path / "synth.tif").exists()  # atomic: nothing half-written
+    assert not list(tmp_path.glob(".synth*"))  # a stopped worker removes its temporary files too
 
 
 class FakeRay(BaseHTTPRequestHandler):
