@@ -177,9 +177,8 @@ class LocalJob(Job):
             return
         crashed = status == QProcess.CrashExit
         reason = self.state.error or (self._stderr_tail[-1] if self._stderr_tail else "")
-        self._finish(self.state.status if self.state.status in ("failed", "stopped") else "failed",
-                     (tr("The worker crashed") if crashed else tr("The worker failed (exit code {0})").format(code))
-                     + (f": {reason}" if reason else ""))
+        message = tr("The worker crashed") if crashed else tr("The worker failed (exit code {0})").format(code)
+        self._finish("failed", message + (f": {reason}" if reason else ""))
 
     def cancel(self) -> None:
         self._cancelled = True
