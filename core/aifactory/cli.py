@@ -25,7 +25,7 @@ from typing import Any
 import click
 
 from aifactory import __version__
-from aifactory.errors import AIFactoryError
+from aifactory.errors import AIFactoryError, Terminated
 from aifactory.progress import BarReporter, JsonlReporter, Reporter, use_reporter
 
 #: command name -> "module:attribute"; each stage adds its own line.
@@ -110,10 +110,6 @@ def echo_json(data: Any) -> None:
 @click.version_option(__version__, "--version", prog_name="aifactory")
 def cli() -> None:
     """AI Factory: datasets, training, prediction, post-processing and evaluation for EO imagery."""
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM received: unwinds like Ctrl-C (see the module docstring)."""
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:

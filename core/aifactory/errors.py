@@ -20,3 +20,8 @@ class ConfigError(AIFactoryError):
 
 class InputError(AIFactoryError):
     """An input file (raster, vector, model, dataset) that cannot be used."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM asked the process to stop (raised by the CLI's handler, :mod:`aifactory.cli`): it unwinds like Ctrl-C,
+    so that atomic writers remove their temporary files."""

@@ -4,7 +4,10 @@ the code of a git commit from a worktree, recorded in the manifest."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -57,3 +60,45 @@ def test_unknown_ref_is_one_line_exit_2(tmp_path, cli, head_commit):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "aifactory: error: --ref no-such-branch-xyz: not a branch, tag or commit of " + str(REPO)]
+
+
+CHILD = """
+import pathlib, signal, sys, time
+mark = pathlib.Path(sys.argv[1])
+def stop(signum, frame):
+    time.sleep(0.5)  # a clean-up that takes a moment: the parent must wait for it
+    mark.write_text(signal.Signals(signum).name)
+    sys.exit(128 + signum)
+signal.signal(signal.SIGTERM, stop)
+mark.with_suffix(".ready").touch()
+time.sleep(120)
+"""
+PARENT = """
+import os, signal, sys
+from aifactory.cli import _terminate
+from aifactory.errors import Terminated
+from aifactory.training.worktree import run_child
+signal.signal(signal.SIGTERM, _terminate)  # as the CLI's main() does
+try:
+    sys.exit(run_child([sys.executable, "-c", sys.argv[1], sys.argv[2]], os.environ))
+except Terminated:
+    sys.exit(143)
+"""
+
+
+def test_a_terminated_ref_run_stops_its_child_the_same_way_and_waits(tmp_path):
+    """``train --ref`` runs the training in a child: a SIGTERM to the parent (the plugin's Cancel, a scheduler) is
+    passed on, so the child unwinds and removes its temporaries, and the parent returns only once it has."""
+    mark = tmp_path / "child.txt"
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, CHILD, str(mark)])
+    try:
+        deadline = time.monotonic() + 60
+        while not mark.with_suffix(".ready").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert mark.with_suffix(".ready").exists(), "the child never started"
+        parent.send_signal(signal.SIGTERM)
+        assert parent.wait(timeout=60) == 143
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+    assert mark.read_text() == "SIGTERM"  # the child was stopped the same way, and finished before the parent
