@@ -5,9 +5,10 @@ Sub-commands are loaded lazily from the stage that owns them (``LAZY_COMMANDS``)
 line on stderr and exits 2; ``--events jsonl`` turns progress into JSON lines on stdout for the plugin.
 
 A stop unwinds the command, so that atomic writers remove their temporary files and the last event is
-``done: stopped``: Ctrl-C (SIGINT, exit 130) and SIGTERM (exit 143), which is how ``kill``, ``timeout``, batch
-schedulers and container runtimes stop a process, and which Python's default would let kill it where it stands
-(a prediction stopped so left its hidden temporary scores files, gigabytes at 20000², and no final event).
+``done: stopped``: Ctrl-C (SIGINT, exit 130) and SIGTERM (exit 143). SIGTERM is how ``kill``, ``timeout``, batch
+schedulers, container runtimes and the plugin's Cancel stop a process; Python's default for it kills the process
+where it stands (a prediction stopped so left its hidden temporary scores files, gigabytes at 20000², and no
+final event).
 """
 
 from __future__ import annotations
