@@ -230,7 +230,9 @@ def _predicting(tmp_path, trained_run, stderr):  # noqa: F811
     return process, out
 
 
-def test_killed_prediction_leaves_no_partial_outputs(tmp_path, trained_run):  # noqa: F811
+def test_killed_prediction_leaves_no_partial_outputs(tmp_path, trained_run, cli):  # noqa: F811
+    """A SIGKILL (the out-of-memory killer's) cannot be caught: no output appears, and the hidden temporaries it
+    leaves are removed by the next prediction into the same folder."""
     process, out = _predicting(tmp_path, trained_run, subprocess.DEVNULL)
     try:
         process.send_signal(signal.SIGKILL)
@@ -239,6 +241,11 @@ def test_killed_prediction_leaves_no_partial_outputs(tmp_path, trained_run):  # 
         if process.poll() is None:
             process.kill()
     assert not (out / "scores.tif").exists() and not (out / "detections.gpkg").exists()
+    assert any(out.glob(".scores.*.tif"))
+    done = cli("predict", "--model", str(trained_run), "--raster", str(tmp_path / "big.tif"), "-o", str(out),
+               "--events", "none")
+    assert done.returncode == 0, done.stderr
+    assert sorted(path.name for path in out.iterdir() if path.name.startswith(".")) == []
 
 
 def test_terminated_prediction_stops_like_ctrl_c_and_leaves_nothing(tmp_path, trained_run):  # noqa: F811

@@ -1,13 +1,16 @@
 """Atomic writes: a killed job leaves either nothing or a complete file (DESIGN.md, "Writes are atomic").
 
 Outputs are written to a hidden temporary path in the destination folder (same filesystem, so the final
-``os.replace`` is atomic) and renamed only when the writer finished without error.
+``os.replace`` is atomic) and renamed only when the writer finished without error. A temporary's name says
+which process owns it (:mod:`aifactory.io.owner`): writing an output first removes the temporaries that a
+killed process left for that same output.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -15,11 +18,30 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from aifactory.io.owner import TOKEN_PATTERN, owner_is_gone, owner_token
+
 
 def temporary_sibling(final: str | os.PathLike[str], tag: str = "part") -> Path:
-    """A unique hidden path next to ``final`` keeping its suffix (GDAL picks drivers by suffix)."""
+    """A unique hidden path next to ``final`` keeping its suffix (GDAL picks drivers by suffix).
+
+    The temporaries that dead processes left for the same ``final`` are removed first.
+    """
     final = Path(final)
-    return final.with_name(f".{final.stem}.{uuid.uuid4().hex[:8]}.{tag}{final.suffix}")
+    remove_abandoned_temporaries(final)
+    return final.with_name(f".{final.stem}.{owner_token()}-{uuid.uuid4().hex[:8]}.{tag}{final.suffix}")
+
+
+def remove_abandoned_temporaries(final: Path) -> list[Path]:
+    """Remove the temporaries (and their sidecars) of ``final`` whose owner process is gone; return them, sorted."""
+    own = re.compile(rf"\.{re.escape(final.stem)}\.{TOKEN_PATTERN}-[0-9a-f]{{8}}\.[a-z]+{re.escape(final.suffix)}")
+    removed = []
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(final.parent):
+            match = own.match(entry.name)
+            if match and owner_is_gone(match):
+                remove_path(Path(entry.path))
+                removed.append(Path(entry.path))
+    return sorted(removed)
 
 
 def remove_path(path: Path) -> None:
