@@ -2,7 +2,9 @@
 
 Sub-commands are loaded lazily from the stage that owns them (``LAZY_COMMANDS``), so ``aifactory
 --help`` and ``aifactory info`` never import torch. A user mistake (:class:`AIFactoryError`) prints one
-line on stderr and exits 2; ``--events jsonl`` turns progress into JSON lines on stdout for the plugin.
+line on stderr and exits 2, and so does a machine's refusal a user can fix (no space left, a read-only device,
+no permission: :mod:`aifactory.io.oserrors`); ``--events jsonl`` turns progress into JSON lines on stdout for
+the plugin.
 
 A stop unwinds the command, so that atomic writers remove their temporary files and the last event is
 ``done: stopped``: Ctrl-C (SIGINT, exit 130) and SIGTERM (exit 143). SIGTERM is how ``kill``, ``timeout``, batch
@@ -27,6 +29,8 @@ import click
 
 from aifactory import __version__
 from aifactory.errors import AIFactoryError, Terminated
+from aifactory.io.atomic import take_nearly_full_folders
+from aifactory.io.oserrors import device_error
 from aifactory.progress import BarReporter, JsonlReporter, Reporter, use_reporter
 
 #: command name -> "module:attribute"; each stage adds its own line.
@@ -97,6 +101,13 @@ def with_events(func: Callable[..., Any]) -> Callable[..., Any]:
             except KeyboardInterrupt:
                 rep.done("stopped")
                 raise
+            except Exception as exc:
+                error = device_error(exc)
+                if error is None:
+                    raise
+                rep.error(str(error))
+                rep.done("failed")
+                raise error from exc
             rep.done("ok")
             return result
 
@@ -134,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
     if handle_term:
         signal.signal(signal.SIGTERM, _terminate)
+    take_nearly_full_folders()  # what an earlier command in this process saw is not this one's
     try:
         cli.main(args=argv, prog_name="aifactory", standalone_mode=False)
     except AIFactoryError as exc:
@@ -146,6 +158,12 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
+    except Exception as exc:  # a bug keeps its traceback; a full or read-only device is told in one line
+        error = device_error(exc)
+        if error is None:
+            raise
+        click.echo(f"aifactory: error: {error}", err=True)
+        return error.exit_code
     finally:
         if handle_term:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)

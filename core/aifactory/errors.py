@@ -25,3 +25,8 @@ class InputError(AIFactoryError):
 class Terminated(KeyboardInterrupt):
     """SIGTERM asked the process to stop (raised by the CLI's handler, :mod:`aifactory.cli`): it unwinds like Ctrl-C,
     so that atomic writers remove their temporary files."""
+
+
+class DeviceError(AIFactoryError):
+    """The machine refused a read or a write the user can make possible: no space left, a read-only device, no
+    permission (built from the library's own error by :func:`aifactory.io.oserrors.device_error`)."""

@@ -31,6 +31,14 @@ def temporary_sibling(final: str | os.PathLike[str], tag: str = "part") -> Path:
     return final.with_name(f".{final.stem}.{owner_token()}-{uuid.uuid4().hex[:8]}.{tag}{final.suffix}")
 
 
+_TEMPORARY_NAME = re.compile(rf"(^|[/\\'\" ])\.(?P<stem>[^/\\'\"]+?)\.{TOKEN_PATTERN}-[0-9a-f]{{8}}\.[a-z]+")
+
+
+def public_names(text: str) -> str:
+    """``text`` with the temporaries' names replaced by the outputs they stand for, for messages to users."""
+    return _TEMPORARY_NAME.sub(r"\1\g<stem>", text)
+
+
 def remove_abandoned_temporaries(final: Path) -> list[Path]:
     """Remove the temporaries (and their sidecars) of ``final`` whose owner process is gone; return them, sorted."""
     own = re.compile(rf"\.{re.escape(final.stem)}\.{TOKEN_PATTERN}-[0-9a-f]{{8}}\.[a-z]+{re.escape(final.suffix)}")
@@ -44,7 +52,26 @@ def remove_abandoned_temporaries(final: Path) -> list[Path]:
     return sorted(removed)
 
 
+#: A device with less free space than this when a temporary is removed is taken for full (see
+#: :func:`take_nearly_full_folders`): libraries often fail a write on a full disk without saying why.
+NEARLY_FULL_BYTES = 16 * 2**20
+
+_nearly_full: dict[Path, int] = {}
+
+
+def take_nearly_full_folders() -> dict[Path, int]:
+    """Folders whose device had under :data:`NEARLY_FULL_BYTES` free when a temporary there was removed since
+    the last call, with the free bytes then."""
+    taken = dict(_nearly_full)
+    _nearly_full.clear()
+    return taken
+
+
 def remove_path(path: Path) -> None:
+    with contextlib.suppress(OSError):  # measured before the removal frees the space again
+        free = shutil.disk_usage(path.parent).free
+        if free < NEARLY_FULL_BYTES and path.exists():
+            _nearly_full[path.parent] = free
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     else:
