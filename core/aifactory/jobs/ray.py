@@ -78,7 +78,7 @@ def submission(record: JobRecord, working_dir: str, python: str = "python") -> d
         "runtime_env": {"working_dir": working_dir, "env_vars": {
             "AIFACTORY_JOB_ID": record.id, "PYTHONUNBUFFERED": "1",
             # a stop is a Ctrl-C, as with the local runner: the CLI reports "stopped" and atomic
-            # writers remove their partial files (Ray's default SIGTERM would just kill it)
+            # writers remove their partial files
             "RAY_JOB_STOP_SIGNAL": "SIGINT", "RAY_JOB_STOP_WAIT_TIME_S": str(STOP_GRACE_S)}},
         "metadata": {"aifactory_job": record.id, "pipeline": Path(record.pipeline_path).name,
                      "code_ref": record.code_ref or "", "code_commit": record.code_commit or ""},
