@@ -43,7 +43,7 @@ def remove_abandoned_temporaries(final: Path) -> list[Path]:
     """Remove the temporaries (and their sidecars) of ``final`` whose owner process is gone; return them, sorted."""
     own = re.compile(rf"\.{re.escape(final.stem)}\.{TOKEN_PATTERN}-[0-9a-f]{{8}}\.[a-z]+{re.escape(final.suffix)}")
     removed = []
-    with contextlib.suppress(FileNotFoundError):
+    with contextlib.suppress(OSError):  # a clean-up on the way: the write itself tells what is wrong with the folder
         for entry in os.scandir(final.parent):
             match = own.match(entry.name)
             if match and owner_is_gone(match):
