@@ -28,13 +28,13 @@ from typing import Any
 
 import numpy as np
 import rasterio
-import rasterio.shutil
 from affine import Affine
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
 from aifactory.io.atomic import AtomicWriter, remove_path, temporary_sibling
 from aifactory.io.cog_assembly import assemble_cog
+from aifactory.io.gdal_copy import copy_raster
 from aifactory.io.overviews import BlockRowBuffer, RowPyramid, rows_writer
 from aifactory.progress import reporter
 
@@ -201,10 +201,10 @@ class COGWriter(AtomicWriter):
             assemble_cog(self._tmp, self._pyramid.paths, final_tmp)
         elif self.cog:
             level = {} if self.level is None else {"LEVEL": self.level}
-            rasterio.shutil.copy(self._tmp, final_tmp, driver="COG", COMPRESS=self.compress,
-                                 BLOCKSIZE=self.blocksize, OVERVIEWS="AUTO", BIGTIFF="IF_SAFER",
-                                 NUM_THREADS="ALL_CPUS", OVERVIEW_RESAMPLING="AVERAGE",
-                                 PREDICTOR="NO" if self._profile["predictor"] == 1 else "YES", **level)
+            copy_raster(self._tmp, final_tmp, "COG", {
+                "COMPRESS": self.compress, "BLOCKSIZE": self.blocksize, "OVERVIEWS": "AUTO", "BIGTIFF": "IF_SAFER",
+                "NUM_THREADS": "ALL_CPUS", "OVERVIEW_RESAMPLING": "AVERAGE",
+                "PREDICTOR": "NO" if self._profile["predictor"] == 1 else "YES", **level})
         else:
             with rasterio.open(self._tmp, "r+") as ds:
                 factors = overview_factors(ds.width, ds.height, self.blocksize)
