@@ -28,7 +28,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import rasterio
-import rasterio.shutil
 from rasterio.errors import NotGeoreferencedWarning
 
 from aifactory import __version__
@@ -40,6 +39,7 @@ from aifactory.datasets.plan import DatasetPlan, chip_window, plan_dataset
 from aifactory.datasets.render import render_chip, window_footprint
 from aifactory.io.atomic import atomic_path
 from aifactory.io.cog import gdal_env
+from aifactory.io.gdal_copy import copy_raster
 from aifactory.io.hashing import blake3_file
 from aifactory.io.raster import open_raster, window_transform
 from aifactory.progress import reporter
@@ -195,8 +195,8 @@ def _random_access_copies(plan: DatasetPlan, scratch: Path) -> dict[int, Path]:
         if source.info.driver in SEQUENTIAL_DRIVERS and (plan.chips["source"] == source.index).any():
             copy = scratch / f"{source.index}.tif"
             with gdal_env():
-                rasterio.shutil.copy(source.path, copy, driver="GTiff", TILED="YES", BLOCKXSIZE=256,
-                                     BLOCKYSIZE=256)
+                copy_raster(source.path, copy, "GTiff", {"TILED": "YES", "BLOCKXSIZE": 256, "BLOCKYSIZE": 256},
+                            task="tiled copy")
             readable[source.index] = copy
     return readable
 
