@@ -104,7 +104,8 @@ def copy_raster(source: str | os.PathLike[str], target: str | os.PathLike[str], 
         if not handle:
             raise RasterioIOError(f"{source}: cannot open for conversion: {_last_error(lib)}")
         try:
-            made = lib.GDALCreateCopy(writer, os.fsencode(target), handle, 0, option_list, callback, None)
+            strict = 1  # as rasterio.shutil.copy
+            made = lib.GDALCreateCopy(writer, os.fsencode(target), handle, strict, option_list, callback, None)
             failed = not made or lib.GDALClose(made) >= _CE_FAILURE
         finally:
             lib.GDALClose(handle)
