@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
+import pytest
 from aifactory.io import owner
 from aifactory.io.atomic import remove_abandoned_temporaries, temporary_sibling, write_text_atomic
 
@@ -78,3 +80,19 @@ def test_only_provably_abandoned_temporaries_of_the_same_output_are_removed(tmp_
     remove_abandoned_temporaries(tmp_path / "scores.tif")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept)
     assert remove_abandoned_temporaries(tmp_path / "missing-folder" / "scores.tif") == []
+
+
+def test_a_temporary_from_another_pid_namespace_is_never_judged(tmp_path):
+    """A container sharing this host's name and a folder has PIDs of its own: its temporaries are not this host's
+    to judge (its PID 1 exists here too, as another process, started at another time)."""
+    final = tmp_path / "scores.tif"
+    unshare = shutil.which("unshare")
+    in_a_new_namespace = [unshare or "unshare", "--pid", "--fork", "--mount-proc"]
+    if unshare is None or subprocess.run([*in_a_new_namespace, "true"], capture_output=True).returncode:
+        pytest.skip("this machine does not let the tests start a process in a new PID namespace")
+    child = subprocess.run([*in_a_new_namespace, sys.executable, "-c", LEAVE_A_TEMPORARY, str(final), "die"],
+                           capture_output=True, text=True, timeout=60)
+    left = tmp_path / os.path.basename(child.stdout.strip())
+    assert left.name.startswith(".scores.") and left.exists()
+    assert remove_abandoned_temporaries(final) == []
+    assert left.exists()

@@ -3,12 +3,12 @@
 An atomic writer removes its temporary on any exception, Ctrl-C and SIGTERM included, but a SIGKILL (the
 kernel's out-of-memory killer sends one), a power cut or a crashed interpreter leaves it behind: gigabytes of
 hidden ``.scores.….stream.tif`` for a large prediction. Each temporary's name therefore carries an owner token
-(a hash of the host name, the PID and the process's start time); a later write of the same output removes the
-temporaries whose owner is provably gone.
+(a hash of the host name and PID namespace, the PID and the process's start time); a later write of the same
+output removes the temporaries whose owner is provably gone.
 
-"Provably" is strict: a token from another host (a shared network folder) or from a system where liveness
-cannot be checked without side effects (Windows, where ``os.kill`` terminates) is never judged dead. The
-start time tells a reused PID from the process that wrote the file, where ``/proc`` gives it.
+"Provably" is strict: a token from another host (a shared network folder) or container, or from a system where
+liveness cannot be checked without side effects (Windows, where ``os.kill`` terminates) is never judged dead.
+The start time tells a reused PID from the process that wrote the file, where ``/proc`` gives it.
 """
 
 from __future__ import annotations
@@ -18,11 +18,22 @@ import os
 import re
 import socket
 
-#: ``HOST-PID-START``: six hex digits of the host name's hash, the PID, and the start time in clock ticks
+#: ``HOST-PID-START``: six hex digits of the host's hash (:func:`_host`), the PID, and the start time in clock ticks
 #: since boot (0 where the system does not tell it).
 TOKEN_PATTERN = r"(?P<host>[0-9a-f]{6})-(?P<pid>\d+)-(?P<start>\d+)"
 
-_HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:6]
+
+def _host() -> str:
+    """The host name, with the PID namespace: containers sharing a host name (``--uts host``) and a folder do not
+    see each other's PIDs, so their tokens must differ."""
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        namespace = 0
+    return hashlib.sha1(f"{socket.gethostname()}:{namespace}".encode()).hexdigest()[:6]
+
+
+_HOST = _host()
 
 
 def _start_ticks(pid: int) -> int | None:
