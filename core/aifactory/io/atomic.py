@@ -69,8 +69,7 @@ def take_nearly_full_folders() -> dict[Path, int]:
 
 def remove_path(path: Path) -> None:
     with contextlib.suppress(OSError):  # measured before the removal frees the space again
-        free = shutil.disk_usage(path.parent).free
-        if free < NEARLY_FULL_BYTES and path.exists():
+        if path.exists() and (free := shutil.disk_usage(path.parent).free) < NEARLY_FULL_BYTES:
             _nearly_full[path.parent] = free
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)

@@ -22,8 +22,8 @@ from aifactory.io.atomic import public_names, take_nearly_full_folders
 #: errno values a user can remedy (free space, write elsewhere, fix permissions)
 USER_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 
-#: the same causes as SQLite words them (GeoPackage writes)
-_SQLITE_FULL = "database or disk is full"
+#: how those causes read inside a library's message: the system's own words, and SQLite's (GeoPackage writes)
+_CAUSE_TEXTS = (*(os.strerror(code) for code in USER_ERRNOS), "database or disk is full")
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
@@ -45,13 +45,12 @@ def _size(free: int) -> str:
 
 def device_error(exc: BaseException) -> DeviceError | None:
     """The :class:`DeviceError` that ``exc`` amounts to, or None when it is not such a refusal."""
-    texts = {os.strerror(code): code for code in USER_ERRNOS}
     for link in _chain(exc):
         if isinstance(link, OSError) and link.errno in USER_ERRNOS:
             where = " -> ".join(str(name) for name in (link.filename, link.filename2) if name is not None)
             return DeviceError(_one_line(f"{link.strerror}: {where}" if where else str(link.strerror)))
         message = str(link)
-        if any(text in message for text in texts) or _SQLITE_FULL in message:
+        if any(text in message for text in _CAUSE_TEXTS):
             return DeviceError(_one_line(message))
     full = take_nearly_full_folders()
     if full:
