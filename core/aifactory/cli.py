@@ -83,15 +83,19 @@ def make_reporter(events: str, quiet: bool = False) -> Reporter:
 def with_events(func: Callable[..., Any]) -> Callable[..., Any]:
     """Add ``--events bar|jsonl|none`` to a command and run it under the matching reporter.
 
-    In jsonl mode a final ``done`` (or ``error``) event closes the stream.
+    In jsonl mode a final ``done`` (or ``error``) event closes the stream. GDAL's and libtiff's own messages are
+    held back meanwhile (:mod:`aifactory.io.native_messages`): dropped when the command ends in a one-line error or
+    a stop, shown once each as warnings otherwise.
     """
 
     @click.option("--events", type=click.Choice(["bar", "jsonl", "none"]), default="bar", show_default=True,
                   help="How to report progress: bars on stderr, JSON lines on stdout, or nothing.")
     @functools.wraps(func)
     def wrapper(*args: Any, events: str, **kwargs: Any) -> Any:
+        from aifactory.io.native_messages import held
+
         rep = make_reporter(events)
-        with use_reporter(rep):
+        with use_reporter(rep), held() as native:
             try:
                 result = func(*args, **kwargs)
             except AIFactoryError as exc:
@@ -104,14 +108,22 @@ def with_events(func: Callable[..., Any]) -> Callable[..., Any]:
             except Exception as exc:
                 error = device_error(exc)
                 if error is None:
+                    _show(native.lines(), rep)  # they may help whoever reads the traceback
                     raise
                 rep.error(str(error))
                 rep.done("failed")
                 raise error from exc
+            _show(native.lines(), rep)
             rep.done("ok")
             return result
 
     return wrapper
+
+
+def _show(native_lines: list[str], rep: Reporter) -> None:
+    """GDAL's own lines that a command held back (:mod:`aifactory.io.native_messages`), as warnings."""
+    for line in native_lines:
+        rep.warning(f"GDAL: {line}")
 
 
 def echo_json(data: Any) -> None:

@@ -28,6 +28,7 @@ import rasterio
 import rasterio.shutil
 from rasterio.errors import RasterioIOError
 
+from aifactory.io.bundled_libs import bundled_library
 from aifactory.progress import reporter
 
 _PROGRESS = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_double, ctypes.c_char_p, ctypes.c_void_p)
@@ -37,10 +38,9 @@ _CE_FAILURE = 3  # CPLErr: None 0, Debug 1, Warning 2, Failure 3, Fatal 4
 @functools.cache
 def _rasterio_gdal() -> ctypes.CDLL | None:
     """The GDAL library bundled with rasterio's wheel (already loaded: the same instance), or None."""
-    found = sorted((Path(rasterio.__file__).parent.parent / "rasterio.libs").glob("libgdal-*.so*"))
-    if len(found) != 1:
+    lib = bundled_library("libgdal")
+    if lib is None:
         return None
-    lib = ctypes.CDLL(str(found[0]))
     lib.GDALOpen.restype, lib.GDALOpen.argtypes = ctypes.c_void_p, [ctypes.c_char_p, ctypes.c_int]
     lib.GDALGetDriverByName.restype, lib.GDALGetDriverByName.argtypes = ctypes.c_void_p, [ctypes.c_char_p]
     lib.GDALCreateCopy.restype = ctypes.c_void_p

@@ -1,0 +1,139 @@
+"""GDAL's and libtiff's own stderr lines are held while a command runs: dropped after a one-line error or a stop,
+shown once each (as warnings) after a success."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from aifactory.io.bundled_libs import bundled_library
+from aifactory.io.native_messages import held
+
+pytestmark = pytest.mark.skipif(bundled_library("libgdal") is None, reason="rasterio runs on its own GDAL build")
+
+# a command that makes GDAL and libtiff speak the way a writer thread does, then ends as asked
+COMMAND = textwrap.dedent("""
+    import os, signal, sys, threading
+    import click
+    from aifactory.cli import main, with_events, LAZY_COMMANDS, cli
+    from aifactory.errors import AIFactoryError
+    from aifactory.io.bundled_libs import bundled_library
+
+    def speak():
+        gdal, tiff = bundled_library("libgdal"), bundled_library("libtiff")
+        for _ in range(3):
+            gdal.CPLError(3, 1, b"TIFFWriteDirectoryTagData:IO error writing tag data")
+        gdal.CPLError(2, 1, b"a warning from a worker")
+        tiff.TIFFErrorExt(None, b"_tiffSeekProc", b"%s", b"No space left on device")
+
+    @cli.command("speak")
+    @click.argument("ending")
+    @with_events
+    def speak_command(ending):
+        worker = threading.Thread(target=speak)  # no rasterio.Env there: GDAL's default handler
+        worker.start()
+        worker.join()
+        if ending == "error":
+            raise AIFactoryError("the one line")
+        if ending == "stop":
+            os.kill(os.getpid(), signal.SIGTERM)
+        if ending == "bug":
+            raise ValueError("a bug")
+
+    sys.exit(main(["speak", *sys.argv[1:]]))
+""")
+
+
+def run_command(tmp_path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    script = tmp_path / "speak.py"
+    script.write_text(COMMAND)
+    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **(env or {})})
+
+
+def test_a_one_line_error_is_the_only_line(tmp_path):
+    done = run_command(tmp_path, "error", "--events", "jsonl")
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == ["aifactory: error: the one line"]
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [event["event"] for event in events] == ["error", "done"]
+
+
+def test_a_stop_drops_them(tmp_path):
+    done = run_command(tmp_path, "stop", "--events", "bar")
+    assert done.returncode == 143
+    assert [line for line in done.stderr.splitlines() if line] == ["aifactory: terminated"]
+
+
+def test_a_success_shows_each_gdal_line_once_as_a_warning(tmp_path):
+    done = run_command(tmp_path, "ok", "--events", "jsonl")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    assert events == [
+        {"event": "log", "level": "warning",
+         "message": "GDAL: ERROR 1: TIFFWriteDirectoryTagData:IO error writing tag data (3 times)"},
+        {"event": "log", "level": "warning", "message": "GDAL: Warning 1: a warning from a worker"},
+        {"event": "done", "status": "ok"},
+    ]
+    on_a_terminal = run_command(tmp_path, "ok", "--events", "bar")
+    assert on_a_terminal.stderr.splitlines() == [
+        "warning: GDAL: ERROR 1: TIFFWriteDirectoryTagData:IO error writing tag data (3 times)",
+        "warning: GDAL: Warning 1: a warning from a worker"]
+
+
+def test_with_cpl_debug_on_gdal_speaks_as_it_comes(tmp_path):
+    done = run_command(tmp_path, "error", "--events", "jsonl", env={"CPL_DEBUG": "ON"})
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [*["ERROR 1: TIFFWriteDirectoryTagData:IO error writing tag data"] * 3,
+                                        "Warning 1: a warning from a worker", "aifactory: error: the one line"]
+
+
+def test_a_bug_shows_them_above_its_traceback(tmp_path):
+    done = run_command(tmp_path, "bug", "--events", "bar")
+    assert done.returncode == 1
+    lines = done.stderr.splitlines()
+    assert lines[:2] == ["warning: GDAL: ERROR 1: TIFFWriteDirectoryTagData:IO error writing tag data (3 times)",
+                         "warning: GDAL: Warning 1: a warning from a worker"]
+    assert lines[2].startswith("Traceback") and lines[-1] == "ValueError: a bug"
+
+
+def test_libtiffs_printer_is_back_after_the_block(capfd):
+    tiff = bundled_library("libtiff")
+    with held():
+        tiff.TIFFErrorExt(None, b"_tiffReadProc", b"%s", b"held")
+    assert capfd.readouterr().err == ""
+    tiff.TIFFErrorExt(None, b"_tiffReadProc", b"%s", b"printed")
+    assert capfd.readouterr().err == "_tiffReadProc: printed.\n"
+
+
+BLOCKS = textwrap.dedent("""
+    import threading
+    from aifactory.io.bundled_libs import bundled_library
+    from aifactory.io.native_messages import held
+
+    def warn(text):
+        worker = threading.Thread(target=bundled_library("libgdal").CPLError, args=(2, 1, text))
+        worker.start()
+        worker.join()
+
+    with held() as first:
+        warn(b"first")
+    warn(b"between")
+    with held() as second:
+        warn(b"second")
+        warn(b"second")
+    print(first.lines(), second.lines())
+""")
+
+
+def test_lines_are_those_of_the_block_only():
+    # in a process of its own: GDAL chooses where it logs at its first message, for the process's life
+    done = subprocess.run([sys.executable, "-c", BLOCKS], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['Warning 1: first'] ['Warning 1: second (2 times)']"
+    assert done.stderr == ""
