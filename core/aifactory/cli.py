@@ -92,7 +92,7 @@ def with_events(func: Callable[..., Any]) -> Callable[..., Any]:
                   help="How to report progress: bars on stderr, JSON lines on stdout, or nothing.")
     @functools.wraps(func)
     def wrapper(*args: Any, events: str, **kwargs: Any) -> Any:
-        from aifactory.io.native_messages import held
+        from aifactory.io.native_messages import held  # imports rasterio: only once a command runs
 
         rep = make_reporter(events)
         with use_reporter(rep), held() as native:
