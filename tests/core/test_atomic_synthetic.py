@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import rasterio
@@ -78,3 +81,19 @@ def test_write_vector_shapefile_keeps_side_files(tmp_path):
     assert sorted(p.suffix for p in tmp_path.iterdir()) == [".cpg", ".dbf", ".prj", ".shp", ".shx"]
     back = read_vector(tmp_path / "out.shp")
     assert back.crs.to_epsg() == 32631 and back["score"].tolist() == [0.5]
+
+
+def test_pixel_space_frames_are_written_from_a_thread_without_a_warning(tmp_path):
+    # as the detections writer does: pyogrio's "'crs' was not provided" warning is not for pixel space
+    script = (
+        "import threading, geopandas as gpd, shapely\n"
+        "from aifactory.io.vector import write_frame\n"
+        "frame = gpd.GeoDataFrame({'score': [0.5]}, geometry=[shapely.box(0, 0, 8, 8)])\n"
+        f"writer = threading.Thread(target=write_frame, args=(frame, {str(tmp_path / 'pixels.gpkg')!r}),"
+        " kwargs={'layer': 'detections'})\n"
+        "writer.start(); writer.join()\n")
+    done = subprocess.run([sys.executable, "-W", "error::UserWarning", "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    written = read_vector(tmp_path / "pixels.gpkg", layer="detections")
+    assert written.crs is None and len(written) == 1

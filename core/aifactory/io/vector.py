@@ -26,6 +26,11 @@ from aifactory.progress import reporter
 
 WKT_COLUMNS = ("wkt", "WKT", "geometry", "geom", "the_geom")
 
+# pyogrio warns at every write of a frame without a CRS. Here such a layer is a non-georeferenced image's pixel
+# space, on purpose (the demo's scene is one). The filter is process-wide, narrowed to that message from pyogrio,
+# because warnings.catch_warnings is not thread-safe and detections are written from a writer thread.
+warnings.filterwarnings("ignore", message="'crs' was not provided", category=UserWarning, module="pyogrio")
+
 
 def _read_csv(path: Path, crs: Any = None) -> gpd.GeoDataFrame:
     frame = pd.read_csv(path)
@@ -104,18 +109,23 @@ def write_vector(frame: gpd.GeoDataFrame, path: str | Path, layer: str | None = 
     files are moved into place first and the main file last, so it never appears without them.
     """
     path = Path(path)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*crs.* was not provided")  # pixel-space data is legitimate
-        if path.suffix.lower() not in MULTI_FILE_SUFFIXES:
-            with atomic_path(path) as tmp:
-                frame.to_file(tmp, layer=layer or path.stem, engine="pyogrio")  # not the temporary file's name
-            return path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.stem}.") as folder:
-            frame.to_file(Path(folder) / path.name, engine="pyogrio")
-            for part in sorted(Path(folder).iterdir(), key=lambda p: p.name == path.name):
-                os.replace(part, path.parent / part.name)
+    if path.suffix.lower() not in MULTI_FILE_SUFFIXES:
+        with atomic_path(path) as tmp:
+            write_frame(frame, tmp, layer=layer or path.stem)  # not the temporary file's name
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.stem}.") as folder:
+        write_frame(frame, Path(folder) / path.name)
+        for part in sorted(Path(folder).iterdir(), key=lambda p: p.name == path.name):
+            os.replace(part, path.parent / part.name)
     return path
+
+
+def write_frame(frame: gpd.GeoDataFrame, path: str | Path, **options: Any) -> None:
+    """Write ``frame`` through pyogrio, in place (callers that own their temporary file); ``options`` go to
+    ``pyogrio.write_dataframe`` (``layer``, ``driver``, ``append``…). Pixel-space frames pass without a warning
+    (the filter above)."""
+    frame.to_file(path, engine="pyogrio", **options)
 
 
 def list_layers(path: str | Path) -> list[str]:

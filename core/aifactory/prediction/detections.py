@@ -26,6 +26,7 @@ import shapely
 from affine import Affine
 
 from aifactory.io.atomic import AtomicWriter, remove_path, temporary_sibling
+from aifactory.io.vector import write_frame
 from aifactory.prediction.tiling import TileGrid
 from aifactory.prediction.vectorize import Detections
 from aifactory.progress import reporter
@@ -92,8 +93,7 @@ class DetectionWriter(AtomicWriter):
         self._pending, self._pending_count = [], 0
         if not len(frame) and self._written:
             return
-        pyogrio.write_dataframe(frame, self._tmp, layer=self.layer, driver="GPKG", geometry_type="Polygon",
-                                append=self._written)
+        write_frame(frame, self._tmp, layer=self.layer, driver="GPKG", geometry_type="Polygon", append=self._written)
         self._written = True
         self.count += len(frame)
 
@@ -115,7 +115,7 @@ class DetectionWriter(AtomicWriter):
 
         raw = pyogrio.read_dataframe(self._tmp, layer=RAW_LAYER)
         done = apply_chain(raw, self.postprocess or [], self.postprocess_source)
-        pyogrio.write_dataframe(done, self._tmp, layer=LAYER, driver="GPKG")
+        write_frame(done, self._tmp, layer=LAYER, driver="GPKG")
         self.count = len(done)
 
     def abort(self) -> None:
