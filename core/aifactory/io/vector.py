@@ -26,6 +26,11 @@ from aifactory.progress import reporter
 
 WKT_COLUMNS = ("wkt", "WKT", "geometry", "geom", "the_geom")
 
+#: GeoPackage version of the files we make. rasterio's and pyogrio's GDAL would write 1.4, and the GDAL under
+#: QGIS 3.22 LTR on Debian (3.6) then warns, at every opening, that the file "may only be partially supported";
+#: 1.2 has everything these files use and every GIS reads it.
+GPKG_VERSION = "1.2"
+
 # pyogrio warns at every write of a frame without a CRS. Here such a layer is a non-georeferenced image's pixel
 # space, on purpose (the demo's scene is one). The filter is process-wide, narrowed to that message from pyogrio,
 # because warnings.catch_warnings is not thread-safe and detections are written from a writer thread.
@@ -124,7 +129,9 @@ def write_vector(frame: gpd.GeoDataFrame, path: str | Path, layer: str | None = 
 def write_frame(frame: gpd.GeoDataFrame, path: str | Path, **options: Any) -> None:
     """Write ``frame`` through pyogrio, in place (callers that own their temporary file); ``options`` go to
     ``pyogrio.write_dataframe`` (``layer``, ``driver``, ``append``…). Pixel-space frames pass without a warning
-    (the filter above)."""
+    (the filter above). A new GeoPackage is made in version :data:`GPKG_VERSION`."""
+    if (options.get("driver") == "GPKG" or Path(path).suffix.lower() == ".gpkg") and not Path(path).exists():
+        options.setdefault("VERSION", GPKG_VERSION)
     frame.to_file(path, engine="pyogrio", **options)
 
 
