@@ -31,11 +31,6 @@ WKT_COLUMNS = ("wkt", "WKT", "geometry", "geom", "the_geom")
 #: 1.2 has everything these files use and every GIS reads it.
 GPKG_VERSION = "1.2"
 
-# pyogrio warns at every write of a frame without a CRS. Here such a layer is a non-georeferenced image's pixel
-# space, on purpose (the demo's scene is one). The filter is process-wide, narrowed to that message from pyogrio,
-# because warnings.catch_warnings is not thread-safe and detections are written from a writer thread.
-warnings.filterwarnings("ignore", message="'crs' was not provided", category=UserWarning, module="pyogrio")
-
 
 def _read_csv(path: Path, crs: Any = None) -> gpd.GeoDataFrame:
     frame = pd.read_csv(path)
@@ -128,8 +123,13 @@ def write_vector(frame: gpd.GeoDataFrame, path: str | Path, layer: str | None = 
 
 def write_frame(frame: gpd.GeoDataFrame, path: str | Path, **options: Any) -> None:
     """Write ``frame`` through pyogrio, in place (callers that own their temporary file); ``options`` go to
-    ``pyogrio.write_dataframe`` (``layer``, ``driver``, ``append``…). Pixel-space frames pass without a warning
-    (the filter above). A new GeoPackage is made in version :data:`GPKG_VERSION`."""
+    ``pyogrio.write_dataframe`` (``layer``, ``driver``, ``append``…). Pixel-space frames pass without a warning.
+    A new GeoPackage is made in version :data:`GPKG_VERSION`."""
+    # pyogrio warns at every write of a frame without a CRS; here such a layer is a non-georeferenced image's pixel
+    # space, on purpose (the demo's scene is one). A process-wide filter narrowed to that message, not
+    # catch_warnings (not thread-safe: detections are written from a writer thread); set at each call, not at
+    # import, so that it also holds inside a caller's catch_warnings (pytest's, a notebook's). It is idempotent.
+    warnings.filterwarnings("ignore", message="'crs' was not provided", category=UserWarning, module="pyogrio")
     if (options.get("driver") == "GPKG" or Path(path).suffix.lower() == ".gpkg") and not Path(path).exists():
         options.setdefault("VERSION", GPKG_VERSION)
     frame.to_file(path, engine="pyogrio", **options)
