@@ -28,6 +28,7 @@ COMMAND = textwrap.dedent("""
         for _ in range(3):
             gdal.CPLError(3, 1, b"TIFFWriteDirectoryTagData:IO error writing tag data")
         gdal.CPLError(2, 1, b"a warning from a worker")
+        bundled_library("libgdal", "pyogrio").CPLError(3, 1, b"failed to execute insert : database or disk is full")
         tiff.TIFFErrorExt(None, b"_tiffSeekProc", b"%s", b"No space left on device")
 
     @cli.command("speak")
@@ -78,28 +79,34 @@ def test_a_success_shows_each_gdal_line_once_as_a_warning(tmp_path):
         {"event": "log", "level": "warning",
          "message": "GDAL: ERROR 1: TIFFWriteDirectoryTagData:IO error writing tag data (3 times)"},
         {"event": "log", "level": "warning", "message": "GDAL: Warning 1: a warning from a worker"},
+        {"event": "log", "level": "warning",
+         "message": "GDAL: ERROR 1: failed to execute insert : database or disk is full"},
         {"event": "done", "status": "ok"},
     ]
     on_a_terminal = run_command(tmp_path, "ok", "--events", "bar")
     assert on_a_terminal.stderr.splitlines() == [
         "warning: GDAL: ERROR 1: TIFFWriteDirectoryTagData:IO error writing tag data (3 times)",
-        "warning: GDAL: Warning 1: a warning from a worker"]
+        "warning: GDAL: Warning 1: a warning from a worker",
+        "warning: GDAL: ERROR 1: failed to execute insert : database or disk is full"]
 
 
 def test_with_cpl_debug_on_gdal_speaks_as_it_comes(tmp_path):
     done = run_command(tmp_path, "error", "--events", "jsonl", env={"CPL_DEBUG": "ON"})
     assert done.returncode == 2
     assert done.stderr.splitlines() == [*["ERROR 1: TIFFWriteDirectoryTagData:IO error writing tag data"] * 3,
-                                        "Warning 1: a warning from a worker", "aifactory: error: the one line"]
+                                        "Warning 1: a warning from a worker",
+                                        "ERROR 1: failed to execute insert : database or disk is full",
+                                        "aifactory: error: the one line"]
 
 
 def test_a_bug_shows_them_above_its_traceback(tmp_path):
     done = run_command(tmp_path, "bug", "--events", "bar")
     assert done.returncode == 1
     lines = done.stderr.splitlines()
-    assert lines[:2] == ["warning: GDAL: ERROR 1: TIFFWriteDirectoryTagData:IO error writing tag data (3 times)",
-                         "warning: GDAL: Warning 1: a warning from a worker"]
-    assert lines[2].startswith("Traceback") and lines[-1] == "ValueError: a bug"
+    assert lines[:3] == ["warning: GDAL: ERROR 1: TIFFWriteDirectoryTagData:IO error writing tag data (3 times)",
+                         "warning: GDAL: Warning 1: a warning from a worker",
+                         "warning: GDAL: ERROR 1: failed to execute insert : database or disk is full"]
+    assert lines[3].startswith("Traceback") and lines[-1] == "ValueError: a bug"
 
 
 def test_libtiffs_printer_is_back_after_the_block(capfd):

@@ -2,12 +2,13 @@
 
 rasterio routes GDAL's messages to Python only in a thread that entered a ``rasterio.Env``. Everywhere else (the
 prediction's writer threads, GDAL's own worker threads) GDAL's default handler prints ``ERROR 1: …`` on stderr,
-and libtiff's process-wide handler prints the errors that GDAL 3.10's TIFF I/O functions raise through libtiff's
-old API, past GDAL's per-file handler (``_tiffSeekProc: No space left on device.``). A prediction that filled its
+and so does pyogrio's GDAL (a second copy, from its own wheel) when the detections writer's thread fills a disk.
+libtiff's process-wide handler prints the errors that GDAL 3.10's TIFF I/O functions raise through libtiff's old
+API, past GDAL's per-file handler (``_tiffSeekProc: No space left on device.``). A prediction that filled its
 disk printed 54 such lines above the one line that said what happened.
 
-:func:`held` points GDAL's log at an unnamed file of this process (the ``CPL_LOG`` option, which GDAL reads at
-its first message and keeps for the process's life, hence one file per process) and switches libtiff's
+:func:`held` points both GDALs' log at an unnamed file of this process (the ``CPL_LOG`` option, which GDAL reads
+at its first message and keeps for the process's life, hence one file per process) and switches libtiff's
 process-wide error printer off while it lasts (GDAL reports the same failures in its own words). The CLI then
 decides (:mod:`aifactory.cli`): a command that ends in a one-line error or a stop drops them, since that line
 says what happened; one that succeeds, or fails with a bug, shows each distinct line once. From the first block
@@ -16,8 +17,8 @@ in the CLI a process runs one command, all of it inside the block.
 
 Why not a Python function as GDAL's error handler: GDAL's worker threads would call into Python while the
 thread that waits for them may hold the GIL (rasterio does not release it in every call), and both would wait
-for ever. Where the user set ``CPL_LOG`` or turned ``CPL_DEBUG`` on, where the libraries are not rasterio's
-wheel's, or where ``/proc/self/fd`` does not exist (not Linux), GDAL's lines print as they come, as before.
+for ever. Where the user set ``CPL_LOG`` or turned ``CPL_DEBUG`` on, where the libraries are not the wheels'
+own, or where ``/proc/self/fd`` does not exist (not Linux), GDAL's lines print as they come, as before.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 
-from aifactory.io.bundled_libs import bundled_library
+from aifactory.io.bundled_libs import GDAL_WHEELS, bundled_library
 
 _log_file: int | None = None  # the unnamed file GDAL writes its log to, once this process has chosen it
 
@@ -59,25 +60,29 @@ class NativeMessages:
 
 
 def _gdal_log_file() -> int | None:
-    """This process's GDAL log, chosen at the first call; None where it cannot be held."""
+    """This process's GDAL log, chosen at the first call for every bundled GDAL; None where it cannot be held."""
     global _log_file
     if _log_file is not None:
         return _log_file
-    gdal = bundled_library("libgdal")
-    if gdal is None or not os.path.isdir("/proc/self/fd"):
+    gdals = [gdal for gdal in (bundled_library("libgdal", wheel) for wheel in GDAL_WHEELS) if gdal is not None]
+    if not gdals or not os.path.isdir("/proc/self/fd") or any(_user_chose_the_log(gdal) for gdal in gdals):
         return None
+    handle, path = tempfile.mkstemp(prefix="aifactory-gdal-", suffix=".log")
+    os.unlink(path)  # nothing is left behind, whatever happens to this process
+    for gdal in gdals:  # each appends to the same file through its own handle
+        gdal.CPLSetConfigOption(b"CPL_LOG", f"/proc/self/fd/{handle}".encode())
+        gdal.CPLSetConfigOption(b"CPL_LOG_APPEND", b"YES")
+    _log_file = handle
+    return handle
+
+
+def _user_chose_the_log(gdal: ctypes.CDLL) -> bool:
+    """Whether the user set where GDAL logs (``CPL_LOG``) or wants to see it all as it comes (``CPL_DEBUG``)."""
     gdal.CPLGetConfigOption.restype = ctypes.c_char_p
     gdal.CPLGetConfigOption.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
     gdal.CPLSetConfigOption.restype, gdal.CPLSetConfigOption.argtypes = None, [ctypes.c_char_p, ctypes.c_char_p]
     debugging = (gdal.CPLGetConfigOption(b"CPL_DEBUG", b"OFF") or b"").upper() not in (b"OFF", b"NO", b"FALSE", b"0")
-    if debugging or gdal.CPLGetConfigOption(b"CPL_LOG", None) is not None:
-        return None  # the user chose where GDAL logs, or wants to see it all as it comes
-    handle, path = tempfile.mkstemp(prefix="aifactory-gdal-", suffix=".log")
-    os.unlink(path)  # nothing is left behind, whatever happens to this process
-    gdal.CPLSetConfigOption(b"CPL_LOG", f"/proc/self/fd/{handle}".encode())
-    gdal.CPLSetConfigOption(b"CPL_LOG_APPEND", b"YES")
-    _log_file = handle
-    return handle
+    return debugging or gdal.CPLGetConfigOption(b"CPL_LOG", None) is not None
 
 
 @contextlib.contextmanager
