@@ -64,7 +64,8 @@ def _gdal_log_file() -> int | None:
     global _log_file
     if _log_file is not None:
         return _log_file
-    gdals = [gdal for gdal in (bundled_library("libgdal", wheel) for wheel in GDAL_WHEELS) if gdal is not None]
+    gdals = [_with_config_functions(gdal) for gdal in (bundled_library("libgdal", wheel) for wheel in GDAL_WHEELS)
+             if gdal is not None]
     if not gdals or not os.path.isdir("/proc/self/fd") or any(_user_chose_the_log(gdal) for gdal in gdals):
         return None
     handle, path = tempfile.mkstemp(prefix="aifactory-gdal-", suffix=".log")
@@ -76,11 +77,15 @@ def _gdal_log_file() -> int | None:
     return handle
 
 
-def _user_chose_the_log(gdal: ctypes.CDLL) -> bool:
-    """Whether the user set where GDAL logs (``CPL_LOG``) or wants to see it all as it comes (``CPL_DEBUG``)."""
+def _with_config_functions(gdal: ctypes.CDLL) -> ctypes.CDLL:
     gdal.CPLGetConfigOption.restype = ctypes.c_char_p
     gdal.CPLGetConfigOption.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
     gdal.CPLSetConfigOption.restype, gdal.CPLSetConfigOption.argtypes = None, [ctypes.c_char_p, ctypes.c_char_p]
+    return gdal
+
+
+def _user_chose_the_log(gdal: ctypes.CDLL) -> bool:
+    """Whether the user set where GDAL logs (``CPL_LOG``) or wants to see it all as it comes (``CPL_DEBUG``)."""
     debugging = (gdal.CPLGetConfigOption(b"CPL_DEBUG", b"OFF") or b"").upper() not in (b"OFF", b"NO", b"FALSE", b"0")
     return debugging or gdal.CPLGetConfigOption(b"CPL_LOG", None) is not None
 
