@@ -11,7 +11,6 @@ import textwrap
 
 import pytest
 from aifactory.io.bundled_libs import bundled_library
-from aifactory.io.native_messages import held
 
 pytestmark = pytest.mark.skipif(bundled_library("libgdal") is None, reason="rasterio runs on its own GDAL build")
 
@@ -109,38 +108,58 @@ def test_a_bug_shows_them_above_its_traceback(tmp_path):
     assert lines[3].startswith("Traceback") and lines[-1] == "ValueError: a bug"
 
 
-def test_libtiffs_printer_is_back_after_the_block(capfd):
-    tiff = bundled_library("libtiff")
-    with held():
-        tiff.TIFFErrorExt(None, b"_tiffReadProc", b"%s", b"held")
-    assert capfd.readouterr().err == ""
-    tiff.TIFFErrorExt(None, b"_tiffReadProc", b"%s", b"printed")
-    assert capfd.readouterr().err == "_tiffReadProc: printed.\n"
+def run_snippet(code: str) -> subprocess.CompletedProcess[str]:
+    """In a process of its own: GDAL chooses where it logs at its first message, for the process's life."""
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120)
 
 
-BLOCKS = textwrap.dedent("""
-    import threading
-    from aifactory.io.bundled_libs import bundled_library
-    from aifactory.io.native_messages import held
+def test_libtiffs_printer_is_back_after_the_block():
+    done = run_snippet("""
+        from aifactory.io.bundled_libs import bundled_library
+        from aifactory.io.native_messages import held
+        tiff = bundled_library("libtiff")
+        with held():
+            tiff.TIFFErrorExt(None, b"_tiffReadProc", b"%s", b"held")
+        tiff.TIFFErrorExt(None, b"_tiffReadProc", b"%s", b"printed")
+    """)
+    assert done.returncode == 0 and done.stderr == "_tiffReadProc: printed.\n", done.stderr
 
-    def warn(text):
-        worker = threading.Thread(target=bundled_library("libgdal").CPLError, args=(2, 1, text))
-        worker.start()
-        worker.join()
 
-    with held() as first:
-        warn(b"first")
-    warn(b"between")
-    with held() as second:
-        warn(b"second")
-        warn(b"second")
-    print(first.lines(), second.lines())
-""")
+def test_without_a_usable_temporary_folder_nothing_is_held_and_the_command_runs():
+    done = run_snippet("""
+        import errno, tempfile
+        def refuse(*args, **kwargs):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        tempfile.mkstemp = refuse
+        from aifactory.io.bundled_libs import bundled_library
+        from aifactory.io.native_messages import held
+        with held() as messages:
+            bundled_library("libgdal").CPLError(2, 1, b"as before")
+        print(messages.lines())
+    """)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "[]\n" and done.stderr == "Warning 1: as before\n"
 
 
 def test_lines_are_those_of_the_block_only():
-    # in a process of its own: GDAL chooses where it logs at its first message, for the process's life
-    done = subprocess.run([sys.executable, "-c", BLOCKS], capture_output=True, text=True, timeout=120)
+    done = run_snippet("""
+        import threading
+        from aifactory.io.bundled_libs import bundled_library
+        from aifactory.io.native_messages import held
+
+        def warn(text):
+            worker = threading.Thread(target=bundled_library("libgdal").CPLError, args=(2, 1, text))
+            worker.start()
+            worker.join()
+
+        with held() as first:
+            warn(b"first")
+        warn(b"between")
+        with held() as second:
+            warn(b"second")
+            warn(b"second")
+        print(first.lines(), second.lines())
+    """)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "['Warning 1: first'] ['Warning 1: second (2 times)']"
     assert done.stderr == ""

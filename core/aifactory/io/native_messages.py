@@ -68,8 +68,11 @@ def _gdal_log_file() -> int | None:
              if gdal is not None]
     if not gdals or not os.path.isdir("/proc/self/fd") or any(_user_chose_the_log(gdal) for gdal in gdals):
         return None
-    handle, path = tempfile.mkstemp(prefix="aifactory-gdal-", suffix=".log")
-    os.unlink(path)  # nothing is left behind, whatever happens to this process
+    try:
+        handle, path = tempfile.mkstemp(prefix="aifactory-gdal-", suffix=".log")
+        os.unlink(path)  # nothing is left behind, whatever happens to this process
+    except OSError:  # a full or read-only temporary folder must not stop a command that writes elsewhere
+        return None
     for gdal in gdals:  # each appends to the same file through its own handle
         gdal.CPLSetConfigOption(b"CPL_LOG", f"/proc/self/fd/{handle}".encode())
         gdal.CPLSetConfigOption(b"CPL_LOG_APPEND", b"YES")
