@@ -18,7 +18,7 @@ pytestmark = pytest.mark.skipif(bundled_library("libgdal") is None, reason="rast
 COMMAND = textwrap.dedent("""
     import os, signal, sys, threading
     import click
-    from aifactory.cli import main, with_events, LAZY_COMMANDS, cli
+    from aifactory.cli import cli, main, with_events
     from aifactory.errors import AIFactoryError
     from aifactory.io.bundled_libs import bundled_library
 
@@ -48,29 +48,28 @@ COMMAND = textwrap.dedent("""
 """)
 
 
-def run_command(tmp_path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    script = tmp_path / "speak.py"
-    script.write_text(COMMAND)
-    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, **(env or {})})
+def run_snippet(code: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """In a process of its own: GDAL chooses where it logs at its first message, for the process's life."""
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, **(env or {})})
 
 
-def test_a_one_line_error_is_the_only_line(tmp_path):
-    done = run_command(tmp_path, "error", "--events", "jsonl")
+def test_a_one_line_error_is_the_only_line():
+    done = run_snippet(COMMAND, "error", "--events", "jsonl")
     assert done.returncode == 2
     assert done.stderr.splitlines() == ["aifactory: error: the one line"]
     events = [json.loads(line) for line in done.stdout.splitlines()]
     assert [event["event"] for event in events] == ["error", "done"]
 
 
-def test_a_stop_drops_them(tmp_path):
-    done = run_command(tmp_path, "stop", "--events", "bar")
+def test_a_stop_drops_them():
+    done = run_snippet(COMMAND, "stop", "--events", "bar")
     assert done.returncode == 143
     assert [line for line in done.stderr.splitlines() if line] == ["aifactory: terminated"]
 
 
-def test_a_success_shows_each_gdal_line_once_as_a_warning(tmp_path):
-    done = run_command(tmp_path, "ok", "--events", "jsonl")
+def test_a_success_shows_each_gdal_line_once_as_a_warning():
+    done = run_snippet(COMMAND, "ok", "--events", "jsonl")
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
     events = [json.loads(line) for line in done.stdout.splitlines()]
@@ -82,15 +81,15 @@ def test_a_success_shows_each_gdal_line_once_as_a_warning(tmp_path):
          "message": "GDAL: ERROR 1: failed to execute insert : database or disk is full"},
         {"event": "done", "status": "ok"},
     ]
-    on_a_terminal = run_command(tmp_path, "ok", "--events", "bar")
+    on_a_terminal = run_snippet(COMMAND, "ok", "--events", "bar")
     assert on_a_terminal.stderr.splitlines() == [
         "warning: GDAL: ERROR 1: TIFFWriteDirectoryTagData:IO error writing tag data (3 times)",
         "warning: GDAL: Warning 1: a warning from a worker",
         "warning: GDAL: ERROR 1: failed to execute insert : database or disk is full"]
 
 
-def test_with_cpl_debug_on_gdal_speaks_as_it_comes(tmp_path):
-    done = run_command(tmp_path, "error", "--events", "jsonl", env={"CPL_DEBUG": "ON"})
+def test_with_cpl_debug_on_gdal_speaks_as_it_comes():
+    done = run_snippet(COMMAND, "error", "--events", "jsonl", env={"CPL_DEBUG": "ON"})
     assert done.returncode == 2
     assert done.stderr.splitlines() == [*["ERROR 1: TIFFWriteDirectoryTagData:IO error writing tag data"] * 3,
                                         "Warning 1: a warning from a worker",
@@ -98,19 +97,14 @@ def test_with_cpl_debug_on_gdal_speaks_as_it_comes(tmp_path):
                                         "aifactory: error: the one line"]
 
 
-def test_a_bug_shows_them_above_its_traceback(tmp_path):
-    done = run_command(tmp_path, "bug", "--events", "bar")
+def test_a_bug_shows_them_above_its_traceback():
+    done = run_snippet(COMMAND, "bug", "--events", "bar")
     assert done.returncode == 1
     lines = done.stderr.splitlines()
     assert lines[:3] == ["warning: GDAL: ERROR 1: TIFFWriteDirectoryTagData:IO error writing tag data (3 times)",
                          "warning: GDAL: Warning 1: a warning from a worker",
                          "warning: GDAL: ERROR 1: failed to execute insert : database or disk is full"]
     assert lines[3].startswith("Traceback") and lines[-1] == "ValueError: a bug"
-
-
-def run_snippet(code: str) -> subprocess.CompletedProcess[str]:
-    """In a process of its own: GDAL chooses where it logs at its first message, for the process's life."""
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120)
 
 
 def test_libtiffs_printer_is_back_after_the_block():
