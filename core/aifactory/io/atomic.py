@@ -31,7 +31,9 @@ def temporary_sibling(final: str | os.PathLike[str], tag: str = "part") -> Path:
     return final.with_name(f".{final.stem}.{owner_token()}-{uuid.uuid4().hex[:8]}.{tag}{final.suffix}")
 
 
-_TEMPORARY_NAME = re.compile(rf"(^|[/\\'\" ])\.(?P<stem>[^/\\'\"]+?)\.{TOKEN_PATTERN}-[0-9a-f]{{8}}\.[a-z]+")
+#: what :func:`temporary_sibling` puts between ``.{stem}.`` and the suffix: the owner, 8 random hex digits, the tag
+_TEMPORARY_TAIL = rf"{TOKEN_PATTERN}-[0-9a-f]{{8}}\.[a-z]+"
+_TEMPORARY_NAME = re.compile(rf"(^|[/\\'\" ])\.(?P<stem>[^/\\'\"]+?)\.{_TEMPORARY_TAIL}")
 
 
 def public_names(text: str) -> str:
@@ -41,7 +43,7 @@ def public_names(text: str) -> str:
 
 def remove_abandoned_temporaries(final: Path) -> list[Path]:
     """Remove the temporaries (and their sidecars) of ``final`` whose owner process is gone; return them, sorted."""
-    own = re.compile(rf"\.{re.escape(final.stem)}\.{TOKEN_PATTERN}-[0-9a-f]{{8}}\.[a-z]+{re.escape(final.suffix)}")
+    own = re.compile(rf"\.{re.escape(final.stem)}\.{_TEMPORARY_TAIL}{re.escape(final.suffix)}")
     removed = []
     with contextlib.suppress(OSError):  # a clean-up on the way: the write itself tells what is wrong with the folder
         for entry in os.scandir(final.parent):
