@@ -71,6 +71,18 @@ class LazyGroup(click.Group):
             return command
         return super().get_command(ctx, cmd_name)
 
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the sub-command; a SIGTERM leaves as :class:`_TerminatedPastClick`, since click answers any
+        ``KeyboardInterrupt`` with a blank line that only closes a terminal's ``^C`` echo."""
+        try:
+            return super().invoke(ctx)
+        except Terminated as exc:
+            raise _TerminatedPastClick from exc
+
+
+class _TerminatedPastClick(BaseException):
+    """A command stopped by SIGTERM, already unwound (its temporaries removed), on its way to :func:`main`."""
+
 
 def make_reporter(events: str, quiet: bool = False) -> Reporter:
     if events == "jsonl":
@@ -143,7 +155,7 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 
 def _stop_code(exc: BaseException) -> int:
     """Exit code of a stopped command, 128 + the signal's number (click turns Ctrl-C into ``Abort``)."""
-    if isinstance(exc, Terminated) or isinstance(exc.__cause__, Terminated):
+    if isinstance(exc, (Terminated, _TerminatedPastClick)) or isinstance(exc.__cause__, Terminated):
         click.echo("aifactory: terminated", err=True)
         return 128 + signal.SIGTERM
     click.echo(f"aifactory: {'aborted' if isinstance(exc, click.exceptions.Abort) else 'interrupted'}", err=True)
@@ -163,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     except AIFactoryError as exc:
         click.echo(f"aifactory: error: {exc}", err=True)
         return exc.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt) as exc:
+    except (click.exceptions.Abort, KeyboardInterrupt, _TerminatedPastClick) as exc:
         return _stop_code(exc)
     except click.ClickException as exc:
         exc.show()
