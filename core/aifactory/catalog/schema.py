@@ -28,7 +28,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.types import TypeDecorator, UserDefinedType
 
 from aifactory.catalog.hierarchy import MAX_LEVEL
-from aifactory.io.vector import GPKG_VERSION
+from aifactory.io.vector import GPKG_USER_VERSION
 
 SRID = 4326
 CONTEXT_FIELDS = ("cloud", "snow", "vegetation", "fog")
@@ -164,9 +164,8 @@ _WGS84_WKT = ('GEOGCS["WGS 84",DATUM["WGS_1984",SPHEROID["WGS 84",6378137,298.25
 def init_geopackage(conn: Connection) -> None:
     """Turn a fresh SQLite file into a GeoPackage whose catalog tables are layers, in the version of every
     GeoPackage we make (:data:`aifactory.io.vector.GPKG_VERSION` says why)."""
-    major, minor = (int(part) for part in GPKG_VERSION.split("."))
     conn.exec_driver_sql("PRAGMA application_id = 1196444487")  # 'GPKG'
-    conn.exec_driver_sql(f"PRAGMA user_version = {major * 10000 + minor * 100}")  # 1.2 -> 10200
+    conn.exec_driver_sql(f"PRAGMA user_version = {GPKG_USER_VERSION}")
     conn.exec_driver_sql(
         "CREATE TABLE IF NOT EXISTS gpkg_spatial_ref_sys (srs_name TEXT NOT NULL, srs_id INTEGER PRIMARY KEY, "
         "organization TEXT NOT NULL, organization_coordsys_id INTEGER NOT NULL, definition TEXT NOT NULL, "

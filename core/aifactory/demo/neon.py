@@ -30,7 +30,7 @@ from aifactory.errors import InputError
 from aifactory.io.atomic import write_bytes_atomic
 from aifactory.io.hashing import sha256_file
 from aifactory.io.raster import raster_info
-from aifactory.io.vector import write_vector
+from aifactory.io.vector import GPKG_USER_VERSION, geopackage_user_version, write_vector
 from aifactory.progress import reporter
 
 WHEEL = "deepforest-2.1.0-py3-none-any.whl"
@@ -137,7 +137,7 @@ def prepare_scenes(folder: Path | None = None) -> list[Scene]:
             boxes = _boxes_from_voc(raster.with_suffix(".xml"))
         layer = boxes_to_layer(boxes, raster)
         labels = raster.with_suffix(".labels.gpkg")
-        if not labels.is_file():
+        if not labels.is_file() or geopackage_user_version(labels) != GPKG_USER_VERSION:  # an older version's cache
             write_vector(layer, labels, layer="labels")
         scenes.append(Scene(raster.stem, raster, labels, layer.crs is not None, len(layer)))
     return scenes

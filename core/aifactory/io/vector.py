@@ -8,8 +8,10 @@ georeferencing. Invalid geometries are repaired with ``make_valid`` and counted.
 from __future__ import annotations
 
 import os
+import sqlite3
 import tempfile
 import warnings
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,8 @@ WKT_COLUMNS = ("wkt", "WKT", "geometry", "geom", "the_geom")
 #: QGIS 3.22 LTR on Debian (3.6) then warns, at every opening, that the file "may only be partially supported";
 #: 1.2 has everything these files use and every GIS reads it.
 GPKG_VERSION = "1.2"
+#: the same version as SQLite's ``PRAGMA user_version`` of the file says it (1.2 -> 10200)
+GPKG_USER_VERSION = 10000 * int(GPKG_VERSION.split(".")[0]) + 100 * int(GPKG_VERSION.split(".")[1])
 
 
 def _read_csv(path: Path, crs: Any = None) -> gpd.GeoDataFrame:
@@ -133,6 +137,12 @@ def write_frame(frame: gpd.GeoDataFrame, path: str | Path, **options: Any) -> No
     if (options.get("driver") == "GPKG" or Path(path).suffix.lower() == ".gpkg") and not Path(path).exists():
         options.setdefault("VERSION", GPKG_VERSION)
     frame.to_file(path, engine="pyogrio", **options)
+
+
+def geopackage_user_version(path: str | Path) -> int:
+    """The version a GeoPackage file says it is in, as ``PRAGMA user_version`` (see :data:`GPKG_USER_VERSION`)."""
+    with closing(sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)) as db:
+        return int(db.execute("PRAGMA user_version").fetchone()[0])
 
 
 def list_layers(path: str | Path) -> list[str]:
