@@ -177,8 +177,10 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except (click.exceptions.Abort, KeyboardInterrupt, _TerminatedPastClick) as exc:
         return _stop_code(exc)
-    except click.ClickException as exc:
-        exc.show()
+    except click.ClickException as exc:  # a usage mistake click found: one line too, with where to read more
+        command = exc.ctx.command_path if isinstance(exc, click.UsageError) and exc.ctx else None
+        hint = f" (see '{command} --help')" if command else ""
+        click.echo(f"aifactory: error: {' '.join(exc.format_message().split())}{hint}", err=True)
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)

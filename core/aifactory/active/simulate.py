@@ -46,6 +46,7 @@ from aifactory.config import StrictModel, load_yaml, validate
 from aifactory.datasets.config import DatasetConfig, resolve_paths
 from aifactory.errors import ConfigError, InputError
 from aifactory.io.atomic import write_text_atomic
+from aifactory.io.output_paths import output_folder
 from aifactory.progress import Reporter, reporter, use_reporter
 from aifactory.training.config import TrainConfig
 
@@ -387,8 +388,7 @@ def simulate(config_path: str | Path, out: str | Path, device: str = "auto") -> 
 def run_simulation(config: SimulateConfig, train: TrainConfig, out: str | Path, device: str = "auto") -> Summary:
     """Run (or resume) a validated simulation into ``out``; writes the records, the curve and the summary."""
     started = time.monotonic()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(out)
     digest = config_digest(config, train)
     stamp = out / "config.json"
     if stamp.is_file() and json.loads(stamp.read_text()).get("digest") != digest:

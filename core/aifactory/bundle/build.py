@@ -32,6 +32,7 @@ from aifactory.catalog.hierarchy import tree
 from aifactory.errors import ConfigError, InputError
 from aifactory.io.atomic import atomic_path
 from aifactory.io.hashing import sha256_file
+from aifactory.io.output_paths import LISTING_NAME
 from aifactory.models.card import ModelCard, read_card
 from aifactory.progress import reporter
 
@@ -136,7 +137,7 @@ def write_zip(out: Path, meta: BundleMeta, onnx_path: Path, run_dir: Path, repor
     files += [(run_dir / name, name) for name in RUN_FILES if (run_dir / name).is_file()]
     if report_dir is not None:
         files += [(path, f"report/{path.relative_to(report_dir).as_posix()}")
-                  for path in sorted(report_dir.rglob("*")) if path.is_file()]
+                  for path in sorted(report_dir.rglob("*")) if path.is_file() and path.name != LISTING_NAME]
     texts = {}
     if meta.operating_point is not None:
         texts["operating_point.json"] = json.dumps(meta.operating_point, indent=2)

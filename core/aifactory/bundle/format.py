@@ -205,7 +205,7 @@ def read_onnx(path: str | Path, meta: BundleMeta) -> bytes:
 def extract_bundle(path: str | Path, dest: str | Path) -> Path:
     """Extract a bundle zip into the folder ``dest`` (atomically: all of it or nothing)."""
     path, dest = Path(path), Path(dest)
-    with open_zip(path) as archive, atomic_path(dest) as tmp:
+    with open_zip(path) as archive, atomic_path(dest, folder=True) as tmp:
         tmp.mkdir()
         root = tmp.resolve()
         for info in archive.infolist():

@@ -279,7 +279,7 @@ def export_plan(plan: DatasetPlan, output: str | Path) -> Path:
     """Write ``plan`` as a dataset folder at ``output`` (replaced whole, atomically)."""
     output = Path(output)
     _figure_class()  # import here, in the calling thread: the import's warning filter is not thread-safe
-    with atomic_path(output) as tmp, ThreadPoolExecutor(max_workers=1) as beside:
+    with atomic_path(output, folder=True) as tmp, ThreadPoolExecutor(max_workers=1) as beside:
         tmp.mkdir()
         # the sources' hashes and the chart need no chip: one thread does them while the chips are written
         source_hashes = beside.submit(lambda: [blake3_file(s.path) for s in plan.sources])

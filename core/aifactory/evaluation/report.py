@@ -46,7 +46,7 @@ def write_report(result: EvaluationResult | PixelResult, out_dir: str | Path, *,
     kept in ``result``. ``raster`` is the imagery under the thumbnails.
     """
     out_dir = Path(out_dir)
-    with atomic_path(out_dir) as tmp:
+    with atomic_path(out_dir, folder=True) as tmp:
         tmp.mkdir(parents=True)
         if isinstance(result, PixelResult):
             body = _pixel_body(result, tmp)

@@ -402,7 +402,7 @@ def run_rps(pred: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, grid: dict[str, lis
     points = sweep(pred, truth, grid, iou=iou, class_field=class_field, score_field=score_field, geofence=geofence)
     op = choose_operating_point(points, target_precision=target_precision, by_class=by_class, iou=iou)
     out_dir = Path(out_dir)
-    with atomic_path(out_dir) as tmp:
+    with atomic_path(out_dir, folder=True) as tmp:
         tmp.mkdir(parents=True)
         points.to_csv(tmp / "points.csv", index=False, float_format="%.6g")
         (tmp / "operating_point.json").write_text(json.dumps(op, indent=2), encoding="utf-8")

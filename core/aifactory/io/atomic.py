@@ -18,6 +18,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from aifactory.errors import InputError
+from aifactory.io.output_paths import (
+    absolute,
+    check_file_output,
+    check_folder_output,
+    make_parent,
+    refuse_foreign_entries,
+    write_listing,
+)
 from aifactory.io.owner import TOKEN_PATTERN, owner_is_gone, owner_token
 
 
@@ -85,30 +94,47 @@ def remove_path(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_path(final: str | os.PathLike[str], folder: bool = False) -> Iterator[Path]:
     """Yield a temporary path to write to; on success it replaces ``final`` atomically.
 
-    Works for files and for directories (a directory destination is replaced whole). On any
-    exception, including KeyboardInterrupt, the temporary output is removed and ``final`` is untouched.
+    Works for files and for folders (``folder=True``: a folder destination is replaced whole, but never over
+    what it did not write: :mod:`aifactory.io.output_paths`). On any exception, including KeyboardInterrupt,
+    the temporary output is removed and ``final`` is untouched.
     """
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    final = absolute(final)
+    if folder:
+        check_folder_output(final)
+    else:
+        check_file_output(final)
+    make_parent(final)
     tmp = temporary_sibling(final)
     try:
         yield tmp
         if not tmp.exists():
             raise FileNotFoundError(f"the writer produced no output at {tmp}")
-        if tmp.is_dir() and final.is_dir():
-            # os.replace cannot replace a non-empty directory: move the old one aside first
-            old = temporary_sibling(final, "old")
-            os.replace(final, old)
-            os.replace(tmp, final)
-            remove_path(old)
+        if tmp.is_dir():
+            _publish_folder(tmp, final)
         else:
+            check_file_output(final)
             os.replace(tmp, final)
     except BaseException:
         remove_path(tmp)
         raise
+
+
+def _publish_folder(tmp: Path, final: Path) -> None:
+    """Put the finished folder ``tmp`` in place of ``final`` (os.replace cannot replace a non-empty folder)."""
+    write_listing(tmp)
+    if not final.is_dir():
+        if final.exists():
+            raise InputError(f"{final}: is a file, not a folder")
+        os.replace(tmp, final)
+        return
+    refuse_foreign_entries(final, written={entry.name for entry in tmp.iterdir()})
+    old = temporary_sibling(final, "old")
+    os.replace(final, old)
+    os.replace(tmp, final)
+    remove_path(old)
 
 
 class AtomicWriter:

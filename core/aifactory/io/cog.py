@@ -35,6 +35,7 @@ from rasterio.windows import Window
 from aifactory.io.atomic import AtomicWriter, remove_path, temporary_sibling
 from aifactory.io.cog_assembly import assemble_cog
 from aifactory.io.gdal_copy import copy_raster
+from aifactory.io.output_paths import make_parent
 from aifactory.io.overviews import BlockRowBuffer, RowPyramid, rows_writer
 from aifactory.progress import reporter
 
@@ -91,7 +92,7 @@ class COGWriter(AtomicWriter):
         self.level = level
         self.blocksize = blocksize
         self.progress_task = progress_task
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_parent(self.path)
         self._tmp = temporary_sibling(self.path, "stream")
         if predictor is None:
             predictor = 3 if np.dtype(dtype).kind == "f" else 2

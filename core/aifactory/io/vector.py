@@ -23,6 +23,7 @@ from pyproj import CRS
 
 from aifactory.errors import InputError
 from aifactory.io.atomic import atomic_path
+from aifactory.io.output_paths import make_parent
 from aifactory.io.raster import check_file
 from aifactory.progress import reporter
 
@@ -102,6 +103,9 @@ def align_to_crs(frame: gpd.GeoDataFrame, target_crs: Any, source: str = "") -> 
     return frame.to_crs(target)
 
 
+#: the vector formats an output's name may ask for, by suffix
+VECTOR_DRIVERS = {".gpkg": "GPKG", ".shp": "ESRI Shapefile", ".geojson": "GeoJSON", ".fgb": "FlatGeobuf"}
+
 #: formats whose dataset is several files next to each other (written in a folder, then moved)
 MULTI_FILE_SUFFIXES = (".shp",)
 
@@ -113,13 +117,16 @@ def write_vector(frame: gpd.GeoDataFrame, path: str | Path, layer: str | None = 
     files are moved into place first and the main file last, so it never appears without them.
     """
     path = Path(path)
+    driver = VECTOR_DRIVERS.get(path.suffix.lower())
+    if driver is None:  # GDAL would guess, e.g. a folder of Shapefile parts for a name without a suffix
+        raise InputError(f"{path}: not a vector file name: end it in {', '.join(VECTOR_DRIVERS)}")
     if path.suffix.lower() not in MULTI_FILE_SUFFIXES:
         with atomic_path(path) as tmp:
-            write_frame(frame, tmp, layer=layer or path.stem)  # not the temporary file's name
+            write_frame(frame, tmp, layer=layer or path.stem, driver=driver)  # not the temporary file's name
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(path)
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.stem}.") as folder:
-        write_frame(frame, Path(folder) / path.name)
+        write_frame(frame, Path(folder) / path.name, driver=driver)
         for part in sorted(Path(folder).iterdir(), key=lambda p: p.name == path.name):
             os.replace(part, path.parent / part.name)
     return path

@@ -29,6 +29,7 @@ from typing import Any
 from aifactory.coderef import REF_ENV, CodeRef
 from aifactory.errors import InputError
 from aifactory.io.atomic import atomic_path
+from aifactory.io.output_paths import output_folder
 from aifactory.jobs import pack
 from aifactory.jobs.base import TERMINAL, Poll, copy_from_workdir, entrypoint
 from aifactory.jobs.events import parse_events, summarize
@@ -163,7 +164,7 @@ class RayRunner:
         result, node_id = self._pack_on_worker(record, paths)
         for item in result["skipped"]:
             reporter().warning(f"{item}: not a file inside the job's workdir on the worker, not fetched")
-        out_dir.mkdir(parents=True, exist_ok=True)
+        output_folder(out_dir)
         with tempfile.TemporaryFile(dir=out_dir) as archive_file:
             total = max(int(result["bytes"]), 1)
             self.api.download_log_file(node_id, result["file"], archive_file,

@@ -22,6 +22,7 @@ from aifactory import __version__
 from aifactory.config import validate
 from aifactory.errors import ConfigError
 from aifactory.io.atomic import remove_path, write_text_atomic
+from aifactory.io.output_paths import output_folder
 from aifactory.pipeline import TASKS
 from aifactory.pipeline.spec import Pipeline, substitute
 from aifactory.progress import reporter
@@ -126,7 +127,7 @@ def plan(pipeline: Pipeline, from_task: str | None = None) -> list[TaskPlan]:
 def run(pipeline: Pipeline, from_task: str | None = None) -> dict[str, dict[str, Any]]:
     """Run the tasks that need it, in order; returns every task's outputs."""
     plans = plan(pipeline, from_task)
-    pipeline.workdir.mkdir(parents=True, exist_ok=True)
+    output_folder(pipeline.workdir)
     state = read_state(pipeline.workdir)
     outputs: dict[str, dict[str, Any]] = {}
     rep = reporter()

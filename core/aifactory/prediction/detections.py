@@ -26,6 +26,7 @@ import shapely
 from affine import Affine
 
 from aifactory.io.atomic import AtomicWriter, remove_path, temporary_sibling
+from aifactory.io.output_paths import make_parent
 from aifactory.io.vector import write_frame
 from aifactory.prediction.tiling import TileGrid
 from aifactory.prediction.vectorize import Detections
@@ -72,7 +73,7 @@ class DetectionWriter(AtomicWriter):
         self.postprocess = postprocess
         self.postprocess_source = postprocess_source
         self.layer = RAW_LAYER if postprocess else LAYER
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_parent(self.path)
         self._tmp = temporary_sibling(self.path)
         self._args = (classes, transform, crs, model_run, grid)
         self._pending: list[Detections] = []

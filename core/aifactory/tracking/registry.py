@@ -203,7 +203,7 @@ def resolve_model_uri(uri: str, *, tracking_uri: str | None = None) -> Path:
         if not cached.is_dir():
             import mlflow.artifacts
 
-            with atomic_path(cached) as tmp:
+            with atomic_path(cached, folder=True) as tmp:
                 tmp.mkdir()
                 mlflow.artifacts.download_artifacts(artifact_uri=version.source, dst_path=str(tmp),
                                                     tracking_uri=store_uri(tracking_uri))
