@@ -95,6 +95,8 @@ def test_files_and_folders_are_not_mistaken_for_each_other(cli, layers, tmp_path
     done = cli("synth", "-o", str(afile / "scene.tif"), "--size", "64x64", "--events", "none")
     assert f"{afile} is a file, not a folder" in one_error_line(done)
     assert afile.read_text() == "not a folder\n"
+    done = cli("synth", "-o", str(pred.parent), "--size", "64x64", "--events", "none")
+    assert f"{pred.parent}: is a folder" in one_error_line(done)  # checked before the scene is written
 
 
 def test_a_vector_output_needs_a_vector_file_name(cli, layers, tmp_path):

@@ -23,6 +23,7 @@ from aifactory.io.output_paths import (
     absolute,
     check_file_output,
     check_folder_output,
+    file_output,
     make_parent,
     refuse_foreign_entries,
     write_listing,
@@ -104,9 +105,9 @@ def atomic_path(final: str | os.PathLike[str], folder: bool = False) -> Iterator
     final = absolute(final)
     if folder:
         check_folder_output(final)
+        make_parent(final)
     else:
-        check_file_output(final)
-    make_parent(final)
+        file_output(final)
     tmp = temporary_sibling(final)
     try:
         yield tmp

@@ -35,7 +35,7 @@ from rasterio.windows import Window
 from aifactory.io.atomic import AtomicWriter, remove_path, temporary_sibling
 from aifactory.io.cog_assembly import assemble_cog
 from aifactory.io.gdal_copy import copy_raster
-from aifactory.io.output_paths import make_parent
+from aifactory.io.output_paths import file_output
 from aifactory.io.overviews import BlockRowBuffer, RowPyramid, rows_writer
 from aifactory.progress import reporter
 
@@ -82,7 +82,7 @@ class COGWriter(AtomicWriter):
             raise ValueError("streamed overviews need an 8-bit COG with a mask")
         if stream_overviews and compress.upper() not in LEVEL_OPTIONS:
             raise ValueError(f"streamed overviews compress with {' or '.join(LEVEL_OPTIONS)}, not {compress}")
-        self.path = Path(path)
+        self.path = file_output(path)
         # With an internal mask, GDAL 3.10's multithreaded compression raced between a band's and its mask's
         # jobs during streamed writes ("Bad value 1 for ExtraSamples"): such a writer streams in one thread.
         # The final conversion reads a closed file and was verified exact with all CPUs (65 conversions).
@@ -92,7 +92,6 @@ class COGWriter(AtomicWriter):
         self.level = level
         self.blocksize = blocksize
         self.progress_task = progress_task
-        make_parent(self.path)
         self._tmp = temporary_sibling(self.path, "stream")
         if predictor is None:
             predictor = 3 if np.dtype(dtype).kind == "f" else 2

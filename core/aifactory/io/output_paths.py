@@ -52,6 +52,14 @@ def check_file_output(final: Path) -> None:
         raise InputError(f"{final}: is a folder: give the name of the file to write")
 
 
+def file_output(path: str | os.PathLike[str]) -> Path:
+    """``path`` checked as the name of an output file, with the folders above it created."""
+    final = absolute(path)
+    check_file_output(final)
+    make_parent(final)
+    return final
+
+
 def check_folder_output(final: Path) -> None:
     """Refuse, before any work, a folder output that would replace a file, the current folder, or what it did not
     write (see the module's docstring; a folder without a listing is judged when the new output is ready)."""

@@ -26,7 +26,7 @@ import shapely
 from affine import Affine
 
 from aifactory.io.atomic import AtomicWriter, remove_path, temporary_sibling
-from aifactory.io.output_paths import make_parent
+from aifactory.io.output_paths import file_output
 from aifactory.io.vector import write_frame
 from aifactory.prediction.tiling import TileGrid
 from aifactory.prediction.vectorize import Detections
@@ -69,11 +69,10 @@ class DetectionWriter(AtomicWriter):
     def __init__(self, path: str | os.PathLike[str], classes: list[str], transform: Affine, crs: Any,
                  model_run: str, grid: TileGrid, postprocess: list[dict[str, Any]] | None = None,
                  postprocess_source: str = "") -> None:
-        self.path = Path(path)
+        self.path = file_output(path)
         self.postprocess = postprocess
         self.postprocess_source = postprocess_source
         self.layer = RAW_LAYER if postprocess else LAYER
-        make_parent(self.path)
         self._tmp = temporary_sibling(self.path)
         self._args = (classes, transform, crs, model_run, grid)
         self._pending: list[Detections] = []
