@@ -35,7 +35,7 @@ from aifactory.catalog.context import compute_context
 from aifactory.catalog.labels import load_labels, raster_footprint, to_wgs84
 from aifactory.catalog.schema import CONTEXT_FIELDS
 from aifactory.catalog.store import Catalog, ImageRecord, is_postgres, open_catalog
-from aifactory.config import StrictModel, load_config
+from aifactory.config import CrsText, StrictModel, load_config
 from aifactory.errors import ConfigError, InputError
 from aifactory.io.atomic import atomic_path
 from aifactory.io.raster import RasterInfo, gsd, raster_info
@@ -56,14 +56,14 @@ class LabelEntry(StrictModel):
     path: Path
     layer: str | None = None
     class_field: str = "class"
-    crs: str | None = Field(default=None, description="CRS of a file that has none (CSV with WKT)")
+    crs: CrsText | None = Field(default=None, description="CRS of a file that has none (CSV with WKT)")
     image: str | None = Field(default=None, description="attach only to this image (name or path)")
 
 
 class ContextLayer(StrictModel):
     path: Path
     layer: str | None = None
-    crs: str | None = None
+    crs: CrsText | None = None
     image: str | None = None
 
 

@@ -33,13 +33,14 @@ def build(config: Path, output: str) -> None:
 @with_events
 def query(target: str, select_path: Path | None, as_json: bool) -> None:
     """Count the observations a selection picks, per class (at the selection's level)."""
-    from aifactory.catalog.selection import Selection, load_selection
+    from aifactory.catalog.selection import Selection, check_classes, load_selection
     from aifactory.catalog.store import open_catalog
 
     selection = load_selection(select_path) if select_path else Selection()
     base = select_path.resolve().parent if select_path else None
     aoi = selection.aoi.to_wgs84(base) if selection.aoi is not None else None
     with open_catalog(target) as store:
+        check_classes(selection, store.class_paths(), store.label, f"{select_path}: ")
         counts = store.counts(selection, aoi)
     if as_json:
         echo_json({"catalog": str(target), "level": selection.level,

@@ -29,6 +29,15 @@ def normalize(path: str, where: str = "") -> str:
     return "/".join(parts)
 
 
+def config_path(path: str) -> str:
+    """:func:`normalize` for config validators: a bad path becomes a ``ValueError``, which pydantic reports
+    with the config file and key path."""
+    try:
+        return normalize(path)
+    except InputError as exc:
+        raise ValueError(str(exc)) from None
+
+
 def depth(path: str) -> int:
     return path.count("/") + 1
 

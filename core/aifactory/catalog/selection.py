@@ -6,34 +6,50 @@ an area of interest, a date range, sensors, a GSD range and image names. Every v
 as a bound parameter; nothing is formatted into SQL text.
 
 Context and range semantics: a range is ``[min, max]`` with ``null`` for an open end, both ends inclusive;
-an image (or tile) whose value is unknown does not pass a range on that attribute.
+an image (or tile) whose value is unknown does not pass a range on that attribute. A reversed range, an
+empty list of classes (sensors, images) and a class the catalog does not hold are refused: each would
+otherwise silently select nothing, or everything.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import difflib
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, TypeVar
 
 import shapely
 import sqlalchemy as sa
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from aifactory.catalog.hierarchy import MAX_LEVEL, depth, normalize
+from aifactory.catalog.hierarchy import MAX_LEVEL, config_path, depth, prefixes
 from aifactory.catalog.schema import CONTEXT_FIELDS, context_tiles, images, observations
-from aifactory.config import StrictModel, load_config
+from aifactory.config import CrsText, StrictModel, WktText, load_config
 from aifactory.errors import ConfigError
 
-Range = tuple[float | None, float | None]
+BoundT = TypeVar("BoundT", float, dt.date)
+
+
+def _ordered(bounds: tuple[BoundT | None, BoundT | None]) -> tuple[BoundT | None, BoundT | None]:
+    """A reversed range selects nothing: almost always swapped ends, so it is refused."""
+    low, high = bounds
+    if low is not None and high is not None and low > high:
+        raise ValueError(f"[{low}, {high}] is reversed: a range is [min, max]")
+    return bounds
+
+
+Range = Annotated[tuple[float | None, float | None], AfterValidator(_ordered)]
+DateRange = Annotated[tuple[dt.date | None, dt.date | None], AfterValidator(_ordered)]
 
 
 class Aoi(StrictModel):
     """An area of interest: inline WKT, or a vector file (all its features, unioned)."""
 
-    wkt: str | None = None
+    wkt: WktText | None = None
     path: Path | None = None
     layer: str | None = None
-    crs: str = Field(default="EPSG:4326", description="CRS of the WKT (a file's own CRS wins)")
+    crs: CrsText = Field(default="EPSG:4326", description="CRS of the WKT (a file's own CRS wins)")
 
     @model_validator(mode="after")
     def _one_source(self) -> Aoi:
@@ -48,11 +64,7 @@ class Aoi(StrictModel):
         from aifactory.io.vector import read_vector
 
         if self.wkt is not None:
-            try:
-                geom = shapely.from_wkt(self.wkt)
-            except shapely.errors.GEOSException as exc:
-                raise ConfigError(f"select.aoi.wkt: invalid WKT: {exc}") from None
-            frame = gpd.GeoDataFrame(geometry=[geom], crs=self.crs)
+            frame = gpd.GeoDataFrame(geometry=[shapely.from_wkt(self.wkt)], crs=self.crs)
         else:
             path = self.path if self.path is None or self.path.is_absolute() or base is None else base / self.path
             assert path is not None
@@ -68,15 +80,22 @@ class Selection(StrictModel):
     level: int | None = Field(default=None, ge=1, le=MAX_LEVEL, description="hierarchy level for the counts")
     context: dict[str, Range] = Field(default_factory=dict, description="e.g. cloud: [null, 20]")
     aoi: Aoi | None = None
-    dates: tuple[dt.date | None, dt.date | None] | None = None
+    dates: DateRange | None = None
     sensors: list[str] = Field(default_factory=list)
     gsd: Range | None = None
     images: list[str] = Field(default_factory=list, description="image names or paths")
 
+    @field_validator("classes", "sensors", "images")
+    @classmethod
+    def _not_empty(cls, value: list[str]) -> list[str]:
+        if not value:  # the key given with nothing in it: ``[]`` reads as "none", but would select all
+            raise ValueError("empty list: leave the key out to select all")
+        return value
+
     @field_validator("classes", "exclude_classes")
     @classmethod
     def _paths(cls, value: list[str]) -> list[str]:
-        return [normalize(path) for path in value]
+        return [config_path(path) for path in value]
 
     @field_validator("context")
     @classmethod
@@ -89,6 +108,21 @@ class Selection(StrictModel):
 
 def load_selection(path: str | Path) -> Selection:
     return load_config(path, Selection)
+
+
+def check_classes(selection: Selection, known: Iterable[str], catalog: str, where: str) -> None:
+    """Refuse a class (to select or exclude) that no observation of the catalog has at any level: a typo
+    would otherwise select nothing (or exclude nothing). ``known`` are the class paths of the ``catalog``;
+    ``where`` names the selection (its file, or the key path above it) for the error line."""
+    levels = sorted({prefix for path in known for prefix in prefixes(path) if prefix is not None})
+    for key in ("classes", "exclude_classes"):
+        for path in getattr(selection, key):
+            if path not in levels:
+                close = difflib.get_close_matches(path, levels, n=3)
+                hint = f"did you mean {' or '.join(close)}? " if close else ""
+                listing = ", ".join(levels[:20]) + (f", … ({len(levels)} in all)" if len(levels) > 20 else "")
+                raise ConfigError(f"{where}{key}: {path!r} is not a class of {catalog} ({hint}known: "
+                                  f"{listing or 'none'})")
 
 
 def _in_range(column: Any, bounds: tuple[Any, Any]) -> Any:

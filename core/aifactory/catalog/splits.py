@@ -25,7 +25,7 @@ import numpy as np
 import shapely
 from pydantic import Field, field_validator, model_validator
 
-from aifactory.config import StrictModel
+from aifactory.config import CrsText, StrictModel, WktText
 
 SPLIT_NAMES = ("train", "val", "test")
 
@@ -34,10 +34,10 @@ class HoldoutRegion(StrictModel):
     """A region forced to ``test``: inline WKT or a vector file, for one source or for all of them."""
 
     source: str | None = Field(default=None, description="raster name or path; default: every source")
-    wkt: str | None = None
+    wkt: WktText | None = None
     path: Path | None = None
     layer: str | None = None
-    crs: str | None = Field(default=None, description="CRS of the WKT; default: the source's own (or pixel space)")
+    crs: CrsText | None = Field(default=None, description="CRS of the WKT; default: the source's own (or pixel space)")
 
     @model_validator(mode="after")
     def _one_geometry(self) -> HoldoutRegion:

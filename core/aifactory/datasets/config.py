@@ -23,10 +23,10 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from aifactory.catalog.hierarchy import MAX_LEVEL, normalize
+from aifactory.catalog.hierarchy import MAX_LEVEL, config_path
 from aifactory.catalog.selection import Selection, load_selection
 from aifactory.catalog.splits import SplitConfig
-from aifactory.config import StrictModel, load_yaml, validate
+from aifactory.config import CrsText, StrictModel, load_yaml, validate
 
 
 class SourceEntry(StrictModel):
@@ -36,7 +36,7 @@ class SourceEntry(StrictModel):
     labels: Path
     layer: str | None = None
     class_field: str = "class"
-    crs: str | None = Field(default=None, description="CRS of a label file that has none (CSV with WKT)")
+    crs: CrsText | None = Field(default=None, description="CRS of a label file that has none (CSV with WKT)")
     extent: Path | None = Field(default=None, description="labelled extent (vector file); default: the whole raster")
     name: str | None = Field(default=None, description="default: the raster's file name without suffix")
 
@@ -56,7 +56,7 @@ class ClassConfig(StrictModel):
     @field_validator("names")
     @classmethod
     def _names(cls, value: list[str]) -> list[str]:
-        names = [normalize(v) for v in value]
+        names = [config_path(v) for v in value]
         if len(set(names)) != len(names):
             raise ValueError("class names must be unique")
         return names
@@ -64,7 +64,7 @@ class ClassConfig(StrictModel):
     @field_validator("map")
     @classmethod
     def _map(cls, value: dict[str, str]) -> dict[str, str]:
-        return {normalize(k): normalize(v) for k, v in value.items()}
+        return {config_path(k): config_path(v) for k, v in value.items()}
 
 
 class ChipConfig(StrictModel):

@@ -24,6 +24,7 @@ from rasterio.windows import Window
 
 from aifactory.catalog.hierarchy import map_classes
 from aifactory.catalog.labels import load_labels
+from aifactory.catalog.selection import check_classes
 from aifactory.catalog.splits import SPLIT_NAMES, ChipSet, assign_splits, find_leaks
 from aifactory.catalog.store import open_catalog
 from aifactory.datasets.config import DatasetConfig
@@ -131,6 +132,7 @@ def _catalog_sources(config: DatasetConfig) -> list[tuple[str, RasterInfo, gpd.G
     assert not isinstance(selection, Path), "resolve_paths loads selection files"
     aoi = selection.aoi.to_wgs84() if selection.aoi is not None else None
     with open_catalog(config.catalog.path) as catalog:
+        check_classes(selection, catalog.class_paths(), catalog.label, "catalog.select.")
         rows = catalog.select(selection, aoi)
         images = catalog.images(sorted(set(rows["image_id"].tolist())))
     out = []
@@ -151,10 +153,7 @@ def _holdouts(config: DatasetConfig, sources: list[Source]) -> None:
         if region.source is not None and not targets:
             raise ConfigError(f"{where}: source {region.source!r} is not among the dataset's sources")
         if region.wkt is not None:
-            try:
-                frame = gpd.GeoDataFrame(geometry=[shapely.from_wkt(region.wkt)], crs=region.crs)
-            except shapely.errors.GEOSException as exc:
-                raise ConfigError(f"{where}.wkt: invalid WKT: {exc}") from None
+            frame = gpd.GeoDataFrame(geometry=[shapely.from_wkt(region.wkt)], crs=region.crs)
         else:
             assert region.path is not None
             frame = read_vector(region.path, layer=region.layer, crs=region.crs)
@@ -214,6 +213,20 @@ def _check_bands(config: DatasetConfig, sources: list[Source]) -> None:
                              f"{first.path}; convert the sources first (aifactory preprocess)")
 
 
+def _check_sizes(config: DatasetConfig, sources: list[Source]) -> None:
+    """Rasters too small for even one chip (the part of a chip they cover is below ``1 - chips.max_nodata``):
+    refused when all are, named in a warning otherwise, so that the cause is the size, not "nodata"."""
+    size, nodata = config.chips.size, config.chips.max_nodata
+    small = [s for s in sources if 1 - min(s.info.width, size) * min(s.info.height, size) / size**2 > nodata]
+    if not small:
+        return
+    listing = ", ".join(f"{s.path} ({s.info.width} x {s.info.height} px)" for s in small)
+    if len(small) == len(sources):
+        raise ConfigError(f"chips.size: {size} px chips are larger than the raster{'s' if len(small) > 1 else ''} "
+                          f"{listing}; use a chips.size that fits (or raise chips.max_nodata)")
+    reporter().warning(f"chips.size: {size} px chips are larger than {listing}: no chip from them")
+
+
 def _candidates(source: Source, config: DatasetConfig, n_classes: int) -> tuple[pd.DataFrame, list[np.ndarray],
                                                                             dict[str, int]]:
     """Windows of one source worth keeping: enough valid pixels, inside the labelled extent."""
@@ -264,6 +277,7 @@ def plan_dataset(config: DatasetConfig) -> DatasetPlan:
         raise InputError("no labels selected: the catalog selection matched no observation")
     classes, sources = _resolve_classes(config, raw)
     _check_bands(config, sources)
+    _check_sizes(config, sources)
     _holdouts(config, sources)
     n_classes = len(classes) - 1 - (1 if config.chips.label_mode == "boundary" else 0)
     frames, hits_all = [], []

@@ -59,6 +59,7 @@ def info(raster: Path, as_json: bool) -> None:
 def synth(output: Path, truth: Path | None, size: str, bands: int, dtype: str, crs: str, gsd: float,
           density: float, nodata_corner: float, seed: int) -> None:
     """Write a deterministic synthetic scene with known objects (for tests, demos and benchmarks)."""
+    from aifactory.config import parse_crs
     from aifactory.io.synthetic import SceneSpec, generate_scene
 
     try:
@@ -67,6 +68,8 @@ def synth(output: Path, truth: Path | None, size: str, bands: int, dtype: str, c
         raise InputError(f"--size: expected WIDTHxHEIGHT, got {size!r}") from None
     if not (1 <= width <= 100_000 and 1 <= height <= 100_000):
         raise InputError(f"--size: {size} is out of range")
+    if crs.lower() != "none":
+        parse_crs(crs, "--crs")
     spec = SceneSpec(width=width, height=height, bands=bands, dtype=dtype,
                      crs=None if crs.lower() == "none" else crs, gsd=gsd, density=density,
                      nodata_corner=nodata_corner, seed=seed)

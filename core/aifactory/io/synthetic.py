@@ -5,6 +5,11 @@ first (their count scales with the area, cheap even at 20k²), then the raster i
 each strip gets a smooth background from a coarse global field, per-pixel noise seeded by the strip
 index (so the result does not depend on how it is cut), and the objects intersecting it burned in.
 Peak memory is one strip plus the object table, whatever the raster size.
+
+A georeferenced scene is placed by default at (500 000, 5 000 000) of UTM zone 31N (southern France),
+expressed in the scene's CRS (so longitude 3°, latitude 45.15° in EPSG:4326), or at the centre of the CRS's
+area of use when that place is outside it; a scene that does not fit in the area of use is refused, since
+its coordinates would mean nothing (a "longitude" of 500 000°).
 """
 
 from __future__ import annotations
@@ -16,11 +21,15 @@ import geopandas as gpd
 import numpy as np
 import shapely
 from affine import Affine
+from pyproj import CRS as ProjCRS
+from pyproj import Transformer
 from rasterio.crs import CRS
 from rasterio.features import rasterize
 from rasterio.windows import Window
 from scipy.ndimage import map_coordinates
 
+from aifactory.config import parse_crs
+from aifactory.errors import ConfigError
 from aifactory.io.cog import COGWriter
 from aifactory.io.vector import write_vector
 from aifactory.progress import reporter
@@ -33,6 +42,9 @@ CLASS_SIGNATURES: dict[str, tuple[float, ...]] = {
     "vehicle/car": (0.1, 0.1, 0.12, 0.15),
 }
 
+#: Where a scene goes unless told: this point of this CRS, expressed in the scene's own CRS.
+DEFAULT_PLACE: tuple[str, tuple[float, float]] = ("EPSG:32631", (500_000.0, 5_000_000.0))
+
 
 @dataclass
 class SceneSpec:
@@ -43,7 +55,7 @@ class SceneSpec:
     bands: int = 4
     dtype: str = "uint16"
     crs: str | None = "EPSG:32631"
-    origin: tuple[float, float] = (500_000.0, 5_000_000.0)
+    origin: tuple[float, float] | None = None  # top-left corner in the CRS; default: see the module docstring
     gsd: float = 0.5
     classes: tuple[str, ...] = ("building", "vegetation/tree", "vehicle/car")
     density: float = 0.8
@@ -57,9 +69,13 @@ class SceneSpec:
     noise: float = 0.04
     extra: dict[str, str] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if self.crs is not None:
+            self.origin = place_scene(self, parse_crs(self.crs, "crs"))
+
     @property
     def transform(self) -> Affine:
-        if self.crs is None:
+        if self.crs is None or self.origin is None:
             return Affine.identity()
         return Affine(self.gsd, 0, self.origin[0], 0, -self.gsd, self.origin[1])
 
@@ -71,6 +87,38 @@ class SceneSpec:
         if np.dtype(self.dtype) == np.uint8:
             return 1.0, 255.0
         return 1.0, 10_000.0  # reflectance-like range of 16-bit satellite products
+
+
+def _area_of_use(crs: ProjCRS) -> tuple[float, float, float, float] | None:
+    """The CRS's area of use in its own coordinates (xmin, ymin, xmax, ymax); None when PROJ has none or it
+    crosses the antimeridian."""
+    if crs.area_of_use is None:
+        return None
+    to_crs = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
+    xmin, ymin, xmax, ymax = to_crs.transform_bounds(*crs.area_of_use.bounds, densify_pts=21)
+    return (xmin, ymin, xmax, ymax) if np.all(np.isfinite([xmin, ymin, xmax, ymax])) and xmin < xmax else None
+
+
+def _default_origin(crs: ProjCRS, bounds: tuple[float, float, float, float] | None,
+                    gsd: float) -> tuple[float, float]:
+    """:data:`DEFAULT_PLACE` in ``crs`` (else the centre of its area of use), on a multiple of the GSD."""
+    place_crs, place = DEFAULT_PLACE
+    x, y = Transformer.from_crs(place_crs, crs, always_xy=True).transform(*place)
+    if bounds is not None and not (bounds[0] <= x <= bounds[2] and bounds[1] <= y <= bounds[3]):
+        x, y = (bounds[0] + bounds[2]) / 2, (bounds[1] + bounds[3]) / 2
+    return round(x / gsd) * gsd, round(y / gsd) * gsd
+
+
+def place_scene(spec: SceneSpec, crs: ProjCRS) -> tuple[float, float]:
+    """The scene's origin (the given one, or the default), refused when the scene leaves the CRS's area of use."""
+    bounds = _area_of_use(crs)
+    x0, y0 = spec.origin or _default_origin(crs, bounds, spec.gsd)
+    x1, y1 = x0 + spec.width * spec.gsd, y0 - spec.height * spec.gsd
+    if bounds is not None and not (bounds[0] <= x0 and x1 <= bounds[2] and bounds[1] <= y1 and y0 <= bounds[3]):
+        raise ConfigError(f"the scene from ({x0:.10g}, {y0:.10g}) to ({x1:.10g}, {y1:.10g}) leaves the area of use "
+                          f"of {spec.crs} ({', '.join(f'{b:.10g}' for b in bounds)}); give a smaller GSD or size, "
+                          "or another origin")
+    return x0, y0
 
 
 def generate_objects(spec: SceneSpec) -> gpd.GeoDataFrame:
