@@ -127,7 +127,7 @@ def test_rpc_orthorectification_with_height_and_dem(cli, rpc_raster, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--ortho", "--height", "0"], "has no RPCs"),
     (["--bands", "9"], "--bands"),
-    (["--dst-crs", "EPSG:999999"], "invalid CRS"),
+    (["--dst-crs", "EPSG:999999"], "--dst-crs: not a CRS: crs not found"),
     (["--to-8bit", "--percentiles", "98,2"], "--percentiles"),
 ])
 def test_bad_preprocess_inputs_exit_2(cli, small_scene, tmp_path, args, message):

@@ -23,10 +23,14 @@ from rasterio.windows import Window
 
 from aifactory.errors import InputError
 
+#: how rasterio's errors say that the real message is their cause's
+_POINTERS = ("previous exception", "Chunk and warp failed")
 
-def _first_line(exc: BaseException) -> str:
-    """The most specific one-line message of a GDAL/rasterio error (its innermost cause)."""
-    while exc.__cause__ is not None and "previous exception" in str(exc):
+
+def gdal_message(exc: BaseException) -> str:
+    """The most specific one-line message of a GDAL/rasterio error: its cause, where the error itself only
+    points there ("See previous exception", a warp's "Chunk and warp failed")."""
+    while exc.__cause__ is not None and any(text in str(exc) for text in _POINTERS):
         exc = exc.__cause__
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
@@ -54,7 +58,7 @@ def open_raster(path: str | Path, mode: str = "r", **kwargs: Any) -> Iterator[ra
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             ds = rasterio.open(path, mode, **kwargs)
     except RasterioError as exc:
-        message = _first_line(exc)
+        message = gdal_message(exc)
         if "not recognized as" in message or "not a supported file format" in message:
             message = "not a raster format GDAL can read"
         raise InputError(f"{path}: cannot open raster: {message}") from None
@@ -140,7 +144,7 @@ def check_readable(ds: rasterio.io.DatasetReader) -> None:
         for window in windows:
             ds.read(window=window)
     except RasterioError as exc:
-        raise InputError(f"{ds.name}: raster is truncated or corrupt: {_first_line(exc)}") from None
+        raise InputError(f"{ds.name}: raster is truncated or corrupt: {gdal_message(exc)}") from None
 
 
 def raster_info(path: str | Path, check: bool = True) -> RasterInfo:
@@ -213,7 +217,7 @@ def read_window(ds: rasterio.io.DatasetReader, window: Window, bands: list[int] 
             into = np.empty((height, width, len(indexes)), dtype=ds.dtypes[indexes[0] - 1])
         return ds.read(indexes, window=window, out=into[:height, :width].transpose(2, 0, 1))
     except RasterioError as exc:
-        raise InputError(f"{ds.name}: failed to read window {window}: {_first_line(exc)}") from None
+        raise InputError(f"{ds.name}: failed to read window {window}: {gdal_message(exc)}") from None
 
 
 def differs_from_nodata(data: np.ndarray, nodata: float) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from aifactory.cli import with_events
 from aifactory.errors import InputError
@@ -14,9 +15,34 @@ def _numbers(text: str | None, flag: str, kind: type = int) -> list:
     if text is None:
         return []
     try:
-        return [kind(part) for part in text.replace(" ", "").split(",") if part]
+        numbers = [kind(part) for part in text.replace(" ", "").split(",") if part]
     except ValueError:
-        raise InputError(f"{flag}: expected comma-separated numbers, got {text!r}") from None
+        numbers = []
+    if not numbers:
+        raise InputError(f"{flag}: expected comma-separated numbers, got {text!r}")
+    return numbers
+
+
+#: Options that mean something only with another one: what the message names, and the parameters enabling them
+NEEDS = {"percentiles": ("--to-8bit", {"to_8bit"}), "stretch": ("--to-8bit", {"to_8bit"}),
+         "dem": ("--ortho", {"ortho"}), "height": ("--ortho", {"ortho"}),
+         "resampling": ("--dst-crs, --resolution or --ortho", {"dst_crs", "resolution", "ortho"})}
+
+
+def _refuse_ignored_options() -> None:
+    """Refuse an option the user gave that this run would ignore: a run that silently drops ``--percentiles`` or
+    ``--stretch`` writes something else than what was asked."""
+    ctx = click.get_current_context()
+    given = {name for name in NEEDS if ctx.get_parameter_source(name) not in (
+        None, ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)}
+    enabled = {name for name, value in ctx.params.items() if value}
+    for name in sorted(given):
+        flags, enabling = NEEDS[name]
+        if not enabling & enabled:
+            raise InputError(f"--{name} only applies with {flags}")
+    if {"percentiles", "stretch"} <= given:
+        raise InputError("--percentiles only applies without --stretch: the statistics of --stretch were computed "
+                         "with their own percentiles")
 
 
 @click.command()
@@ -40,11 +66,10 @@ def preprocess(source: Path, output: Path, bands: str | None, to_8bit: bool, per
     """Compose bands, stretch to 8 bits, reproject/resample or orthorectify IN into a COG, streamed."""
     from aifactory.preprocess.process import PreprocessOptions, preprocess_raster
 
+    _refuse_ignored_options()
     low_high = _numbers(percentiles, "--percentiles", float)
     if len(low_high) != 2:
         raise InputError(f"--percentiles: expected LOW,HIGH, got {percentiles!r}")
-    if (dem is not None or height is not None) and not ortho:
-        raise InputError("--dem and --height only apply with --ortho")
     options = PreprocessOptions(bands=_numbers(bands, "--bands") or None, to_8bit=to_8bit,
                                 percentiles=(low_high[0], low_high[1]), stretch=stretch, dst_crs=dst_crs,
                                 resolution=resolution, ortho=ortho, dem=dem, height=height, resampling=resampling)

@@ -12,28 +12,30 @@ nodata in the output (0 for 8-bit output, whose valid values are 1..255; the sou
 or 0 when it has none and warping creates empty areas). The warper's alpha band tells valid pixels apart.
 
 RPC orthorectification uses GDAL's RPC transformer with a DEM (``RPC_DEM``) or a constant height above
-the ellipsoid (``RPC_HEIGHT``); a raster without RPCs is refused.
+the ellipsoid (``RPC_HEIGHT``); a raster without RPCs is refused, and so is bad terrain (:mod:`.ortho`).
+A warped output left without a single valid pixel is refused rather than published: GDAL's transformers
+fail quietly, pixel by pixel, so an empty image is the only sign that the warp went wrong.
+
+Everything a user can get wrong is checked before the first window (:mod:`.warp` for the output grid): a
+truncated source, an output that would replace one of the inputs; a block that fails to decode midway is one
+line as well, and the writer leaves nothing.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import rasterio
-from affine import Affine
-from rasterio.crs import CRS
-from rasterio.enums import Resampling
-from rasterio.errors import CRSError
-from rasterio.warp import calculate_default_transform, reproject
 from rasterio.windows import Window
 
 from aifactory.errors import InputError
 from aifactory.io.cog import COGWriter
-from aifactory.io.raster import check_file, open_raster, read_valid_mask, window_transform
+from aifactory.io.raster import check_readable, open_raster, read_valid_mask, read_window
+from aifactory.preprocess.ortho import WGS84, check_dem_cover, terrain_options
 from aifactory.preprocess.stretch import Stretch, compute_stretch, load_stretch, save_stretch, sidecar_path
+from aifactory.preprocess.warp import Warp, parse_crs, plan_warp
 from aifactory.progress import reporter
 
 WINDOW = 1024
@@ -53,56 +55,31 @@ class PreprocessOptions:
     resampling: str = "bilinear"
 
 
-def _crs(value: str, flag: str) -> CRS:
-    try:
-        return CRS.from_user_input(value)
-    except CRSError as exc:
-        raise InputError(f"{flag}: invalid CRS {value!r}: {exc}") from None
-
-
-@dataclass
-class Warp:
-    """The output grid of a warp and how to fill one of its windows."""
-
-    crs: CRS
-    transform: Affine
-    width: int
-    height: int
-    resampling: Resampling
-    options: dict[str, Any] = field(default_factory=dict)  # rpcs and RPC transformer options
-
-    def read(self, ds: Any, bands: list[int], window: Window, nodata: float) -> tuple[np.ndarray, np.ndarray]:
-        """Warped (bands, h, w) data and its validity for an output window."""
-        out = np.full((len(bands) + 1, int(window.height), int(window.width)), nodata, dtype=ds.dtypes[0])
-        reproject(rasterio.band(ds, bands), out, src_nodata=ds.nodata, dst_crs=self.crs,
-                  dst_transform=window_transform(self.transform, window), dst_nodata=nodata,
-                  dst_alpha=len(bands) + 1, resampling=self.resampling, **self.options)
-        return out[:-1], out[-1] > 0
-
-
 def _warp(ds: Any, options: PreprocessOptions) -> Warp | None:
     """The warp asked for, or None when the source grid is kept."""
-    if not (options.ortho or options.dst_crs or options.resolution):
+    if not options.ortho and options.dst_crs is None and options.resolution is None:
         return None
-    resampling = Resampling[options.resampling]
     if options.ortho:
-        if not ds.rpcs:
-            raise InputError(f"{ds.name}: raster has no RPCs; cannot orthorectify (--ortho)")
-        if (options.dem is None) == (options.height is None):
-            raise InputError("--ortho needs exactly one of --dem DEM or --height H")
-        extras: dict[str, Any] = ({"RPC_DEM": str(check_file(options.dem, "DEM"))} if options.dem is not None
-                                  else {"RPC_HEIGHT": float(options.height or 0.0)})
-        dst_crs = _crs(options.dst_crs or "EPSG:4326", "--dst-crs")
-        transform, width, height = calculate_default_transform(
-            CRS.from_epsg(4326), dst_crs, ds.width, ds.height, rpcs=ds.rpcs, resolution=options.resolution,
-            **extras)
-        return Warp(dst_crs, transform, width, height, resampling, {"rpcs": ds.rpcs, **extras})
+        rpc_options = terrain_options(ds, options.dem, options.height)
+        dst_crs = parse_crs(options.dst_crs, "--dst-crs") if options.dst_crs is not None else WGS84
+        warp = plan_warp(ds, dst_crs, options.resolution, options.resampling, rpc_options)
+        if options.dem is not None:
+            check_dem_cover(options.dem, warp.crs, warp.bounds)
+        return warp
     if ds.crs is None:
         raise InputError(f"{ds.name}: raster has no CRS; it cannot be reprojected or resampled")
-    dst_crs = _crs(options.dst_crs, "--dst-crs") if options.dst_crs else ds.crs
-    transform, width, height = calculate_default_transform(ds.crs, dst_crs, ds.width, ds.height, *ds.bounds,
-                                                           resolution=options.resolution)
-    return Warp(dst_crs, transform, width, height, resampling)
+    dst_crs = parse_crs(options.dst_crs, "--dst-crs") if options.dst_crs is not None else ds.crs
+    return plan_warp(ds, dst_crs, options.resolution, options.resampling)
+
+
+def _check_not_an_input(output: Path, inputs: dict[str, Path | None]) -> None:
+    """Refuse an output that is one of the inputs (a link to it included): publishing it would replace the input
+    by the command's result, and the input would be lost."""
+    if not output.exists():
+        return
+    for role, path in inputs.items():
+        if path is not None and Path(path).exists() and os.path.samefile(path, output):
+            raise InputError(f"{output}: is the {role} {path}: give the output another name")
 
 
 def _windows(width: int, height: int) -> list[Window]:
@@ -114,6 +91,9 @@ def preprocess_raster(source: str | Path, output: str | Path, options: Preproces
     """Write ``output`` (COG) from ``source``; returns a summary (size, CRS, stretch sidecar)."""
     output = Path(output)
     with open_raster(source) as ds:
+        check_readable(ds)
+        _check_not_an_input(output, {"input raster": Path(source), "--dem": options.dem,
+                                     "--stretch": options.stretch})
         bands = options.bands or list(range(1, ds.count + 1))
         bad = [b for b in bands if not 1 <= b <= ds.count]
         if bad:
@@ -136,18 +116,32 @@ def preprocess_raster(source: str | Path, output: str | Path, options: Preproces
         descriptions = [ds.descriptions[b - 1] or f"band {b}" for b in bands]
         with COGWriter(output, width, height, len(bands), dtype, crs=crs, transform=transform, nodata=out_nodata,
                        band_descriptions=descriptions, progress_task="preprocess") as writer:
+            any_valid = False
             for window in reporter().track(_windows(width, height), task="preprocess", message=Path(source).name):
                 if warp is not None:
                     data, valid = warp.read(ds, bands, window, fill)
                 else:
-                    data, valid = ds.read(bands, window=window), read_valid_mask(ds, window)
+                    data, valid = read_window(ds, window, bands), read_valid_mask(ds, window)
+                any_valid = any_valid or bool(valid.any())
                 if stretch is not None:
                     data = stretch.apply(data, valid)
                 elif out_nodata is not None:
                     data[:, ~valid] = out_nodata
                 writer.write(data, window)
+            if warp is not None and not any_valid:
+                raise InputError(_empty_warp_message(source, options))
     summary: dict[str, Any] = {"output": str(output), "width": width, "height": height, "bands": len(bands),
                                "dtype": dtype, "crs": str(crs) if crs else None}
     if stretch is not None:
         summary["stretch"] = str(save_stretch(stretch, sidecar_path(output)))
     return summary
+
+
+def _empty_warp_message(source: str | Path, options: PreprocessOptions) -> str:
+    """Why a warped output holds no valid pixel, as far as can be told."""
+    if options.ortho:
+        terrain = (f"are the heights of --dem {options.dem}" if options.dem is not None
+                   else f"is --height {options.height:g}")
+        return (f"{source}: the orthorectified image holds no valid pixel (is the source all nodata, or {terrain} "
+                "wrong?): nothing written")
+    return f"{source}: the warped image holds no valid pixel (is the source all nodata?): nothing written"

@@ -15,10 +15,12 @@ from typing import Any
 
 import numpy as np
 from pydantic import Field
+from rasterio.errors import RasterioError
 
 from aifactory.config import StrictModel, validate
 from aifactory.errors import InputError
 from aifactory.io.atomic import write_text_atomic
+from aifactory.io.raster import gdal_message
 
 SIDECAR_SUFFIX = ".stretch.json"
 
@@ -56,8 +58,11 @@ def compute_stretch(ds: Any, bands: list[int], percentiles: tuple[float, float],
         raise InputError(f"--percentiles: expected 0 <= low < high <= 100, got {low_p}, {high_p}")
     factor = max(1.0, math.sqrt(ds.width * ds.height / max_pixels))
     shape = (max(1, round(ds.height / factor)), max(1, round(ds.width / factor)))
-    data = ds.read(bands, out_shape=(len(bands), *shape))
-    valid = ds.dataset_mask(out_shape=shape) > 0
+    try:
+        data = ds.read(bands, out_shape=(len(bands), *shape))
+        valid = ds.dataset_mask(out_shape=shape) > 0
+    except RasterioError as exc:
+        raise InputError(f"{ds.name}: raster is truncated or corrupt: {gdal_message(exc)}") from None
     if not valid.any():
         raise InputError(f"{ds.name}: no valid pixel to compute stretch statistics from")
     values = data[:, valid].astype("float64")
@@ -76,6 +81,8 @@ def load_stretch(path: str | Path) -> Stretch:
         raise InputError(f"{path}: stretch statistics not found")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a text file, expected the JSON of a {SIDECAR_SUFFIX} sidecar") from None
     except json.JSONDecodeError as exc:
         raise InputError(f"{path}: invalid JSON: {exc}") from None
     return validate(Stretch, data, str(path))

@@ -1,0 +1,123 @@
+"""The output grid of a reprojection, resampling or RPC orthorectification, checked before any pixel is written.
+
+GDAL's ``calculate_default_transform`` gives the grid; a grid far finer or coarser than the input is refused:
+it is what a resolution in the wrong units gives (degrees for metres: ``--resolution 0.001`` on a 0.5 m scene
+asks for 256000² px and fills the disk for hours; metres to a degree CRS: ``--dst-crs EPSG:4326 --resolution
+10`` gives a single pixel), never an output anyone wants.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio._err import CPLE_BaseError
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.errors import CRSError, RasterioError
+from rasterio.transform import array_bounds
+from rasterio.warp import calculate_default_transform, reproject
+from rasterio.windows import Window
+
+from aifactory.config import parse_crs as checked_crs
+from aifactory.errors import InputError
+from aifactory.io.raster import crs_string, gdal_message, window_transform
+
+#: Outputs up to this size are never refused (``synth``'s cap, the size prediction is benchmarked at)...
+MAX_QUIET_PIXELS = 20000 ** 2
+#: ... larger ones when their pixels are more than this many times finer than the input's: resampling adds no
+#: detail, and a 10× finer grid already holds 100× the pixels
+MAX_FINER = 10.0
+#: Pixels more than this many times coarser than the input's keep one value per million input pixels: not an
+#: aggregation but metres given to a degree CRS (1° ≈ 111 km), whatever the input's size
+MAX_COARSER = 1000.0
+
+
+@dataclass
+class Warp:
+    """The output grid of a warp and how to fill one of its windows."""
+
+    crs: CRS
+    transform: Affine
+    width: int
+    height: int
+    resampling: Resampling
+    options: dict[str, Any] = field(default_factory=dict)  # rpcs and RPC transformer options
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """West, south, east, north of the output grid, in its CRS."""
+        west, south, east, north = array_bounds(self.height, self.width, self.transform)
+        return west, south, east, north
+
+    def read(self, ds: Any, bands: list[int], window: Window, nodata: float) -> tuple[np.ndarray, np.ndarray]:
+        """Warped (bands, h, w) data and its validity for an output window."""
+        out = np.full((len(bands) + 1, int(window.height), int(window.width)), nodata, dtype=ds.dtypes[0])
+        try:
+            reproject(rasterio.band(ds, bands), out, src_nodata=ds.nodata, dst_crs=self.crs,
+                      dst_transform=window_transform(self.transform, window), dst_nodata=nodata,
+                      dst_alpha=len(bands) + 1, resampling=self.resampling, **self.options)
+        except RasterioError as exc:
+            raise InputError(f"{ds.name}: cannot read the pixels of output window {window}: "
+                             f"{gdal_message(exc)}") from None
+        return out[:-1], out[-1] > 0
+
+
+def parse_crs(value: str, flag: str) -> CRS:
+    """The CRS an option gives, as rasterio takes it (a wrong one is :func:`aifactory.config.parse_crs`'s line)."""
+    return CRS.from_user_input(checked_crs(value, flag))
+
+
+def plan_warp(ds: Any, dst_crs: CRS, resolution: float | None, resampling: str,
+              rpc_options: dict[str, Any] | None = None) -> Warp:
+    """The grid of ``ds`` warped to ``dst_crs`` at ``resolution`` (None: GDAL's choice, about the input's pixel
+    count); through its RPCs with ``rpc_options`` (``rpcs`` and ``RPC_*`` transformer options), else its CRS."""
+    rpc = rpc_options or {}
+    transform, width, height = _grid(ds, dst_crs, resolution, rpc)
+    if resolution is not None:
+        natural = _grid(ds, dst_crs, None, rpc)[0]
+        _check_scale(ds, None if rpc_options else ds.crs, dst_crs, resolution, abs(natural.a), (width, height))
+    return Warp(dst_crs, transform, width, height, Resampling[resampling], rpc)
+
+
+def _grid(ds: Any, dst_crs: CRS, resolution: float | None, rpc: dict[str, Any]) -> tuple[Affine, int, int]:
+    """GDAL's grid for the warp; one line when the input's georeferencing does not reach ``dst_crs``."""
+    src_crs = CRS.from_epsg(4326) if rpc else ds.crs
+    bounds = () if rpc else tuple(ds.bounds)
+    try:
+        return calculate_default_transform(src_crs, dst_crs, ds.width, ds.height, *bounds, resolution=resolution,
+                                           **rpc)
+    except (CPLE_BaseError, RasterioError) as exc:
+        what = "RPCs" if rpc else f"CRS {crs_string(src_crs)} and bounds"
+        raise InputError(f"{ds.name}: cannot be warped to {crs_string(dst_crs)} (are its {what} right?): "
+                         f"{gdal_message(exc)}") from None
+
+
+def _check_scale(ds: Any, src_crs: CRS | None, dst_crs: CRS, resolution: float, natural: float,
+                 size: tuple[int, int]) -> None:
+    """Refuse an output grid far finer (and large) or far coarser than the input's ``natural`` resolution (the
+    input's pixel size in ``dst_crs`` units)."""
+    finer = natural / resolution
+    if size[0] * size[1] > MAX_QUIET_PIXELS and finer > MAX_FINER:
+        why = f"{finer:.3g}× finer than the input and over {MAX_QUIET_PIXELS ** 0.5:.0f}² px"
+    elif finer < 1 / MAX_COARSER:
+        why = f"{1 / finer:.3g}× coarser than the input"
+    else:
+        return
+    at = f"at {ds.res[0]:.3g} {_units(src_crs)} ({crs_string(src_crs)})" if src_crs is not None else ""
+    if src_crs != dst_crs:
+        at = f"{at}{', ' if at else 'at '}≈ {natural:.3g} {_units(dst_crs)} in {crs_string(dst_crs)}"
+    raise InputError(f"--resolution {resolution:g}: the output would be {size[0]} x {size[1]} px from {ds.name}'s "
+                     f"{ds.width} x {ds.height} px {at}: {why}; give --resolution in {_units(dst_crs)} "
+                     f"of {crs_string(dst_crs)}")
+
+
+def _units(crs: CRS) -> str:
+    """The CRS's axis unit, e.g. ``metre`` or ``degree``."""
+    try:
+        return str(crs.units_factor[0])
+    except CRSError:
+        return "CRS units"
