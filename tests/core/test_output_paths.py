@@ -8,7 +8,6 @@ from pathlib import Path
 import geopandas as gpd
 import pytest
 from aifactory.io.output_paths import LISTING_NAME
-
 from conftest import REPO
 
 SWEEP = ("--sweep", "score=0.1:0.9:0.2", "--events", "none")

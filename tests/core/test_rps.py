@@ -138,8 +138,8 @@ def test_by_class_geofence_and_target_precision(tmp_path: Path) -> None:
     assert set(op["per_geofence"]) == {"south", "north"}
     assert set(op["per_geofence"]["south"]["per_class"]) == {"roof"}  # class b lies in the north only
     assert op["per_geofence"]["north"]["per_class"]["b"]["score"] == op["per_class"]["b"]["score"]
-    strict = run_rps(pred_all, truth_all, grid, tmp_path / "p", target_precision=0.95)
-    assert strict["criterion"] == "max_recall_at_precision" and strict["precision"] >= 0.95
+    strict = run_rps(pred_all, truth_all, grid, tmp_path / "p", target_precision=0.8)
+    assert strict["criterion"] == "max_recall_at_precision" and strict["precision"] >= 0.8
     assert strict["recall"] <= op["recall"]
     impossible = run_rps(pred_all, truth_all, {"score": [0.05]}, tmp_path / "q", target_precision=0.99)
     assert impossible["target_met"] is False and impossible["criterion"] == "max_precision"

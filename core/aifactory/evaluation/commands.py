@@ -71,7 +71,8 @@ def _common_vector_options(func: Any) -> Any:
 @click.option("--min-area", default=0.0, show_default=True,
               help="Drop truth and predictions smaller than this (map units², pixels² without CRS).")
 @click.option("--by", help="Field grouping objects (image, AOI): metrics per group.")
-@click.option("--min-score", default=0.0, show_default=True, help="Count detections with score ≥ this.")
+@click.option("--min-score", default=0.0, show_default=True, type=click.FloatRange(0, 1),
+              help="Count detections with score ≥ this (0–1).")
 @_common_vector_options
 @click.option("--classes", help="Pixel metrics on a class raster: comma-separated names of indices 1..n.")
 @click.option("--threshold", type=float,
@@ -88,7 +89,7 @@ def evaluate(pred_path: Path, truth_path: Path, iou: float, min_area: float, by:
              report_dir: Path | None, raster: Path | None) -> None:
     """Object metrics (P/R/F1, mAP) of PRED against TRUTH, or pixel metrics when PRED is a raster."""
     from aifactory.evaluation.pixels import RASTER_SUFFIXES, evaluate_pixels
-    from aifactory.evaluation.report import write_report
+    from aifactory.evaluation.report import check_imagery, write_report
 
     result: Any
     if pred_path.suffix.lower() in RASTER_SUFFIXES:
@@ -96,7 +97,8 @@ def evaluate(pred_path: Path, truth_path: Path, iou: float, min_area: float, by:
         if truth_path.suffix.lower() not in RASTER_SUFFIXES:
             truth = _load(truth_path, truth_layer, truth_crs)
         result = evaluate_pixels(pred_path, truth, class_field=class_field, threshold=threshold,
-                                 classes=[c.strip() for c in classes.split(",")] if classes else None)
+                                 classes=[c.strip() for c in classes.split(",")] if classes else None,
+                                 truth_source=str(truth_path))
         data = result.to_dict()
         print_table([[name, *(v[c] for c in ("support", "predicted", "iou", "precision", "recall", "f1"))]
                      for name, v in data["classes"].items()],
@@ -107,6 +109,8 @@ def evaluate(pred_path: Path, truth_path: Path, iou: float, min_area: float, by:
 
         pred = _load(pred_path, pred_layer, pred_crs, prefer="detections")
         truth = _load(truth_path, truth_layer, truth_crs)
+        if report_dir is not None and raster is not None:
+            check_imagery(raster, pred, truth)
         result = evaluate_objects(pred, truth, iou=iou, min_area=min_area, by=by, class_field=class_field,
                                   score_field=score_field, min_score=min_score, pred_source=str(pred_path),
                                   truth_source=str(truth_path))
@@ -144,7 +148,7 @@ def rps(config_path: Path | None, **flags: Any) -> None:
     """Search the operating point (score × min area × NMS IoU × post-processing) over stored detections."""
     from aifactory.config import validate
     from aifactory.errors import ConfigError
-    from aifactory.evaluation.rps import RpsConfig, load_rps_config, parse_sweeps, run_rps
+    from aifactory.evaluation.rps import RpsConfig, check_zones, load_rps_config, parse_sweeps, run_rps
     from aifactory.io.vector import read_vector
 
     ctx = click.get_current_context()
@@ -152,21 +156,24 @@ def rps(config_path: Path | None, **flags: Any) -> None:
     given = {names.get(k, k): v for k, v in flags.items()
              if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
     base = load_rps_config(config_path) if config_path is not None else validate(RpsConfig, {}, "options")
-    specs = [*base.sweep_specs(), *given.pop("sweep", ())]
+    flags_specs = given.pop("sweep", ())
+    specs = [*base.sweep_specs(), *flags_specs]
+    origins = [*(f"{config_path}: sweep.{name}" for name in base.sweep), *(f"--sweep {spec}" for spec in flags_specs)]
     merged = {**base.model_dump(), **{k: str(v) if isinstance(v, Path) else v for k, v in given.items()}, "sweep": {}}
     config = validate(RpsConfig, merged, str(config_path or "options"))
     for key in ("pred", "truth", "output"):
         if getattr(config, key) is None:
             raise ConfigError(f"--{key} is required (on the command line or in --config)")
     # later specs of one name (command line) replace earlier ones (file)
-    grid = parse_sweeps(list({spec.partition("=")[0].strip(): spec for spec in specs}.values()))
+    chosen = {spec.partition("=")[0].strip(): (spec, where) for spec, where in zip(specs, origins, strict=True)}
+    grid = parse_sweeps([spec for spec, _ in chosen.values()], [where for _, where in chosen.values()])
     pred = _load(Path(str(config.pred)), config.pred_layer, config.pred_crs, prefer="detections")
     truth = _load(Path(str(config.truth)), config.truth_layer, config.truth_crs)
-    zones = read_vector(config.geofence) if config.geofence is not None else None
+    zones = check_zones(read_vector(config.geofence), config.geofence) if config.geofence is not None else None
     output = Path(str(config.output))
     op = run_rps(pred, truth, grid, output, iou=config.iou, target_precision=config.target_precision,
                  by_class=config.by_class, geofence=zones, class_field=config.class_field,
-                 score_field=config.score_field)
+                 score_field=config.score_field, pred_source=str(config.pred), truth_source=str(config.truth))
     click.echo(f"operating point ({op['criterion']}): score ≥ {op['score']:g}, min_area {op['min_area']:g}, "
                f"nms_iou {op['nms_iou'] if op['nms_iou'] is not None else 'none'}"
                + "".join(f", {k} {v:g}" for k, v in op["postprocess"].items())

@@ -4,7 +4,11 @@ Inputs are two GeoDataFrames of polygons (boxes are polygons): predictions with 
 truth with a class. Before matching they are made comparable (:func:`prepare`): invalid geometries are
 repaired and counted, predictions are reprojected to the truth's CRS (both go to a local UTM zone if
 that CRS is geographic, so that areas are in m²), and objects smaller than ``min_area`` are dropped
-from both sides (map units², pixels² for data without CRS).
+from both sides (map units², pixels² for data without CRS). Inputs that cannot be compared are refused
+rather than scored zero: one side with a CRS and the other without, extents in two CRSs that do not overlap
+at all once reprojected (a wrong CRS label, most often; in one CRS, a warning), scores that are not numbers
+in [0, 1] (read by :func:`aifactory.postprocess.base.score_values`, the one sideways import: post-processing
+reads the same field by the same rule), a class or score field named but absent.
 
 Matching is per group (``by``: image, AOI) and per class, greedy by score at IoU ≥ ``iou``
 (:mod:`aifactory.evaluation.matching` states the tie rules). Counts (TP/FP/FN, P/R/F1) use the
@@ -15,6 +19,7 @@ image. Empty sets follow :mod:`aifactory.evaluation.metrics`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +28,7 @@ import numpy as np
 import pandas as pd
 import shapely
 from pyproj import CRS
+from pyproj.exceptions import CRSError
 
 from aifactory.errors import InputError
 from aifactory.evaluation.matching import Pairs, greedy_match, overlapping_pairs, rank_order
@@ -35,10 +41,15 @@ from aifactory.evaluation.metrics import (
     mean_or_none,
 )
 from aifactory.io.vector import align_to_crs, list_layers, read_vector
+from aifactory.postprocess.base import score_values
 from aifactory.progress import reporter
 
-#: Class name given to every object when neither input has the class field.
+#: Class name given to every object when neither input has the (default) class field.
 SINGLE_CLASS = "object"
+#: The detections schema's field names (DESIGN.md): only these may be absent (one class, scores of 1).
+CLASS_FIELD, SCORE_FIELD = "class", "score"
+#: How GDAL names the CRS of a GeoPackage layer declared with srs_id 0 or -1: no CRS at all.
+UNDEFINED_CRS_PREFIX = "undefined "
 #: Row/column of the object confusion matrix for unmatched objects.
 BACKGROUND = "background"
 TYPE_NAMES = {0: "Point", 1: "LineString", 2: "LinearRing", 4: "MultiPoint", 5: "MultiLineString",
@@ -60,12 +71,42 @@ def load_objects(path: str, layer: str | None = None, crs: Any = None, prefer_la
     """Read any OGR source or CSV+WKT without repairing (evaluation repairs and counts itself).
 
     ``prefer_layer`` (e.g. ``detections``) is read when the source has such a layer and none is named.
+    ``crs`` is the CRS of a layer that has none (a GeoPackage's "Undefined" SRS counts as none).
     """
+    given = _given_crs(crs, path)
     if layer is None and prefer_layer and not str(path).lower().endswith(".csv"):
         layers = list_layers(path)
         if prefer_layer in layers:
             layer = prefer_layer
-    return read_vector(path, layer=layer, crs=crs, repair=False)
+    frame = read_vector(path, layer=layer, crs=given, repair=False)
+    if frame.crs is not None and frame.crs.name.lower().startswith(UNDEFINED_CRS_PREFIX):
+        frame = frame.set_crs(given, allow_override=True)
+    elif given is not None and frame.crs is not None and CRS.from_user_input(frame.crs) != given:
+        reporter().warning(f"{path}: has its own CRS ({frame.crs.to_string()}); the CRS given for it "
+                           f"({given.to_string()}) is not used")
+    return frame
+
+
+def _given_crs(crs: Any, path: str) -> CRS | None:
+    """The CRS given for a layer, checked before anything is read: a typo must not pass unnoticed."""
+    if crs is None:
+        return None
+    try:
+        return CRS.from_user_input(crs)
+    except CRSError as exc:
+        raise InputError(f"{path}: the CRS given for it, {crs!r}, is not one pyproj knows: "
+                         f"{str(exc).splitlines()[0]}") from None
+
+
+def extent_text(crs: Any, bounds: Iterable[float]) -> str:
+    """``CRS, extent xmin ymin xmax ymax``, for messages about data that do not line up."""
+    name = CRS.from_user_input(crs).to_string() if crs is not None else "no CRS"
+    return f"{name}, extent " + " ".join(f"{v:.10g}" for v in bounds)
+
+
+def bounds_overlap(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two ``(xmin, ymin, xmax, ymax)`` boxes share a point (NaN or infinite bounds never do)."""
+    return bool(a[0] <= b[2] and b[0] <= a[2] and a[1] <= b[3] and b[1] <= a[3])
 
 
 def _polygonal(frame: gpd.GeoDataFrame, source: str) -> tuple[gpd.GeoDataFrame, int]:
@@ -102,14 +143,18 @@ def _polygonal(frame: gpd.GeoDataFrame, source: str) -> tuple[gpd.GeoDataFrame, 
     return frame, repaired
 
 
+def _field_names(frame: gpd.GeoDataFrame) -> str:
+    return ", ".join(c for c in frame.columns if c != frame.geometry.name) or "none"
+
+
 def _field(frame: gpd.GeoDataFrame, other: gpd.GeoDataFrame, name: str, source: str, other_source: str,
            what: str, default: str | None) -> pd.Series:
     """Values of ``name`` as strings; absent from both → ``default`` (or an error), from one → an error."""
     if name in frame.columns:
         return frame[name].astype("object").where(frame[name].notna(), "<none>").astype(str)
     if name in other.columns or default is None:
-        raise InputError(f"{source}: has no {what} field {name!r} (it is in {other_source}); "
-                         f"fields: {', '.join(c for c in frame.columns if c != frame.geometry.name) or 'none'}")
+        there = f" (it is in {other_source})" if name in other.columns else ""
+        raise InputError(f"{source}: has no {what} field {name!r}{there}; fields: {_field_names(frame)}")
     return pd.Series(default, index=frame.index, dtype=object)
 
 
@@ -121,9 +166,12 @@ def _align(pred: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, pred_src: str, truth
             raise InputError(f"{pred_src}: has a CRS ({pred.crs.to_string()}) but {truth_src} has none; "
                              "give both in pixel space or both with a CRS")
         return pred, truth, None, False
-    reprojected = pred.crs is not None and CRS.from_user_input(pred.crs) != CRS.from_user_input(truth.crs)
-    pred = align_to_crs(pred, truth.crs, pred_src)
+    if pred.crs is None:
+        raise InputError(f"{pred_src}: has no CRS but {truth_src} has one ({truth.crs.to_string()}); "
+                         "say the predictions' CRS (--pred-crs)")
     crs = CRS.from_user_input(truth.crs)
+    reprojected = CRS.from_user_input(pred.crs) != crs
+    pred = align_to_crs(pred, crs, pred_src)
     if crs.is_geographic:
         anchor = truth if len(truth) else pred
         if len(anchor):
@@ -143,18 +191,18 @@ def prepare(pred: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, *, min_area: float 
         raise InputError(f"min_area must be ≥ 0, got {min_area}")
     pred, pred_repaired = _polygonal(pred, pred_source)
     truth, truth_repaired = _polygonal(truth, truth_source)
+    extents = extent_text(pred.crs, pred.total_bounds), extent_text(truth.crs, truth.total_bounds)
     pred, truth, crs, reprojected = _align(pred, truth, pred_source, truth_source)
-
-    if score_field in pred.columns:
-        scores = pd.to_numeric(pred[score_field], errors="coerce")
-        if scores.isna().any():
-            raise InputError(f"{pred_source}: {int(scores.isna().sum())} predictions have no numeric "
-                             f"{score_field!r}")
-    else:
-        reporter().warning(f"{pred_source}: no {score_field!r} field; every prediction gets score 1.0")
-        scores = pd.Series(1.0, index=pred.index)
-    classes_p = _field(pred, truth, class_field, pred_source, truth_source, "class", SINGLE_CLASS)
-    classes_t = _field(truth, pred, class_field, truth_source, pred_source, "class", SINGLE_CLASS)
+    if len(pred) and len(truth) and not bounds_overlap(pred.total_bounds, truth.total_bounds):
+        apart = f"{pred_source} ({extents[0]}) and {truth_source} ({extents[1]}) do not overlap at all"
+        if reprojected:  # most often a wrong CRS label: scoring zero would hide it
+            raise InputError(f"{apart}; check their CRSs")
+        # one CRS for both: a poor model's detections may all lie beside the truth, and that scores zero
+        reporter().warning(f"{apart}: every detection is a false positive")
+    scores = _scores(pred, score_field, pred_source)
+    single = SINGLE_CLASS if class_field == CLASS_FIELD else None
+    classes_p = _field(pred, truth, class_field, pred_source, truth_source, "class", single)
+    classes_t = _field(truth, pred, class_field, truth_source, pred_source, "class", single)
     if by is not None:
         groups_p = _field(pred, truth, by, pred_source, truth_source, "group", None)
         groups_t = _field(truth, pred, by, truth_source, pred_source, "group", None)
@@ -162,7 +210,7 @@ def prepare(pred: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, *, min_area: float 
         groups_p = pd.Series("all", index=pred.index, dtype=object)
         groups_t = pd.Series("all", index=truth.index, dtype=object)
 
-    out_p = gpd.GeoDataFrame({"class": classes_p.to_numpy(), "score": scores.to_numpy(dtype="float64"),
+    out_p = gpd.GeoDataFrame({"class": classes_p.to_numpy(), "score": scores,
                               "group": groups_p.to_numpy()}, geometry=pred.geometry.to_numpy(), crs=crs)
     out_t = gpd.GeoDataFrame({"class": classes_t.to_numpy(), "group": groups_t.to_numpy()},
                              geometry=truth.geometry.to_numpy(), crs=crs)
@@ -176,6 +224,16 @@ def prepare(pred: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, *, min_area: float 
     }
     return Prepared(out_p.loc[~small_p].reset_index(drop=True), out_t.loc[~small_t].reset_index(drop=True),
                     crs, inputs)
+
+
+def _scores(pred: gpd.GeoDataFrame, score_field: str, source: str) -> np.ndarray:
+    """Scores in [0, 1]; without the default field every prediction scores 1.0, a named field must exist."""
+    if score_field in pred.columns:
+        return score_values(pred, source, score_field, allow_missing=False)
+    if score_field != SCORE_FIELD:
+        raise InputError(f"{source}: has no score field {score_field!r}; fields: {_field_names(pred)}")
+    reporter().warning(f"{source}: no {score_field!r} field; every prediction gets score 1.0")
+    return np.ones(len(pred))
 
 
 @dataclass

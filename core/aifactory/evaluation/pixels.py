@@ -13,6 +13,13 @@ sigmoid class) — the rule prediction's vectorizer applies, so pixel metrics ju
 become polygons — or, with an explicit ``threshold``, when its best score is ≥ threshold × 255. Class rasters carry
 indices directly; their names come from ``classes`` (names of 1..n). Pixels that are nodata in the
 prediction, or ignored in a truth raster (its nodata, or 255), are left out of every count.
+
+A prediction that can be neither is refused before any count (imagery given by mistake, most often): a
+scores raster has uint8 bands, one per class (plus an optional background band); a class raster has one
+integer band whose indices do not exceed the named classes (or 254 without names). A truth raster must be
+on the prediction's grid: same size, transform and CRS. Both are proved readable first (a truncated file).
+``kind="auto"`` takes a raster of several bands, or one that predict wrote (tagged with its classes, a one-class
+model's scores have one band), for scores.
 """
 
 from __future__ import annotations
@@ -30,11 +37,23 @@ from rasterio.windows import Window
 
 from aifactory.errors import InputError
 from aifactory.evaluation.metrics import f1, precision, recall
-from aifactory.io.raster import block_aligned, open_raster, read_valid_mask, read_window, window_transform
+from aifactory.evaluation.objects import CLASS_FIELD, bounds_overlap, extent_text
+from aifactory.io.raster import (
+    SCORES_CLASSES_TAG,
+    block_aligned,
+    check_readable,
+    crs_string,
+    open_raster,
+    read_valid_mask,
+    read_window,
+    window_transform,
+)
 from aifactory.io.vector import align_to_crs, read_vector
 from aifactory.progress import reporter
 
 IGNORE_VALUE = 255
+#: The largest class index of a raster whose classes are not named (255 is the ignored value).
+MAX_CLASS_INDEX = 254
 #: Truth given with one of these suffixes is a class raster, anything else is read as vectors.
 RASTER_SUFFIXES = {".tif", ".tiff", ".vrt", ".img", ".jp2", ".png", ".jpg", ".jpeg"}
 BACKGROUND = "background"
@@ -92,7 +111,7 @@ def _names(descriptions: tuple[str | None, ...], count: int, classes: list[str] 
 def _truth_codes(truth: gpd.GeoDataFrame, class_field: str, labels: list[str], source: str) -> np.ndarray:
     """Index of each truth object's class; classes the prediction does not know get new labels."""
     if class_field not in truth.columns:
-        if len(labels) <= 2:
+        if len(labels) <= 2 and class_field == CLASS_FIELD:
             labels[1:] = labels[1:] or ["object"]
             return np.ones(len(truth), dtype="int64")
         raise InputError(f"{source}: no class field {class_field!r} to tell the {len(labels) - 1} classes apart")
@@ -105,30 +124,60 @@ def _truth_codes(truth: gpd.GeoDataFrame, class_field: str, labels: list[str], s
     return np.array([index[n] for n in names], dtype="int64")
 
 
+def _vector_truth(frame: gpd.GeoDataFrame, ds: Any, labels: list[str], class_field: str, named: bool,
+                  source: str) -> tuple[np.ndarray, np.ndarray, shapely.STRtree]:
+    """Truth objects in the raster's CRS with their class indices, indexed for the windows that burn them."""
+    frame = align_to_crs(frame, ds.crs, source)
+    left, bottom, right, top = ds.bounds
+    extent = np.array([min(left, right), min(bottom, top), max(left, right), max(bottom, top)])
+    if len(frame) and not bounds_overlap(frame.total_bounds, extent):
+        raise InputError(f"{source} ({extent_text(frame.crs, frame.total_bounds)}) does not overlap the prediction "
+                         f"{ds.name} ({extent_text(ds.crs, extent)}) at all; check their CRSs")
+    # a class raster without names: truth names cannot be matched to its indices
+    if not named and class_field in frame.columns and frame[class_field].nunique() > 1:
+        raise InputError(f"{ds.name}: class raster without class names; pass classes=[...] (--classes) "
+                         "to map its indices to the truth's classes")
+    codes = _truth_codes(frame, class_field, labels, source)
+    return frame.geometry.to_numpy(), codes, shapely.STRtree(frame.geometry.to_numpy())
+
+
+def _predicted(data: np.ndarray, is_scores: bool, has_background: bool, threshold: float | None) -> np.ndarray:
+    """Class index of each pixel of a window (see the module docstring for the scores rule)."""
+    if not is_scores:
+        return data[0].astype("int64")
+    predicted = np.argmax(data, axis=0).astype("int64")
+    if has_background:
+        return predicted
+    best = data.max(axis=0).astype("int64")
+    if threshold is not None:
+        return np.where(best >= threshold * 255, predicted + 1, 0)
+    return np.where(best > 255 - data.sum(axis=0, dtype="int64"), predicted + 1, 0)
+
+
 def evaluate_pixels(pred: str | Path, truth: str | Path | gpd.GeoDataFrame, *, class_field: str = "class",
                     classes: list[str] | None = None, threshold: float | None = None,
-                    kind: Literal["auto", "scores", "classes"] = "auto", tile: int = 1024) -> PixelResult:
-    """Confusion matrix of a prediction raster against vector or raster truth, streamed by windows."""
+                    kind: Literal["auto", "scores", "classes"] = "auto", tile: int = 1024,
+                    truth_source: str | None = None) -> PixelResult:
+    """Confusion matrix of a prediction raster against vector or raster truth, streamed by windows.
+
+    ``truth_source`` names the truth in messages (default: its path, or ``truth`` for a frame).
+    """
     if threshold is not None and not 0 <= threshold <= 1:
         raise InputError(f"threshold must be in [0, 1], got {threshold}")
     with open_raster(pred) as ds:
-        is_scores = kind == "scores" or (kind == "auto" and ds.count > 1)
-        if not is_scores and ds.count != 1:
-            raise InputError(f"{pred}: a class raster has one band, this one has {ds.count}")
+        check_readable(ds)
+        is_scores = kind == "scores" or (kind == "auto" and (ds.count > 1 or SCORES_CLASSES_TAG in ds.tags()))
         descriptions = tuple(ds.descriptions) if is_scores else ()
         has_background = bool(descriptions) and (descriptions[0] or "").lower() == BACKGROUND
         labels = _names(descriptions, ds.count if is_scores else 0, classes)
+        _check_prediction(ds, is_scores, len(labels) - 1 + has_background, pred)
+        top_index = len(labels) - 1 if classes and not is_scores else MAX_CLASS_INDEX
+        source = truth_source or ("truth" if isinstance(truth, gpd.GeoDataFrame) else str(truth))
         truth_ds_path: Path | None = None
         truth_frame = None
         if isinstance(truth, gpd.GeoDataFrame) or Path(truth).suffix.lower() not in RASTER_SUFFIXES:
             frame = truth if isinstance(truth, gpd.GeoDataFrame) else read_vector(truth)
-            frame = align_to_crs(frame, ds.crs, str(truth))
-            # a class raster without names: truth names cannot be matched to its indices
-            if not is_scores and classes is None and class_field in frame.columns and frame[class_field].nunique() > 1:
-                raise InputError(f"{pred}: class raster without class names; pass classes=[...] (--classes) "
-                                     "to map its indices to the truth's classes")
-            codes = _truth_codes(frame, class_field, labels, str(truth))
-            truth_frame = (frame.geometry.to_numpy(), codes, shapely.STRtree(frame.geometry.to_numpy()))
+            truth_frame = _vector_truth(frame, ds, labels, class_field, is_scores or classes is not None, source)
         else:
             truth_ds_path = Path(truth)
         counts: dict[int, int] = {}
@@ -137,26 +186,18 @@ def evaluate_pixels(pred: str | Path, truth: str | Path | gpd.GeoDataFrame, *, c
         windows = [Window(col, row, min(step, ds.width - col), min(step, ds.height - row))
                    for row in range(0, ds.height, step) for col in range(0, ds.width, step)]
         with open_raster(truth_ds_path) if truth_ds_path else contextlib.nullcontext() as tds:
-            if tds is not None and (tds.width, tds.height) != (ds.width, ds.height):
-                raise InputError(f"{truth}: truth raster is {tds.width}x{tds.height}, prediction is "
-                                 f"{ds.width}x{ds.height}; they must share the grid")
+            if tds is not None:
+                check_readable(tds)
+                _check_same_grid(ds, tds, source)
             for window in reporter().track(windows, task="evaluate", message="pixels"):
                 valid = read_valid_mask(ds, window)
-                data = read_window(ds, window)
-                if is_scores:
-                    predicted = np.argmax(data, axis=0).astype("int64")
-                    if not has_background:
-                        best = data.max(axis=0).astype("int64")
-                        if threshold is None:
-                            foreground = best > 255 - data.sum(axis=0, dtype="int64")
-                        else:
-                            foreground = best >= threshold * 255
-                        predicted = np.where(foreground, predicted + 1, 0)
-                else:
-                    predicted = data[0].astype("int64")
+                predicted = _predicted(read_window(ds, window), is_scores, has_background, threshold)
+                if not is_scores:
+                    _check_indices(predicted[valid], top_index, pred, classes)
                 if tds is not None:
                     truth_px = read_window(tds, window)[0].astype("int64")
                     valid &= read_valid_mask(tds, window) & (truth_px != IGNORE_VALUE)
+                    _check_indices(truth_px[valid], MAX_CLASS_INDEX, source, None)
                 else:
                     assert truth_frame is not None
                     truth_px = _burn(truth_frame, ds.transform, window)
@@ -165,6 +206,38 @@ def evaluate_pixels(pred: str | Path, truth: str | Path | gpd.GeoDataFrame, *, c
                 for v, c in zip(values.tolist(), n.tolist(), strict=True):
                     counts[v] = counts.get(v, 0) + c
     return _result(counts, labels)
+
+
+def _check_prediction(ds: Any, is_scores: bool, bands: int, path: str | Path) -> None:
+    """Refuse a raster that is neither a scores raster (``bands`` uint8 bands) nor a class raster (one integer
+    band): pixel metrics of imagery would be numbers about nothing."""
+    dtypes = sorted(set(ds.dtypes))
+    what = f"{ds.count} band{'s' if ds.count > 1 else ''} of {', '.join(dtypes)}"
+    if is_scores and (dtypes != ["uint8"] or ds.count != bands):
+        raise InputError(f"{path}: {what}: not a scores raster ({bands} uint8 bands, score × 255, one per class) nor "
+                         "a class raster (one band of class indices)")
+    if not is_scores and (ds.count != 1 or not np.issubdtype(np.dtype(dtypes[0]), np.integer)):
+        raise InputError(f"{path}: {what}: a class raster has one band of integer class indices")
+
+
+def _check_indices(values: np.ndarray, top: int, path: str | Path, classes: list[str] | None) -> None:
+    """Refuse class indices beyond ``top`` (the named classes, else :data:`MAX_CLASS_INDEX`)."""
+    if values.size and (found := int(values.max())) > top:
+        names = f"the {top} classes of --classes" if classes else f"{top}, the largest class index"
+        raise InputError(f"{path}: holds the value {found}, beyond {names}: not a class raster")
+
+
+def _check_same_grid(ds: Any, tds: Any, truth: str) -> None:
+    """A truth raster counts pixel by pixel against the prediction: same size, transform and CRS."""
+    if (tds.width, tds.height) != (ds.width, ds.height):
+        raise InputError(f"{truth}: truth raster is {tds.width}x{tds.height}, prediction is "
+                         f"{ds.width}x{ds.height}; they must share the grid")
+    if tds.crs != ds.crs:
+        raise InputError(f"{truth}: truth raster is in {crs_string(tds.crs) or 'no CRS'}, prediction in "
+                         f"{crs_string(ds.crs) or 'no CRS'}; they must share the grid")
+    if not tds.transform.almost_equals(ds.transform):
+        raise InputError(f"{truth}: truth raster has the transform {tuple(tds.transform)[:6]}, prediction "
+                         f"{tuple(ds.transform)[:6]}; they must share the grid")
 
 
 def _burn(truth: tuple[np.ndarray, np.ndarray, shapely.STRtree], transform: Any, window: Window) -> np.ndarray:

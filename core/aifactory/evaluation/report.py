@@ -4,8 +4,9 @@ Object reports show the tables (overall, per class, per group), the PR curve, F1
 threshold, the object confusion matrix and thumbnails of the worst mistakes over the imagery: false
 positives with the highest scores (confident errors) and the largest missed objects. Thumbnails read
 small windows through :mod:`aifactory.io.raster`, so the raster's size does not matter, and work for
-pixel-space rasters too; without a raster they show the outlines alone. Pixel reports show the tables,
-the confusion matrix and per-class IoU.
+pixel-space rasters too; without a raster they show the outlines alone. Imagery that does not overlap
+the objects at all is refused (:func:`check_imagery`): pictures of nothing would hide a wrong file. Pixel
+reports show the tables, the confusion matrix and per-class IoU.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ import numpy as np
 import shapely
 from rasterio.windows import Window
 
+from aifactory.errors import InputError
 from aifactory.evaluation import plots
-from aifactory.evaluation.objects import EvaluationResult, load_objects
+from aifactory.evaluation.objects import EvaluationResult, bounds_overlap, extent_text, load_objects
 from aifactory.evaluation.pixels import PixelResult
 from aifactory.io.atomic import atomic_path
 from aifactory.io.raster import open_raster, read_window
@@ -46,6 +48,8 @@ def write_report(result: EvaluationResult | PixelResult, out_dir: str | Path, *,
     kept in ``result``. ``raster`` is the imagery under the thumbnails.
     """
     out_dir = Path(out_dir)
+    if raster is not None and isinstance(result, EvaluationResult):
+        check_imagery(raster, result.pred, result.truth)
     with atomic_path(out_dir, folder=True) as tmp:
         tmp.mkdir(parents=True)
         if isinstance(result, PixelResult):
@@ -62,6 +66,26 @@ def write_report(result: EvaluationResult | PixelResult, out_dir: str | Path, *,
         (tmp / "report.html").write_text(page, encoding="utf-8")
     reporter().artifact("report", out_dir / "report.html")
     return out_dir / "report.html"
+
+
+def check_imagery(raster: str | Path, *frames: gpd.GeoDataFrame) -> None:
+    """Refuse imagery that does not overlap the objects of ``frames`` at all (any CRS): the overview and the
+    thumbnails would show none of it, and a wrong file is likelier than a wish for blank pictures."""
+    with open_raster(raster) as ds:
+        bounds = [b for b in (_in_raster_crs(f, ds).total_bounds for f in frames if len(f)) if np.isfinite(b).all()]
+        if not bounds:
+            return
+        left, bottom, right, top = ds.bounds
+        imagery = np.array([min(left, right), min(bottom, top), max(left, right), max(bottom, top)])
+        objects = np.array([*np.min(bounds, axis=0)[:2], *np.max(bounds, axis=0)[2:]])
+        if not bounds_overlap(imagery, objects):
+            raise InputError(f"{raster}: the imagery ({extent_text(ds.crs, imagery)}) does not overlap the evaluated "
+                             f"objects ({extent_text(ds.crs, objects)}); give the imagery under them")
+
+
+def _in_raster_crs(frame: gpd.GeoDataFrame, ds: Any) -> gpd.GeoDataFrame:
+    """``frame`` in the raster's CRS; a frame without CRS over georeferenced imagery is taken as is."""
+    return align_to_crs(frame, ds.crs, "report") if frame.crs is not None or ds.crs is None else frame
 
 
 def _frame(given: gpd.GeoDataFrame | str | Path | None, default: gpd.GeoDataFrame,
@@ -161,8 +185,7 @@ def _overview(result: EvaluationResult, raster: str | Path, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     with open_raster(raster) as ds:
-        pred, truth = (align_to_crs(f, ds.crs, "report") if f.crs is not None or ds.crs is None else f
-                       for f in (result.pred, result.truth))
+        pred, truth = (_in_raster_crs(f, ds) for f in (result.pred, result.truth))
         pred = pred[pred["status"].isin(["tp", "fp"])]
         to_px = ~ds.transform
         geoms = {key: shapely.transform(frame.geometry.to_numpy(), lambda xy: np.column_stack(to_px * xy.T))
@@ -216,8 +239,7 @@ def _thumbnails(chosen: gpd.GeoDataFrame, pred: gpd.GeoDataFrame, truth: gpd.Geo
         with open_raster(raster) as ds:
             to_px = ~ds.transform
             bands = _display_bands(ds)
-            chosen, pred, truth = (align_to_crs(f, ds.crs, "report") if f.crs is not None or ds.crs is None else f
-                                   for f in (chosen, pred, truth))
+            chosen, pred, truth = (_in_raster_crs(f, ds) for f in (chosen, pred, truth))
             _draw_all(axes, chosen, pred, truth, lambda xy: np.column_stack(to_px * xy.T), ds, bands, is_pred)
     else:  # map coordinates grow upwards, pixel coordinates downwards: flip the former
         flip = np.array([1.0, -1.0 if chosen.crs is not None else 1.0])

@@ -23,6 +23,7 @@ units of the detections' CRS (pixels² without CRS; m² for a geographic CRS), t
       "criterion": "max_f1" | "max_recall_at_precision" | "max_precision",
       "target_precision": 0.9 | null,   # given with --target-precision
       "target_met": true,               # false: no point reached the target, the most precise is used
+                                        # (a point that keeps no detection never meets a target)
       "iou": 0.5,                       # matching IoU of the evaluation
       "score": 0.45,                    # keep detections with score >= this
       "min_area": 4.0,                  # ... and area >= this (detections' CRS units²)
@@ -45,10 +46,11 @@ precision, recall, f1`` (``zone`` and ``class`` are ``all`` for the pooled rows)
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +60,7 @@ import pandas as pd
 import shapely
 from pydantic import Field
 
-from aifactory.config import StrictModel, load_config
+from aifactory.config import StrictModel, load_config, validate
 from aifactory.errors import ConfigError, InputError
 from aifactory.evaluation import plots
 from aifactory.evaluation.matching import greedy_match, nms_keep, overlapping_pairs, rank_order, self_pairs
@@ -66,7 +68,8 @@ from aifactory.evaluation.metrics import PRCurve, counts_at, curve_from_flags, v
 from aifactory.evaluation.objects import prepare
 from aifactory.io.atomic import atomic_path
 from aifactory.io.vector import align_to_crs
-from aifactory.postprocess import apply_chain
+from aifactory.postprocess import OPS, apply_chain
+from aifactory.postprocess.base import is_polygonal
 from aifactory.progress import reporter
 
 VERSION = 1
@@ -107,12 +110,15 @@ def parse_values(name: str, text: str, where: str) -> list[float]:
     return sorted(set(values))
 
 
-def parse_sweeps(specs: list[str] | tuple[str, ...]) -> dict[str, list[float]]:
+def parse_sweeps(specs: Sequence[str], origins: Sequence[str] | None = None) -> dict[str, list[float]]:
     """``["score=0.1:0.9:0.1", "nms_iou=0.3,0.5", "OP.PARAM=1,2"]`` → {name: values}; score defaults to
-    ``0.05:0.95:0.05``, min_area to [0] and nms_iou to no NMS."""
+    ``0.05:0.95:0.05``, min_area to [0] and nms_iou to no NMS.
+
+    ``origins`` name where each spec came from in error messages (default ``--sweep SPEC``; a config file's
+    ``FILE: sweep.NAME``). Post-processing parameters are validated here, before any detection is read.
+    """
     grid: dict[str, list[float]] = {}
-    for spec in specs:
-        where = f"--sweep {spec}"
+    for spec, where in zip(specs, origins or [f"--sweep {spec}" for spec in specs], strict=True):
         name, sep, text = spec.partition("=")
         name = name.strip()
         if not sep or not name:
@@ -123,8 +129,22 @@ def parse_sweeps(specs: list[str] | tuple[str, ...]) -> dict[str, list[float]]:
         if name in grid:
             raise ConfigError(f"{where}: {name} is swept twice")
         grid[name] = parse_values(name, text, where)
+        if name not in BUILTIN:
+            _check_postprocess_sweep(name, grid[name], where)
     grid.setdefault("score", parse_values("score", DEFAULT_SCORES, "default score sweep"))
     return grid
+
+
+def _check_postprocess_sweep(name: str, values: list[float], where: str) -> None:
+    """Every value of an ``OP.PARAM`` sweep validated as that op's parameter, the error naming the sweep
+    (the chains built from it later are none the user wrote)."""
+    op, param = name.split(".")
+    entry = OPS.get(op, where)
+    if param not in entry.params.model_fields:
+        raise ConfigError(f"{where}: postprocess op {op!r} has no parameter {param!r}; parameters: "
+                          f"{', '.join(entry.params.model_fields) or 'none'}")
+    for value in values:
+        validate(entry.params, {param: value}, where)
 
 
 class RpsConfig(StrictModel):
@@ -148,7 +168,7 @@ class RpsConfig(StrictModel):
     truth_crs: str | None = None
 
     def sweep_specs(self) -> list[str]:
-        """The sweeps as ``NAME=…`` strings for :func:`parse_sweeps`."""
+        """The sweeps as ``NAME=…`` strings for :func:`parse_sweeps` (in the order of :attr:`sweep`)."""
         out = []
         for name, value in self.sweep.items():
             text = ",".join(str(v) for v in value) if isinstance(value, list) else str(value)
@@ -216,6 +236,16 @@ def apply_operating_point(frame: gpd.GeoDataFrame, point: dict[str, Any] | str |
     return apply_chain(frame, operating_chain(point), "operating point")
 
 
+def check_zones(zones: gpd.GeoDataFrame, source: str) -> gpd.GeoDataFrame:
+    """Refuse zones that are not polygons: a point or a line encloses nothing, so every object would silently
+    fall outside."""
+    polygonal = is_polygonal(zones.geometry.to_numpy())
+    if not len(zones) or not polygonal.all():
+        found = ", ".join(sorted({str(t) for t in zones.geom_type[~polygonal]})) or "nothing"
+        raise InputError(f"{source}: a geofence is made of polygons (zones), found {found}")
+    return zones
+
+
 def _zone_masks(zones: gpd.GeoDataFrame | None, frame: gpd.GeoDataFrame, crs: Any) -> dict[str, np.ndarray]:
     """Membership of each object (by its representative point) in the union of zones and in each zone."""
     if zones is None:
@@ -278,20 +308,29 @@ def _curves(prep_pred: gpd.GeoDataFrame, prep_truth: gpd.GeoDataFrame, areas: np
 
 
 def sweep(pred: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, grid: dict[str, list[float]], *, iou: float = 0.5,
-          class_field: str = "class", score_field: str = "score", geofence: gpd.GeoDataFrame | None = None
-          ) -> pd.DataFrame:
-    """Every point of the grid (per zone and class) as a table; see the module docstring for the columns."""
+          class_field: str = "class", score_field: str = "score", geofence: gpd.GeoDataFrame | None = None,
+          pred_source: str = "predictions", truth_source: str = "truth") -> pd.DataFrame:
+    """Every point of the grid (per zone and class) as a table; see the module docstring for the columns.
+
+    The raw detections are prepared (checked) once before any chain runs: inputs that cannot be compared
+    fail at once, naming ``pred_source``/``truth_source``.
+    """
     if not 0 < iou <= 1:
         raise InputError(f"iou must be in (0, 1], got {iou}")
+    if geofence is not None:
+        check_zones(geofence, "geofence")
     grid = {**grid}
     grid.setdefault("score", parse_values("score", DEFAULT_SCORES, "default score sweep"))
     chains = _postprocess_chains(grid)
     rep = reporter()
     rows: list[dict[str, Any]] = []
     thresholds = np.asarray(grid["score"], dtype="float64")
+    prepared = functools.partial(prepare, truth=truth, class_field=class_field, score_field=score_field,
+                                 pred_source=pred_source, truth_source=truth_source)
+    raw_prep = prepared(pred)
     for k, (flat, chain) in enumerate(chains):
         raw = apply_chain(pred, chain) if chain else pred
-        prep = prepare(raw, truth, class_field=class_field, score_field=score_field)
+        prep = prepared(raw) if chain else raw_prep
         areas = native_areas(raw, prep.pred, score_field)
         pred_zone = _zone_masks(geofence, prep.pred, prep.crs)
         truth_zone = _zone_masks(geofence, prep.truth, prep.crs)
@@ -326,19 +365,21 @@ def _best(points: pd.DataFrame, target: float | None) -> tuple[pd.Series, str, b
     """The chosen row: max F1, or max recall with precision ≥ target (most precise if none reaches it).
 
     Ties go to higher precision, then to the higher score threshold, the smaller area, the lower NMS IoU.
+    A point that keeps no detection has precision 1 by convention only: it never meets a target, and is the
+    most precise one only when no point keeps a detection.
     """
     if points.empty:
         raise InputError("the sweep produced no points")
-    ranked = points.assign(_nms=points["nms_iou"].fillna(2.0))
+    ranked = points.assign(_nms=points["nms_iou"].fillna(2.0), _keeps=points["tp"] + points["fp"] > 0)
     tie = ["precision", "score", "min_area", "_nms"]
     tie_up = [False, False, True, True]
     if target is None:
         row = ranked.sort_values(["f1", *tie], ascending=[False, *tie_up], kind="stable").iloc[0]
         return row, "max_f1", True
-    ok = ranked[ranked["precision"] >= target]
+    ok = ranked[(ranked["precision"] >= target) & ranked["_keeps"]]
     if ok.empty:
-        row = ranked.sort_values(["precision", "recall", "score", "min_area", "_nms"],
-                                 ascending=[False, False, False, True, True], kind="stable").iloc[0]
+        row = ranked.sort_values(["_keeps", "precision", "recall", "score", "min_area", "_nms"],
+                                 ascending=[False, False, False, False, True, True], kind="stable").iloc[0]
         return row, "max_precision", False
     row = ok.sort_values(["recall", *tie], ascending=[False, *tie_up], kind="stable").iloc[0]
     return row, "max_recall_at_precision", True
@@ -393,13 +434,14 @@ def choose_operating_point(points: pd.DataFrame, *, target_precision: float | No
 
 def run_rps(pred: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, grid: dict[str, list[float]], out_dir: str | Path, *,
             iou: float = 0.5, target_precision: float | None = None, by_class: bool = False,
-            geofence: gpd.GeoDataFrame | None = None, class_field: str = "class",
-            score_field: str = "score") -> dict[str, Any]:
+            geofence: gpd.GeoDataFrame | None = None, class_field: str = "class", score_field: str = "score",
+            pred_source: str = "predictions", truth_source: str = "truth") -> dict[str, Any]:
     """Sweep, choose, and write ``points.csv``, ``operating_point.json``, ``pr_curve.png``, ``f1_curve.png``
     into ``out_dir`` (replaced atomically as a whole). Returns the operating point."""
     if target_precision is not None and not 0 <= target_precision <= 1:
         raise InputError(f"target precision must be in [0, 1], got {target_precision}")
-    points = sweep(pred, truth, grid, iou=iou, class_field=class_field, score_field=score_field, geofence=geofence)
+    points = sweep(pred, truth, grid, iou=iou, class_field=class_field, score_field=score_field, geofence=geofence,
+                   pred_source=pred_source, truth_source=truth_source)
     op = choose_operating_point(points, target_precision=target_precision, by_class=by_class, iou=iou)
     out_dir = Path(out_dir)
     with atomic_path(out_dir, folder=True) as tmp:

@@ -23,6 +23,9 @@ from rasterio.windows import Window
 
 from aifactory.errors import InputError
 
+#: the tag a scores raster carries (``aifactory predict`` writes it): its classes, as a JSON list
+SCORES_CLASSES_TAG = "AIFACTORY_CLASSES"
+
 #: how rasterio's errors say that the real message is their cause's
 _POINTERS = ("previous exception", "Chunk and warp failed")
 

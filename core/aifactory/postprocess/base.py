@@ -74,10 +74,34 @@ def class_codes(frame: gpd.GeoDataFrame) -> np.ndarray:
 
 
 def scores(frame: gpd.GeoDataFrame, op: str) -> np.ndarray:
-    """The ``score`` column as floats; ops that rank detections need it."""
+    """The ``score`` column as floats (checked by :func:`score_values`); ops that rank detections need it."""
     if SCORE not in frame.columns:
         raise InputError(f"{op}: the features have no {SCORE!r} column to rank them by")
-    return np.asarray(frame[SCORE].to_numpy(dtype="float64", na_value=np.nan), dtype="float64")
+    return score_values(frame, op)
+
+
+def score_values(frame: gpd.GeoDataFrame, source: str, field: str = SCORE, allow_missing: bool = True
+                 ) -> np.ndarray:
+    """The ``field`` column as floats, refused in one line when it breaks the detections schema (DESIGN.md:
+    a score is 0–1): text cannot be ranked, and a 0–100 scale would pass every threshold meant for 0–1.
+
+    A missing value becomes NaN (dropped by the score filters), or is refused unless ``allow_missing``.
+    Post-processing and evaluation both read scores through here, so that one file is judged the same by both.
+    """
+    column = frame[field]
+    values = pd.to_numeric(column, errors="coerce")
+    text = values.isna() & column.notna()
+    if text.any():
+        raise InputError(f"{source}: {int(text.sum())} features have a non-numeric {field!r} "
+                         f"(e.g. {column[text].iloc[0]!r}); scores are numbers in [0, 1]")
+    out = values.to_numpy(dtype="float64", na_value=np.nan)
+    present = out[~np.isnan(out)]
+    if not allow_missing and len(present) < len(out):
+        raise InputError(f"{source}: {len(out) - len(present)} features have no {field!r} value")
+    if len(present) and not (present.min() >= 0 and present.max() <= 1):
+        raise InputError(f"{source}: {field!r} holds values from {present.min():g} to {present.max():g}; "
+                         "scores must be in [0, 1]")
+    return out
 
 
 def is_polygonal(geoms: np.ndarray) -> np.ndarray:

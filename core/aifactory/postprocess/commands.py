@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import click
 
 from aifactory.cli import with_events
+from aifactory.errors import InputError
+
+
+def _check_outputs(source: Path, output: Path, plot: Path | None) -> None:
+    """Refuse, before any work, outputs that could only fail at the end or destroy the input: the input file
+    itself (it would be replaced by its own result) or a folder where a file is to be written."""
+    from aifactory.io.output_paths import absolute, check_file_output
+
+    if output.exists() and source.exists() and output.samefile(source):
+        raise InputError(f"{output}: the output is the input file; write the result to another file")
+    for path in (output, plot):
+        if path is not None:
+            check_file_output(absolute(path))
 
 
 @click.command()
@@ -20,8 +34,11 @@ from aifactory.cli import with_events
 def postprocess(source: Path | None, output: Path | None, ops_file: Path | None, layer: str | None,
                 plot: Path | None, list_ops: bool) -> None:
     """Apply a chain of vector ops (filters, cleaning, NMS, merging, regularization…) to detections in IN."""
+    from aifactory.io.atomic import atomic_path
     from aifactory.io.vector import list_layers, read_vector, write_vector
     from aifactory.postprocess import OPS, apply_chain, load_chain
+    from aifactory.postprocess.base import SCORE, score_values
+    from aifactory.postprocess.plot import before_after_figure, save_png
     from aifactory.progress import reporter
 
     if list_ops:
@@ -32,16 +49,21 @@ def postprocess(source: Path | None, output: Path | None, ops_file: Path | None,
     if missing:
         raise click.UsageError(f"missing {', '.join(missing)} (or use --list)")
     assert source is not None and output is not None and ops_file is not None
+    _check_outputs(source, output, plot)
     chain = load_chain(ops_file)  # every op validated before the data is read
     if layer is None:
         layers = list_layers(source) if source.suffix.lower() != ".csv" else []
         layer = "detections" if "detections" in layers else (layers[0] if layers else None)
     frame = read_vector(source, layer=layer)
+    if SCORE in frame.columns:
+        score_values(frame, str(source))
     result = apply_chain(frame, chain, str(ops_file))
-    write_vector(result, output, layer=layer or "detections")
+    # the picture goes to its temporary first: the output is published only once the picture is written too
+    with atomic_path(plot) if plot is not None else contextlib.nullcontext() as picture:
+        if picture is not None:
+            save_png(before_after_figure(frame, result, title=f"{source.name} → {ops_file.name}"), picture)
+        write_vector(result, output, layer=layer or "detections")
     reporter().artifact("vector", output)
     if plot is not None:
-        from aifactory.postprocess.plot import plot_before_after
-
-        reporter().artifact("plot", plot_before_after(frame, result, plot, title=f"{source.name} → {ops_file.name}"))
+        reporter().artifact("plot", plot)
     reporter().log(f"{len(frame)} features in, {len(result)} out: {output}")

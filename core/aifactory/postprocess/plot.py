@@ -1,13 +1,20 @@
-"""Before/after picture of a chain: what was removed, merged or reshaped is easier seen than counted."""
+"""Before/after picture of a chain: what was removed, merged or reshaped is easier seen than counted.
+
+The caller saves it into the temporary file of its own atomic write (``postprocess --plot`` publishes the
+picture only with the output).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import geopandas as gpd
 
-from aifactory.io.atomic import atomic_path
 from aifactory.postprocess.base import CLASS
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 #: Features drawn per panel at most (a random, fixed sample beyond): a picture, not a map.
 MAX_FEATURES = 20_000
@@ -17,9 +24,8 @@ def _sample(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
     return frame.sample(MAX_FEATURES, random_state=0) if len(frame) > MAX_FEATURES else frame
 
 
-def plot_before_after(before: gpd.GeoDataFrame, after: gpd.GeoDataFrame, path: str | Path,
-                      title: str = "") -> Path:
-    """Write a PNG with the input (left) and the output (right) side by side, coloured by class."""
+def before_after_figure(before: gpd.GeoDataFrame, after: gpd.GeoDataFrame, title: str = "") -> Figure:
+    """The input (left) and the output (right) side by side, coloured by class (close it with :func:`save_png`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -39,8 +45,15 @@ def plot_before_after(before: gpd.GeoDataFrame, after: gpd.GeoDataFrame, path: s
         axes[0].invert_yaxis()  # pixel space: rows grow downwards (the axes are shared)
     fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return path
+    return fig
+
+
+def save_png(fig: Figure, path: Path) -> None:
+    """Write ``fig`` as PNG to ``path`` as is (a caller's temporary file) and release it."""
+    import matplotlib.pyplot as plt
+
+    try:
+        fig.savefig(path, dpi=110, format="png")
+    finally:
+        plt.close(fig)
+

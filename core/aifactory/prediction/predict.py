@@ -46,6 +46,7 @@ from aifactory.errors import ConfigError, InputError
 from aifactory.heap import apply_heap_policy
 from aifactory.io.atomic import write_text_atomic
 from aifactory.io.cog import COGWriter
+from aifactory.io.raster import SCORES_CLASSES_TAG
 from aifactory.prediction.blending import BlendWindow
 from aifactory.prediction.boxes import BoxMerger
 from aifactory.prediction.detections import DetectionWriter
@@ -277,7 +278,7 @@ def predict(models: Sequence[str | Path], raster: str | Path, out_dir: str | Pat
         with scores_writer(out_dir / SCORES_NAME, ds, classes, progress_task="predict") as scores_out, \
                 DetectionWriter(out_dir / DETECTIONS_NAME, classes, ds.transform, ds.crs, model_run, grid, chain,
                                 chain_source) as detections_out:
-            scores_out.update_tags(AIFACTORY_MODEL_RUN=model_run, AIFACTORY_CLASSES=json.dumps(classes))
+            scores_out.update_tags(AIFACTORY_MODEL_RUN=model_run, **{SCORES_CLASSES_TAG: json.dumps(classes)})
             writer = RowWriter(scores_out, detections_out, fence, vectorizer,
                                BoxMerger(grid) if run.detector is not None else None)
             progress = reporter()
