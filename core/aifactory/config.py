@@ -12,6 +12,7 @@ command-line options use :func:`parse_crs` for the same check with the option's 
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import json
 import os
 from collections.abc import Mapping
@@ -120,12 +121,16 @@ def format_validation_error(exc: ValidationError, source: str, data: Any, prefix
     """One line: ``source: key.path: message`` for the first error (and a count of the others); ``data`` is
     the input that was validated, to tell the user's keys in the error's location from pydantic's tags."""
     errors = exc.errors()
-    first = errors[0]
+    # an unknown key is told first: with a required key missing beside it, it is most often that key misspelt
+    first = next((error for error in errors if error["type"] == "extra_forbidden"), errors[0])
     keys = _user_keys(first["loc"], data, first["type"] == "missing")
     loc = ".".join(str(part) for part in (prefix, *keys) if part != "")
     message = first["msg"]
     if first["type"] == "extra_forbidden":
-        message = "unknown key"
+        missing = [str(error["loc"][-1]) for error in errors
+                   if error["type"] == "missing" and error["loc"][:-1] == first["loc"][:-1]]
+        close = difflib.get_close_matches(str(first["loc"][-1]), missing, n=1)
+        message = f"unknown key (did you mean {close[0]!r}?)" if close else "unknown key"
     elif first["type"] == "missing":
         message = "required key is missing"
     elif "input" in first and first["type"] not in ("extra_forbidden",):

@@ -4,8 +4,10 @@ MLflow tracking, other task families, and one-line errors for bad input."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -195,12 +197,13 @@ def test_metrics_and_params_reach_mlflow(dataset, tmp_path):
 
 
 def test_tracking_failure_warns_and_training_goes_on(dataset, tmp_path):
-    blocker = tmp_path / "file"
-    blocker.write_text("not a folder")
+    store = tmp_path / "mlruns.db"  # looks like an MLflow store (so it passes the check up front), but is broken
+    with closing(sqlite3.connect(store)) as db:
+        db.execute("CREATE TABLE experiments (broken INTEGER)")
     config = TrainConfig.model_validate(config_data(dataset, epochs=1, max_steps=2, tracking={"enabled": True}))
     events = []
     with use_reporter(CallbackReporter(events.append)):
-        run = train(config, tmp_path / "run", device="cpu", tracking_uri=f"sqlite:///{blocker}/sub/mlruns.db")
+        run = train(config, tmp_path / "run", device="cpu", tracking_uri=f"sqlite:///{store}")
     assert (run / "model.pt").is_file()
     warnings = [e["message"] for e in events if e["event"] == "log" and e["level"] == "warning"]
     assert len(warnings) == 1 and warnings[0].startswith("tracking off (start failed")

@@ -75,6 +75,8 @@ def select(model: Path | None, rasters: tuple[Path, ...], n: int, strategy: str,
     from aifactory.config import validate
     from aifactory.progress import reporter
 
+    if output.suffix.lower() != ".gpkg":  # the Tagging dock and al round read a GeoPackage layer
+        raise ConfigError(f"-o {output}: the tiles layer is a GeoPackage; give a path ending in .gpkg")
     spec: str | dict[str, Any] = {"name": strategy, **parse_params(params)} if params else strategy
     options = validate(SelectOptions, {"strategy": spec, "aggregate": aggregate, "top_k": top_k,
                                        "diversity": diversity, "top_m": top_m, "min_distance": min_distance,

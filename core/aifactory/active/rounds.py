@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -44,6 +45,7 @@ from aifactory.config import StrictModel, load_yaml, validate
 from aifactory.datasets.config import ChipConfig, ClassConfig
 from aifactory.errors import AIFactoryError, ConfigError
 from aifactory.io.atomic import write_text_atomic
+from aifactory.io.raster import check_file
 from aifactory.progress import reporter
 from aifactory.training.config import TrainConfig
 
@@ -132,7 +134,58 @@ def load_round_config(path: str | Path) -> tuple[RoundConfig, TrainConfig]:
     if train.model.weights:
         train = train.model_copy(update={"model": train.model.model_copy(
             update={"weights": str(absolute(Path(train.model.weights)))})})
-    return config.model_copy(update=update), train
+    config = config.model_copy(update=update)
+    check_round_config(config, train, str(path))
+    return config, train
+
+
+def check_round_config(config: RoundConfig, train: TrainConfig, source: str) -> None:
+    """What the second call would find too late (after the analyst has tagged): the training config as ``train``
+    checks it and the acquisition."""
+    from aifactory.active import ACQUISITIONS
+    from aifactory.training.loop import check_config
+
+    check_config(train, source, "train.")
+    ACQUISITIONS.resolve(config.select.strategy, f"{source}: select.strategy")
+
+
+def check_round_files(config: RoundConfig, source: str) -> None:
+    """The files of the config: rasters, the annotation layer (which may not exist before the first tiles are
+    tagged: the analyst may create it then; a file that is there must be usable) and the evaluation files."""
+    for number, raster in enumerate(config.rasters):
+        _located(f"{source}: rasters.{number}", check_file, raster, "raster")
+    if config.annotations.path.exists():
+        check_annotations(config.annotations, source)
+    if config.evaluate is not None:
+        ev = config.evaluate
+        for key, file in (("raster", ev.raster), ("truth", ev.truth), ("aoi", ev.aoi)):
+            if file is not None:
+                _located(f"{source}: evaluate.{key}", check_file, file)
+
+
+def _located(where: str, check: Callable[..., Any], *args: Any) -> Any:
+    """``check(*args)``, its one-line error prefixed with the YAML key it came from."""
+    try:
+        return check(*args)
+    except AIFactoryError as exc:
+        exc.args = (f"{where}: {exc}",)
+        raise
+
+
+def check_annotations(annotations: AnnotationLayer, source: str) -> None:
+    """The annotation layer exists, opens, has the layer and the class field (read at the end of each round)."""
+    import pyogrio
+
+    from aifactory.io.vector import list_layers
+
+    layers = _located(f"{source}: annotations.path", list_layers, annotations.path)
+    if annotations.layer is not None and annotations.layer not in layers:
+        raise ConfigError(f"{source}: annotations.layer: no layer {annotations.layer!r} in {annotations.path} "
+                          f"(layers: {', '.join(layers) or 'none'})")
+    fields = list(pyogrio.read_info(annotations.path, layer=annotations.layer)["fields"])
+    if annotations.class_field not in fields:
+        raise ConfigError(f"{source}: annotations.class_field: no field {annotations.class_field!r} in "
+                          f"{annotations.path} (fields: {', '.join(fields) or 'none'})")
 
 
 def read_records(workdir: Path) -> list[dict[str, Any]]:
@@ -230,6 +283,7 @@ def run_round(path: str | Path, device: str = "auto") -> RoundResult:
     workdir = config.workdir
     rep = reporter()
     numbers = round_folders(workdir)
+    check_round_files(config, str(path))
     current = numbers[-1] if numbers else 0
     records = {r["round"]: r for r in read_records(workdir)}
     record = None
@@ -242,6 +296,7 @@ def run_round(path: str | Path, device: str = "auto") -> RoundResult:
                                  f"{tiles_path} are still to_tag; tag or skip them (QGIS Tagging dock), then run "
                                  "al round again")
         if current not in records:
+            check_annotations(config.annotations, str(path))
             previous = Path(records[max(records)]["run"]) if records else config.model
             record = train_round(config, train, workdir, current, device, previous)
             append_record(workdir, record)

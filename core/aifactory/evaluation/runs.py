@@ -7,7 +7,9 @@ as training writes them; a ``split`` prefixes the names (``train/loss``, ``val/l
 mix. Evaluation results come
 from ``report/*.json`` (the ``overall`` block written by ``aifactory evaluate``), prefixed ``eval.``.
 The configuration is the resolved ``config.yaml``, flattened to dotted keys so that two runs diff
-key by key. MLflow runs give the same record: metric histories, and params as the flattened config.
+key by key. MLflow runs give the same record: metric histories, and params as the flattened config; the
+store a user names is read through :func:`aifactory.tracking.store.check_store`, as training and the registry
+read it (a path ending in ``.db``, a file that is not a store: one line).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import yaml
 from aifactory.errors import InputError
 from aifactory.evaluation import plots
 from aifactory.progress import reporter
+from aifactory.tracking.store import check_store
 
 RUN_MARKERS = ("metrics.jsonl", "manifest.json")
 CONFIG_NAMES = ("config.yaml", "config.yml", "resolved_config.yaml")
@@ -111,7 +114,7 @@ def load_run_dir(path: str | Path, root: Path | None = None) -> RunRecord:
     """Read one run directory."""
     path = Path(path)
     if not path.is_dir():
-        raise InputError(f"{path}: run directory not found")
+        raise InputError(f"{path}: {'is a file, not a run folder' if path.exists() else 'run folder not found'}")
     if not any((path / m).is_file() for m in RUN_MARKERS):
         raise InputError(f"{path}: not a run directory (no {' or '.join(RUN_MARKERS)})")
     name = str(path.relative_to(root)) if root is not None and path != root else path.name
@@ -146,7 +149,7 @@ def find_run_dirs(root: str | Path) -> list[Path]:
     """Run directories at or under ``root`` (at most three levels down), sorted by path."""
     root = Path(root)
     if not root.is_dir():
-        raise InputError(f"{root}: directory not found")
+        raise InputError(f"{root}: {'is a file, not a folder of runs' if root.exists() else 'folder not found'}")
     found = []
     for folder, subdirs, files in os.walk(root):
         depth = len(Path(folder).relative_to(root).parts)
@@ -171,7 +174,7 @@ def mlflow_runs(tracking_uri: str, *, experiment: str | None = None, runs: Itera
         from mlflow.tracking import MlflowClient
     except ImportError:
         raise InputError("--tracking-uri needs mlflow (pip install mlflow-skinny sqlalchemy alembic)") from None
-    client = MlflowClient(tracking_uri=tracking_uri)
+    client = MlflowClient(tracking_uri=check_store(tracking_uri))
     try:
         experiments = list(client.search_experiments())
         if experiment is not None:

@@ -7,6 +7,9 @@ whose outputs still exist is skipped; so a re-run skips everything, an edit re-r
 everything downstream, and a run that failed resumes at the task that failed — with ``context.resume`` set,
 so that a task able to continue (training, from its last checkpoint) does so instead of starting over.
 State is saved atomically after every task.
+
+A task's one-line error gets its place in the pipeline file here, once for every task: the file and
+``tasks.NAME.params.KEY`` of the parameter whose path the message names (else ``tasks.NAME``).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any
 
 from aifactory import __version__
 from aifactory.config import validate
-from aifactory.errors import ConfigError
+from aifactory.errors import AIFactoryError, ConfigError
 from aifactory.io.atomic import remove_path, write_text_atomic
 from aifactory.io.output_paths import output_folder
 from aifactory.pipeline import TASKS
@@ -140,8 +143,8 @@ def run(pipeline: Pipeline, from_task: str | None = None) -> dict[str, dict[str,
             continue
         rep.log(f"{step.name}: running {task.kind} ({step.reason})")
         entry = TASKS.get(task.kind)
-        params = validate(entry.params, substitute(task.raw_params, outputs),
-                          f"{pipeline.source}: tasks.{step.name}.params")
+        values = substitute(task.raw_params, outputs)
+        params = validate(entry.params, values, f"{pipeline.source}: tasks.{step.name}.params")
         previous = state.get(step.name, {})
         resume = previous.get("status") in ("failed", "running") and previous.get("key") == step.key
         context = TaskContext(step.name, pipeline.workdir / step.name, pipeline.base_dir, resume=resume)
@@ -153,9 +156,11 @@ def run(pipeline: Pipeline, from_task: str | None = None) -> dict[str, dict[str,
         _save(pipeline, state)
         try:
             produced = entry.func(params, context)
-        except BaseException:
+        except BaseException as exc:
             state[step.name].update(status="failed", finished=time.time())
             _save(pipeline, state)
+            if isinstance(exc, AIFactoryError):
+                exc.args = (_located(str(exc), values, context, pipeline.source),)
             raise
         missing = [out for out in task.outputs if out not in produced]
         if missing:
@@ -170,6 +175,27 @@ def run(pipeline: Pipeline, from_task: str | None = None) -> dict[str, dict[str,
                 rep.artifact(step.name, value)
     rep.progress("pipeline", 1.0, "done")
     return outputs
+
+
+def _param_key(value: Any, path: str, context: TaskContext) -> str | None:
+    """The key path inside ``value`` of the parameter naming the file ``path`` (as written or resolved)."""
+    if isinstance(value, str) and value:
+        return "" if path in (value, str(context.resolve(value)), str(context.resolve(value).resolve())) else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = _param_key(item, path, context)
+        if found is not None:
+            return f".{key}{found}"
+    return None
+
+
+def _located(message: str, values: dict[str, Any], context: TaskContext, source: str) -> str:
+    """``message`` with the pipeline file and the task (and parameter) it came from, unless it names them."""
+    task = f"tasks.{context.name}"
+    if f"{task}." in message:
+        return message if message.startswith(source) else f"{source}: {message}"
+    key = _param_key(values, message.split(": ", 1)[0], context)
+    return f"{source}: {task}" + (f".params{key}" if key else "") + f": {message}"
 
 
 def _save(pipeline: Pipeline, state: dict[str, Any]) -> None:

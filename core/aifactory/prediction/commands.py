@@ -67,6 +67,8 @@ def predict(models: tuple[Path, ...], raster: Path, out_dir: Path, geofence: Pat
     from aifactory.prediction.fanout import FanOut
     from aifactory.prediction.predict import predict as run_predict
 
+    if tta and tta_mode == "none":
+        raise ConfigError("--tta asks for test-time augmentation and --tta-mode none for none: give one of them")
     if heap is not None:  # read when predict sets up its process, before torch allocates anything
         os.environ[HEAP_VARIABLE] = heap
     member_weights = None
@@ -75,11 +77,16 @@ def predict(models: tuple[Path, ...], raster: Path, out_dir: Path, geofence: Pat
             member_weights = [float(w) for w in weights.split(",")]
         except ValueError:
             raise ConfigError(f"--weights: expected comma-separated numbers, got {weights!r}") from None
-    result = run_predict(list(models), raster, out_dir, geofence=geofence, exclude=exclude,
-                         geofence_rule=geofence_rule, tta=tta_mode or tta or False, batch_size=batch_size,
-                         device=device, score_floor=score_floor, ensemble=ensemble, weights=member_weights,
-                         overlap=overlap, blend=blend, precision=precision,  # type: ignore[arg-type]
-                         instance_h=instance_h, postprocess=postprocess, workers=workers,
-                         fan_out=FanOut(ray_address, worker_cpus, worker_gpus))
+    try:
+        result = run_predict(list(models), raster, out_dir, geofence=geofence, exclude=exclude,
+                             geofence_rule=geofence_rule, tta=tta_mode or tta or False, batch_size=batch_size,
+                             device=device, score_floor=score_floor, ensemble=ensemble, weights=member_weights,
+                             overlap=overlap, blend=blend, precision=precision,  # type: ignore[arg-type]
+                             instance_h=instance_h, postprocess=postprocess, workers=workers,
+                             fan_out=FanOut(ray_address, worker_cpus, worker_gpus))
+    except ConfigError as exc:  # the library names its argument "tta"; here the user typed an option
+        if str(exc).startswith("tta: "):
+            exc.args = (f"{'--tta-mode' if tta_mode else '--tta'}: {str(exc).removeprefix('tta: ')}",)
+        raise
     click.echo(f"predicted {result.tiles_predicted}/{result.tiles_total} tiles on {result.device} "
                f"({result.precision}): {result.detections_count} detections -> {result.detections}", err=True)

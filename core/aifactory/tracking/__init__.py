@@ -7,7 +7,8 @@ The default store needs nothing running: a SQLite database ``mlruns.db`` in the 
 Any tracking failure becomes one warning through the progress reporter and turns tracking off for the
 rest of the run: the training itself, its run directory and checkpoints are the source of truth.
 
-``uri="none"`` disables tracking.
+``uri="none"`` disables tracking. A URI a user gives is checked before the training starts
+(:func:`aifactory.tracking.store.check_store`): a wrong store is then an error, not a warning.
 """
 
 from __future__ import annotations

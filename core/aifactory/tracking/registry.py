@@ -32,6 +32,7 @@ from urllib.parse import unquote, urlparse
 from aifactory.errors import InputError
 from aifactory.io.atomic import atomic_path
 from aifactory.progress import reporter
+from aifactory.tracking.store import check_store
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -61,8 +62,10 @@ class ModelVersion:
 
 
 def store_uri(tracking_uri: str | None = None) -> str:
-    """The MLflow store: the argument, ``MLFLOW_TRACKING_URI``, or ``./mlruns.db`` (SQLite)."""
-    return tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd().resolve() / 'mlruns.db'}"
+    """The MLflow store: the argument, ``MLFLOW_TRACKING_URI``, or ``./mlruns.db`` (SQLite), checked
+    (:func:`~aifactory.tracking.store.check_store`: a plain path, a file that is no MLflow store)."""
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd().resolve() / 'mlruns.db'}"
+    return check_store(uri)
 
 
 @contextmanager

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from aifactory.config import StrictModel, load_yaml, validate
+from aifactory.tracking.store import is_path
 
 
 class ModelSpec(StrictModel):
@@ -128,12 +129,17 @@ class TrainConfig(StrictModel):
         return config.resolved(path.parent)
 
     def resolved(self, base: str | Path = ".") -> TrainConfig:
-        """A copy with absolute paths (what the run directory stores)."""
+        """A copy with absolute paths (what the run directory stores): ``dataset``, ``model.weights`` and a
+        ``tracking.uri`` that is a plain path (a SQLite file)."""
         base = Path(base)
         model = self.model
         if model.weights:
             model = model.model_copy(update={"weights": str((base / model.weights).resolve())})
-        return self.model_copy(update={"dataset": str((base / self.dataset).resolve()), "model": model})
+        tracking = self.tracking
+        if tracking.uri and is_path(tracking.uri):
+            tracking = tracking.model_copy(update={"uri": str((base / tracking.uri).resolve())})
+        return self.model_copy(update={"dataset": str((base / self.dataset).resolve()), "model": model,
+                                       "tracking": tracking})
 
     def digest(self) -> str:
         """sha256 of the canonical JSON of the config (what ``manifest.json`` records)."""

@@ -5,6 +5,10 @@ Exact resume without data-loader state: :class:`EpochBatches` derives an epoch's
 seeded with ``(seed, epoch, index)`` (the sampler passes ``(index, epoch)`` keys to the dataset). Worker
 count and prefetching therefore never change what a step sees. The loaders own their torch generators,
 so creating an iterator never advances the global RNG that dropout and RoI sampling use.
+
+A chip that cannot be read travels inside its batch as ``{"error": InputError}`` and :func:`checked` raises
+it in the main process: raised inside a loader worker it would reach the main process re-made from the
+worker's traceback text, many lines instead of the one naming the chip.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from aifactory.datasets.torch_dataset import ChipDataset
+from aifactory.errors import AIFactoryError
 from aifactory.models.heatmap import encode_targets
 from aifactory.training.augment import Augmenter
 from aifactory.training.targets import boundary_and_contact, instance_map, instance_masks
@@ -68,7 +73,10 @@ class TrainingSamples(Dataset[Sample]):
 
     def __getitem__(self, key: tuple[int, int]) -> Sample:
         index, epoch = key
-        sample = self.chips[index]
+        try:
+            sample = self.chips[index]
+        except AIFactoryError as exc:
+            return {"error": exc}
         if self.bands != list(range(sample["image"].shape[0])):
             sample["image"] = sample["image"][self.bands]
         if self.augmenter is not None:
@@ -83,6 +91,9 @@ class Collate:
         self.family, self.num_classes, self.stride = family, num_classes, stride
 
     def __call__(self, samples: list[Sample]) -> Batch:
+        errors = [s["error"] for s in samples if "error" in s]
+        if errors:
+            return {"error": errors[0]}
         batch: Batch = {
             "image": torch.stack([s["image"] for s in samples]),
             "mask": torch.stack([s["mask"] for s in samples]),
@@ -110,6 +121,14 @@ def make_loader(samples: TrainingSamples, batches: EpochBatches, collate: Collat
                       persistent_workers=num_workers > 0, pin_memory=pin_memory,
                       prefetch_factor=4 if num_workers > 0 else None,
                       generator=torch.Generator().manual_seed(seed))
+
+
+def checked(loader: DataLoader[Sample]) -> Iterator[Batch]:
+    """The loader's batches; a chip error carried by a batch is raised here, as its one line."""
+    for batch in loader:
+        if "error" in batch:
+            raise batch["error"]
+        yield batch
 
 
 def to_device(batch: Batch, device: torch.device, channels_last: bool = False) -> Batch:

@@ -34,16 +34,18 @@ from aifactory.datasets.torch_dataset import ChipDataset
 from aifactory.errors import AIFactoryError, ConfigError, InputError
 from aifactory.heap import apply_heap_policy
 from aifactory.io.atomic import atomic_path, write_text_atomic
+from aifactory.io.output_paths import output_folder
 from aifactory.models import ARCHITECTURES, TORCHVISION_FAMILIES, min_tile, task_of
 from aifactory.models.base import load_weights
 from aifactory.models.card import ModelCard, write_card
 from aifactory.progress import reporter
 from aifactory.tracking import Tracker
+from aifactory.tracking.store import check_store
 from aifactory.training import checkpoint as ckpt
 from aifactory.training.augment import Augmenter
 from aifactory.training.config import TrainConfig
-from aifactory.training.data import Collate, EpochBatches, TrainingSamples, make_loader, to_device
-from aifactory.training.losses import LossContext, build_loss
+from aifactory.training.data import Collate, EpochBatches, TrainingSamples, checked, make_loader, to_device
+from aifactory.training.losses import LossContext, build_loss, check_loss
 from aifactory.training.rundir import (
     MetricsLog,
     code_version,
@@ -132,7 +134,11 @@ class Data:
 def load_data(config: TrainConfig, family: str, source: str) -> Data:
     """Dataset checks that fail early with one line: bands, emptiness, boxes, tile size, class weights."""
     root = Path(config.dataset)
-    meta = read_meta(root)
+    try:
+        meta = read_meta(root)
+    except AIFactoryError as exc:
+        exc.args = (f"{source}: dataset: {exc} (a relative path is taken from the config file's folder)",)
+        raise
     bands = config.bands or list(range(1, meta.bands + 1))
     wrong = [b for b in bands if not 1 <= b <= meta.bands]
     if wrong:
@@ -140,6 +146,7 @@ def load_data(config: TrainConfig, family: str, source: str) -> Data:
     train = ChipDataset(root, "train")
     if len(train) == 0:
         raise InputError(f"{root}: the dataset has no chips in the train split")
+    train.check_files()
     first, _ = train.read_raw(0)
     if first.shape[0] != meta.bands:
         raise InputError(f"{root / train.table.iloc[0]['image']}: chip has {first.shape[0]} bands, dataset.json "
@@ -154,35 +161,71 @@ def load_data(config: TrainConfig, family: str, source: str) -> Data:
         raise ConfigError(f"{source}: class_weights: {len(config.class_weights)} weights for "
                           f"{meta.num_classes} classes ({', '.join(meta.classes)})")
     val = ChipDataset(root, config.val_split)
+    val.check_files()
     if not len(val):
         reporter().warning(f"{root}: no chips in the {config.val_split} split: no validation, no early stopping; "
                            f"model.pt will hold the last weights")
     return Data(meta, bands, train, val if len(val) else None)
 
 
-def build_model(config: TrainConfig, in_channels: int, num_classes: int, source: str) -> tuple[nn.Module, Any]:
-    entry = ARCHITECTURES.get(config.model.architecture, f"{source}: model.architecture")
-    params = entry.parse_params(config.model.params, f"{source}: model.params")
+def loss_terms(config: TrainConfig, family: str, where: str) -> list[tuple[str, float, dict[str, Any]]] | None:
+    """The ``(name, weight, params)`` loss terms of the config, None for a family that computes its own losses."""
+    loss_family = LOSS_FAMILY[family]
+    if loss_family is None:
+        if "loss" in config.model_fields_set:
+            raise ConfigError(f"{where}loss: {config.model.architecture!r} computes its own losses; "
+                              f"remove the loss key")
+        return None
+    if loss_family == "heatmap" and "loss" not in config.model_fields_set:
+        return [("centernet", 1.0, {})]
+    return [(t.name, t.weight, t.params) for t in config.loss]
+
+
+def check_config(config: TrainConfig, source: str, prefix: str = "", *, weights: bool = True) -> tuple[str, Any]:
+    """The model's family and parameters, after checking what needs no dataset: architecture, its parameters,
+    loss terms and (``weights``) the starting weights file.
+
+    ``al round`` runs it on its nested ``train`` config (``prefix="train."``) before round 1, so that a typo is
+    not found only after the analyst has tagged.
+    """
+    where = f"{source}: {prefix}"
+    arch = config.model.architecture
+    family = task_of(arch, f"{where}model.architecture")
+    params = ARCHITECTURES.get(arch).parse_params(config.model.params, f"{where}model.params")
+    terms, loss_family = loss_terms(config, family, where), LOSS_FAMILY[family]
+    if terms is not None and loss_family is not None:
+        check_loss(terms, loss_family, f"{where}loss")
+    if weights and config.model.weights and not Path(config.model.weights).is_file():
+        raise InputError(f"{where}model.weights: {config.model.weights}: weights file not found")
+    return family, params
+
+
+def tracking_store(config: TrainConfig, tracking_uri: str | None, source: str) -> str | None:
+    """The MLflow store of the run, checked now (None: the default next to the run directory): a wrong store
+    given by the user is a one-line error before the training, where a failure later only turns tracking off."""
+    if not config.tracking.enabled:
+        return "none"
+    uri = tracking_uri or config.tracking.uri
+    if uri is None:
+        return None
     try:
-        model = entry.func(params, in_channels, num_classes)
+        return check_store(uri)
+    except AIFactoryError as exc:
+        exc.args = (f"{'--tracking-uri' if tracking_uri else f'{source}: tracking.uri'}: {exc}",)
+        raise
+
+
+def build_model(config: TrainConfig, params: Any, in_channels: int, num_classes: int, source: str) -> nn.Module:
+    try:
+        return ARCHITECTURES.get(config.model.architecture).func(params, in_channels, num_classes)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
-    return model, params
 
 
 def make_adapter(config: TrainConfig, family: str, meta: DatasetMeta, params: Any, source: str) -> TaskAdapter:
-    loss_family = LOSS_FAMILY[family]
     ctx = LossContext(meta.num_classes, meta.ignore_index, config.class_weights)
-    loss_fn = None
-    if loss_family is None:
-        if "loss" in config.model_fields_set:
-            raise ConfigError(f"{source}: loss: {config.model.architecture!r} computes its own losses; "
-                              f"remove the loss key")
-    else:
-        terms = [(t.name, t.weight, t.params) for t in config.loss]
-        if loss_family == "heatmap" and "loss" not in config.model_fields_set:
-            terms = [("centernet", 1.0, {})]
-        loss_fn = build_loss(terms, ctx, loss_family, f"{source}: loss")
+    terms, loss_family = loss_terms(config, family, f"{source}: "), LOSS_FAMILY[family]
+    loss_fn = None if terms is None or loss_family is None else build_loss(terms, ctx, loss_family, f"{source}: loss")
     return ADAPTERS[family](meta.num_classes, meta.ignore_index, loss_fn, config.validation,
                             stride=int(getattr(params, "stride", 1)))
 
@@ -197,7 +240,6 @@ def prepare_run_dir(config: TrainConfig, run_dir: Path, resume: bool) -> dict[st
                               f"({run_dir / 'config.yaml'}); resume with that config or start a new run")
     elif manifest:
         raise InputError(f"{run_dir}: already holds a run; pass --resume to continue it or choose another -o")
-    run_dir.mkdir(parents=True, exist_ok=True)
     return manifest
 
 
@@ -213,13 +255,13 @@ def train(config: TrainConfig, run_dir: str | Path, resume: bool = False, device
     config = config.resolved()
     run_dir = Path(run_dir)
     dev = resolve_device(device)
-    arch = config.model.architecture
-    family = task_of(arch, f"{source}: model.architecture")
+    family, params = check_config(config, source, weights=not resume)
+    tracking_uri = tracking_store(config, tracking_uri, source)
     manifest = prepare_run_dir(config, run_dir, resume)
     seed_everything(config.seed, config.deterministic)
     data = load_data(config, family, source)
     meta = data.meta
-    model, params = build_model(config, len(data.bands), meta.num_classes, source)
+    model = build_model(config, params, len(data.bands), meta.num_classes, source)
     adapter = make_adapter(config, family, meta, params, source)
     monitor = config.monitor or adapter.monitor
     if data.val is not None and monitor not in METRICS[family]:
@@ -227,9 +269,13 @@ def train(config: TrainConfig, run_dir: str | Path, resume: bool = False, device
                           f"({', '.join(METRICS[family])})")
     state = ckpt.latest_checkpoint(run_dir) if resume else None
     if config.model.weights and state is None:
-        skipped = load_weights(model, config.model.weights, strict=config.model.strict_weights)
+        try:
+            skipped = load_weights(model, config.model.weights, strict=config.model.strict_weights)
+        except InputError as exc:
+            raise InputError(f"{source}: model.weights: {exc}") from None
         if skipped:
             reporter().warning(f"{config.model.weights}: {len(skipped)} tensors not loaded (name or shape differ)")
+    output_folder(run_dir)  # only now: a config or dataset refused above leaves no folder behind
     session = Session(config, run_dir, dev, family, data, model, params, adapter, monitor, manifest)
     return session.run(state, tracking_uri, resumed=resume)
 
@@ -338,7 +384,7 @@ class Session:
         epoch = loop["epoch"]
         self.train_batches.set_position(epoch, loop["batch"])
         self.model.train()
-        batches = iter(self.train_loader)
+        batches = checked(self.train_loader)
         losses: list[torch.Tensor] = []
         wait = 0.0
         started = time.perf_counter()
@@ -401,7 +447,7 @@ class Session:
         losses = []
         self.val_batches.set_position(0)
         with torch.no_grad(), self._autocast():
-            for batch in reporter().track(self.val_loader, task="validate"):
+            for batch in reporter().track(checked(self.val_loader), task="validate", total=len(self.val_loader)):
                 loss = self.adapter.validate(self.model, to_device(batch, self.dev, self.channels_last), meter)
                 if loss is not None:
                     losses.append(float(loss))
@@ -461,9 +507,8 @@ class Session:
         self._set_manifest(device=device, status="running")
 
     def _start_tracking(self, tracking_uri: str | None) -> None:
-        tracking = self.config.tracking
-        uri = tracking_uri or tracking.uri or None
-        self.tracker = Tracker(uri if tracking.enabled else "none", tracking.experiment, self.run_dir)
+        """``tracking_uri``: the store :func:`tracking_store` checked."""
+        self.tracker = Tracker(tracking_uri, self.config.tracking.experiment, self.run_dir)
         code = self.manifest["code"]
         run_id = self.tracker.start(self.config.model_dump(mode="json"),
                                     {"aifactory.run_dir": str(self.run_dir.resolve()),

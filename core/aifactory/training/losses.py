@@ -171,10 +171,11 @@ def centernet(params: CenterNetLossParams, ctx: LossContext) -> LossFn:
     return loss
 
 
-def build_loss(terms: list[tuple[str, float, dict[str, Any]]], ctx: LossContext, family: str,
-               where: str = "loss") -> LossFn:
-    """The weighted sum of ``(name, weight, params)`` terms, all of the model's ``family``."""
-    parts = []
+def check_loss(terms: list[tuple[str, float, dict[str, Any]]], family: str,
+               where: str = "loss") -> list[tuple[float, Any, Any]]:
+    """``(weight, entry, params)`` of each term, refused in one line when unknown or not of the model's ``family``
+    (needs no dataset: ``al round`` checks its nested training config with it before round 1)."""
+    checked = []
     for i, (name, weight, raw) in enumerate(terms):
         entry = LOSSES.get(name, f"{where}.{i}.name")
         params = entry.parse_params(raw, f"{where}.{i}.params")
@@ -183,7 +184,14 @@ def build_loss(terms: list[tuple[str, float, dict[str, Any]]], ctx: LossContext,
             fitting = [e.name for e in LOSSES if getattr(e.params, "FAMILY", "dense") == family]
             raise ConfigError(f"{where}.{i}: loss {name!r} is for {term_family} outputs; this model needs a "
                               f"{family} loss ({', '.join(fitting)})")
-        parts.append((weight, entry.func(params, ctx)))
+        checked.append((weight, entry, params))
+    return checked
+
+
+def build_loss(terms: list[tuple[str, float, dict[str, Any]]], ctx: LossContext, family: str,
+               where: str = "loss") -> LossFn:
+    """The weighted sum of ``(name, weight, params)`` terms, all of the model's ``family``."""
+    parts = [(weight, entry.func(params, ctx)) for weight, entry, params in check_loss(terms, family, where)]
 
     def total(output: Any, target: Any) -> torch.Tensor:
         result = parts[0][0] * parts[0][1](output, target)
