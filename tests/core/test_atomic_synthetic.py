@@ -1,15 +1,18 @@
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 
+import geopandas as gpd
 import numpy as np
 import pytest
 import rasterio
+import shapely
 from aifactory.io.atomic import atomic_path
 from aifactory.io.cog import COGWriter
 from aifactory.io.synthetic import SceneSpec, generate_objects, generate_scene
-from aifactory.io.vector import read_vector
+from aifactory.io.vector import read_vector, write_vector
 
 
 def test_atomic_path_leaves_nothing_on_failure(tmp_path):
@@ -97,3 +100,15 @@ def test_pixel_space_frames_are_written_from_a_thread_without_a_warning(tmp_path
     assert done.returncode == 0 and done.stderr == "", done.stderr
     written = read_vector(tmp_path / "pixels.gpkg", layer="detections")
     assert written.crs is None and len(written) == 1
+
+
+def test_a_geopackage_layer_of_undefined_srs_has_no_crs(tmp_path):
+    """srs_id 0 reads as GDAL's "Undefined geographic SRS": taken for degrees, metres were reprojected as such."""
+    path = write_vector(gpd.GeoDataFrame({"a": [1]}, geometry=[shapely.box(0, 0, 10, 10)], crs=32631),
+                        tmp_path / "undefined.gpkg")
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE gpkg_contents SET srs_id = 0")
+        db.execute("UPDATE gpkg_geometry_columns SET srs_id = 0")
+    assert gpd.read_file(path).crs.name == "Undefined geographic SRS"
+    assert read_vector(path).crs is None
+    assert read_vector(path, crs=32631).crs == "EPSG:32631"

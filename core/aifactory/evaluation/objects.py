@@ -48,8 +48,6 @@ from aifactory.progress import reporter
 SINGLE_CLASS = "object"
 #: The detections schema's field names (DESIGN.md): only these may be absent (one class, scores of 1).
 CLASS_FIELD, SCORE_FIELD = "class", "score"
-#: How GDAL names the CRS of a GeoPackage layer declared with srs_id 0 or -1: no CRS at all.
-UNDEFINED_CRS_PREFIX = "undefined "
 #: Row/column of the object confusion matrix for unmatched objects.
 BACKGROUND = "background"
 TYPE_NAMES = {0: "Point", 1: "LineString", 2: "LinearRing", 4: "MultiPoint", 5: "MultiLineString",
@@ -79,9 +77,7 @@ def load_objects(path: str, layer: str | None = None, crs: Any = None, prefer_la
         if prefer_layer in layers:
             layer = prefer_layer
     frame = read_vector(path, layer=layer, crs=given, repair=False)
-    if frame.crs is not None and frame.crs.name.lower().startswith(UNDEFINED_CRS_PREFIX):
-        frame = frame.set_crs(given, allow_override=True)
-    elif given is not None and frame.crs is not None and CRS.from_user_input(frame.crs) != given:
+    if given is not None and frame.crs is not None and CRS.from_user_input(frame.crs) != given:
         reporter().warning(f"{path}: has its own CRS ({frame.crs.to_string()}); the CRS given for it "
                            f"({given.to_string()}) is not used")
     return frame

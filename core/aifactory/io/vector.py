@@ -51,7 +51,8 @@ def _read_csv(path: Path, crs: Any = None) -> gpd.GeoDataFrame:
 
 def read_vector(path: str | Path, layer: str | int | None = None, crs: Any = None,
                 repair: bool = True) -> gpd.GeoDataFrame:
-    """Read a vector layer; ``crs`` is assigned to CSVs (and to layers that have none) when given."""
+    """Read a vector layer; ``crs`` is assigned to CSVs (and to layers that have none, a GeoPackage's "Undefined"
+    SRS included) when given."""
     path = Path(path)
     check_file(path, "vector file")
     if path.suffix.lower() == ".csv":
@@ -65,6 +66,8 @@ def read_vector(path: str | Path, layer: str | int | None = None, crs: Any = Non
             raise InputError(f"{path}: cannot read vector data: {str(exc).splitlines()[0]}") from None
         if not isinstance(frame, gpd.GeoDataFrame):
             raise InputError(f"{path}: layer has no geometry column")
+        if frame.crs is not None and frame.crs.name.lower().startswith(UNDEFINED_CRS_PREFIX):
+            frame = frame.set_crs(None, allow_override=True)
         if frame.crs is None and crs is not None:
             frame = frame.set_crs(crs)
     if repair:
@@ -102,6 +105,10 @@ def align_to_crs(frame: gpd.GeoDataFrame, target_crs: Any, source: str = "") -> 
         return frame
     return frame.to_crs(target)
 
+
+#: how GDAL names the CRS of a GeoPackage layer declared with srs_id 0 or -1 ("Undefined geographic SRS"):
+#: no CRS at all, not degrees
+UNDEFINED_CRS_PREFIX = "undefined "
 
 #: the vector formats an output's name may ask for, by suffix
 VECTOR_DRIVERS = {".gpkg": "GPKG", ".shp": "ESRI Shapefile", ".geojson": "GeoJSON", ".fgb": "FlatGeobuf"}
