@@ -8,8 +8,8 @@ from pathlib import Path
 import geopandas as gpd
 import pytest
 from aifactory.io.output_paths import LISTING_NAME
-from conftest import REPO
 
+EXAMPLES = Path(__file__).resolve().parents[2] / "resources" / "examples"
 SWEEP = ("--sweep", "score=0.1:0.9:0.2", "--events", "none")
 
 
@@ -100,7 +100,7 @@ def test_files_and_folders_are_not_mistaken_for_each_other(cli, layers, tmp_path
 
 def test_a_vector_output_needs_a_vector_file_name(cli, layers, tmp_path):
     pred, _ = layers
-    ops = REPO / "resources" / "examples" / "postprocess_buildings.yaml"
+    ops = EXAMPLES / "postprocess_buildings.yaml"
     done = cli("postprocess", str(pred), "-o", str(tmp_path / "cleaned"), "--ops", str(ops),
                "--events", "none")
     assert "not a vector file name: end it in .gpkg" in one_error_line(done)
