@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import importlib
 import json
+import os
 import signal
 import sys
 import threading
@@ -29,6 +30,7 @@ import click
 
 from aifactory import __version__
 from aifactory.errors import AIFactoryError, Terminated
+from aifactory.io import GDAL_CACHE_MB
 from aifactory.io.atomic import take_nearly_full_folders
 from aifactory.io.oserrors import device_error
 from aifactory.progress import BarReporter, JsonlReporter, Reporter, use_reporter
@@ -170,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     if handle_term:
         signal.signal(signal.SIGTERM, _terminate)
     take_nearly_full_folders()  # what an earlier command in this process saw is not this one's
+    os.environ.setdefault("GDAL_CACHEMAX", str(GDAL_CACHE_MB))  # GDAL's own default grows with the RAM
     try:
         cli.main(args=argv, prog_name="aifactory", standalone_mode=False)
     except AIFactoryError as exc:

@@ -1,8 +1,14 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
+import pytest
+from aifactory.io import GDAL_CACHE_MB
+from aifactory.io.bundled_libs import bundled_library
 from PIL import Image
 
 
@@ -47,3 +53,29 @@ def test_synth_events_are_pure_jsonl(cli, tmp_path):
     assert events[-1] == {"event": "done", "status": "ok"}
     progress = [e["value"] for e in events if e["event"] == "progress"]
     assert progress[0] == 0.0 and progress[-1] == 1.0
+
+
+# a command, then the block cache GDAL gave the process: GDAL's own default is 5 % of the RAM, which a command
+# reading a large raster filled with decoded blocks (catalog build 235 → 738 MB from 2048² to 8192²)
+CACHE_AFTER_A_COMMAND = """
+import sys
+from aifactory.cli import main
+from aifactory.io.bundled_libs import bundled_library
+import ctypes
+assert main(["info", sys.argv[1]]) == 0
+gdal = bundled_library("libgdal")
+gdal.GDALGetCacheMax64.restype = ctypes.c_int64
+print(gdal.GDALGetCacheMax64() >> 20)
+"""
+
+
+@pytest.mark.skipif(bundled_library("libgdal") is None, reason="rasterio runs on its own GDAL build")
+@pytest.mark.parametrize(("chosen", "megabytes"), [(None, GDAL_CACHE_MB), ("32", 32)])
+def test_the_command_bounds_gdal_block_cache_unless_the_user_chose(small_scene, chosen, megabytes):
+    env = {key: value for key, value in os.environ.items() if key != "GDAL_CACHEMAX"}
+    if chosen is not None:
+        env["GDAL_CACHEMAX"] = chosen
+    done = subprocess.run([sys.executable, "-c", CACHE_AFTER_A_COMMAND, str(small_scene[0])], capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout.strip().splitlines()[-1]) == megabytes

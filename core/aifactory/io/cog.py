@@ -32,6 +32,7 @@ from affine import Affine
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
+from aifactory.io import GDAL_CACHE_MB
 from aifactory.io.atomic import AtomicWriter, remove_path, temporary_sibling
 from aifactory.io.cog_assembly import assemble_cog
 from aifactory.io.gdal_copy import copy_raster
@@ -39,14 +40,6 @@ from aifactory.io.output_paths import file_output
 from aifactory.io.overviews import BlockRowBuffer, RowPyramid, rows_writer
 from aifactory.progress import reporter
 
-#: GDAL block cache for writing and COG conversion (MB): bounds memory whatever the raster size. It holds
-#: a row of 512-px blocks of a streamed write (so windows thinner than a block are not recompressed) next
-#: to the input blocks read meanwhile: prediction reads ~32 MB of 4-band uint16 per tile row of a 4k-wide
-#: raster. Wider rasters thrash it (blocks recompressed, still correct); a larger one costs its size in peak
-#: RSS (predict with 128 MB: +60 MB at both 4k² and 16k²). 192 MB keeps a whole tile row of a 20000-wide input's
-#: blocks, so none is decoded twice: reading alone 0.55 → 0.37 s of CPU per 100 tiles, but predict on a
-#: 20000 × 2304 crop was slower (26.4 against 24.6 s, alternated) and the 16k²/4k² peak ratio 1.096: not kept.
-GDAL_CACHE_MB = 64
 #: Block height of the temporary file a COG is streamed into (the COG gets ``blocksize`` blocks): windows of
 #: 128 rows fill its blocks in one or two writes, so few partly written blocks wait in the GDAL cache, where the
 #: blocks read meanwhile (prediction's input) would evict them and have them recompressed.

@@ -2,7 +2,7 @@
 
 Tile rows overlap and their height is not a multiple of the raster's block height (512-px tiles with a 64-px
 overlap step 448 rows down a raster in 512-row blocks), so most block rows are touched by two tile rows, and
-GDAL's block cache (64 MB, :data:`aifactory.io.cog.GDAL_CACHE_MB`) cannot keep a block row of a wide raster
+GDAL's block cache (64 MB, :data:`aifactory.io.GDAL_CACHE_MB`) cannot keep a block row of a wide raster
 until the next tile row comes back for it: every such block was decoded twice. Measured in predict on a
 20000 × 2304 crop (2 CPUs): the reader used 4.3 ms of CPU a tile, 3.2 ms with a cache large enough to keep them.
 
