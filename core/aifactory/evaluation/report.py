@@ -144,6 +144,7 @@ def _object_body(result: EvaluationResult, out: Path, raster: str | Path | None,
               "<h2>Confusion matrix</h2>", _img("confusion.png", "confusion matrix")]
     if raster is not None and (len(result.pred) or len(result.truth)):
         _overview(result, raster, out / "overview.png")
+        rep.progress("report", 0.7, "overview")
         parts += ["<h2>Overview</h2><p class='muted'>green: matched truth; orange: missed truth; blue: true "
                   "positives; red: false positives (scores below the minimum are not drawn)</p>",
                   _img("overview.png", "overview of the evaluated area")]
@@ -183,6 +184,7 @@ def _pixel_body(result: PixelResult, out: Path) -> str:
 def _overview(result: EvaluationResult, raster: str | Path, path: Path) -> None:
     """The whole evaluated extent over the imagery (decimated to OVERVIEW_PX), objects coloured by outcome."""
     import matplotlib.pyplot as plt
+    from matplotlib.collections import LineCollection
 
     with open_raster(raster) as ds:
         pred, truth = (_in_raster_crs(f, ds) for f in (result.pred, result.truth))
@@ -200,11 +202,10 @@ def _overview(result: EvaluationResult, raster: str | Path, path: Path) -> None:
     ax.imshow(image, extent=(x0, x1, y1, y0))
     styles = (("truth", "tp", "lime", "-"), ("truth", "fn", "orange", "--"),
               ("pred", "tp", "deepskyblue", "-"), ("pred", "fp", "red", "-"))
-    for key, status, color, line in styles:
+    for key, status, color, line in styles:  # one collection per style: a line per ring took seconds at 10⁴ objects
         frame = truth if key == "truth" else pred
-        for geom in geoms[key][(frame["status"] == status).to_numpy()]:
-            for ring in _rings(geom):
-                ax.plot(*ring.T, color=color, lw=0.9, ls=line)
+        rings = [ring for geom in geoms[key][(frame["status"] == status).to_numpy()] for ring in _rings(geom)]
+        ax.add_collection(LineCollection(rings, colors=color, linewidths=0.9, linestyles=line))
     ax.set_xlim(x0, x1)
     ax.set_ylim(y1, y0)
     ax.set_axis_off()
