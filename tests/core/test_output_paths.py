@@ -8,6 +8,7 @@ from pathlib import Path
 import geopandas as gpd
 import pytest
 from aifactory.io.output_paths import LISTING_NAME
+from test_predict_support import predict_scene, trained_run  # noqa: F401  (shared session fixtures)
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "resources" / "examples"
 SWEEP = ("--sweep", "score=0.1:0.9:0.2", "--events", "none")
@@ -111,3 +112,11 @@ def test_a_usage_mistake_click_finds_is_one_line_too(cli):
     done = cli("predict", "--model", "run", "--raster", "r.tif", "-o", "out", "--batch-size", "0")
     line = one_error_line(done)
     assert "'--batch-size': 0 is not in the range" in line and "(see 'aifactory predict --help')" in line
+
+
+def test_predict_into_a_file_is_refused_before_the_model_runs(cli, tmp_path, trained_run, predict_scene):  # noqa: F811
+    raster, _ = predict_scene
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder\n")
+    done = cli("predict", "--model", str(trained_run), "--raster", str(raster), "-o", str(afile), "--events", "none")
+    assert one_error_line(done) == f"aifactory: error: {afile}: is a file, not a folder: give the folder to write into"

@@ -36,11 +36,17 @@ def make_parent(path: Path) -> None:
         raise InputError(f"{path}: {blocking} is a file, not a folder") from None
 
 
-def output_folder(path: str | os.PathLike[str]) -> Path:
-    """The folder a command writes its files into (predict's, train's), created if needed."""
+def check_output_folder(path: str | os.PathLike[str]) -> Path:
+    """Refuse, before any work, a folder to write files into that is a file; the folder is made later."""
     folder = absolute(path)
     if folder.exists() and not folder.is_dir():
         raise InputError(f"{path}: is a file, not a folder: give the folder to write into")
+    return folder
+
+
+def output_folder(path: str | os.PathLike[str]) -> Path:
+    """The folder a command writes its files into (train's, a pipeline's), created if needed."""
+    folder = check_output_folder(path)
     make_parent(folder)
     folder.mkdir(exist_ok=True)
     return folder

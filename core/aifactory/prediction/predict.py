@@ -46,6 +46,7 @@ from aifactory.errors import ConfigError, InputError
 from aifactory.heap import apply_heap_policy
 from aifactory.io.atomic import write_text_atomic
 from aifactory.io.cog import COGWriter
+from aifactory.io.output_paths import check_output_folder
 from aifactory.io.raster import SCORES_CLASSES_TAG
 from aifactory.prediction.blending import BlendWindow
 from aifactory.prediction.boxes import BoxMerger
@@ -257,7 +258,7 @@ def predict(models: Sequence[str | Path], raster: str | Path, out_dir: str | Pat
     spec = PredictSpec(tuple(str(m) for m in models), str(raster), None if geofence is None else str(geofence),
                        None if exclude is None else str(exclude), geofence_rule, tta, batch_size, device,
                        score_floor, ensemble, None if weights is None else tuple(weights), overlap, blend, precision)
-    out_dir = Path(out_dir)
+    out_dir = check_output_folder(out_dir)  # made by the writers, once the inputs are known good
     stats = ReadStats()
     # fanned out, this process only writes: its models stay off the GPUs the workers ask for
     here = spec if workers == 1 else dataclasses.replace(spec, device="cpu", precision="fp32")
