@@ -148,7 +148,7 @@ def test_relative_paths_are_relative_to_the_chain_file(tmp_path, fence):
     ("ops:\n  - {name: reproject, crs: EPSG:99999}\n", ": ops.0.crs: Value error, not a CRS"),
     ("ops:\n  - {name: buffer}\n", ": ops.0.distance: required key is missing"),
     ("ops: make_valid\n", ": ops: Input should be a valid list"),
-    ("opps: []\n", ": ops: required key is missing"),
+    ("opps: []\n", ": opps: unknown key (did you mean 'ops'?)"),
     ("ops:\n  - [make_valid]\n", ": ops.0: expected a postprocess op name or a mapping"),
 ])
 def test_chain_errors_name_the_file_and_key_path(tmp_path, body, expected):
