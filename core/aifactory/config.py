@@ -11,11 +11,12 @@ command-line options use :func:`parse_crs` for the same check with the option's 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import difflib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -189,6 +190,18 @@ def _checked_wkt(value: str) -> str:
 CrsText = Annotated[str, AfterValidator(_checked_crs)]
 #: A config field holding a WKT geometry, checked when the config is loaded.
 WktText = Annotated[str, AfterValidator(_checked_wkt)]
+
+
+@contextlib.contextmanager
+def told_in(path: str | Path) -> Iterator[None]:
+    """Config errors raised inside (a stage checking a key against the data: ``chips.size`` larger than every
+    raster) name the file the key is in, as the loader's own errors do."""
+    try:
+        yield
+    except ConfigError as exc:
+        if not str(exc).startswith(str(path)):
+            exc.args = (f"{path}: {exc}",)
+        raise
 
 
 def load_config(path: str | Path, model: type[ModelT]) -> ModelT:

@@ -109,12 +109,15 @@ def test_dataset_from_catalog_refuses_a_class_the_catalog_lacks(catalog, tmp_pat
         plan_dataset(load_dataset_config(path))
 
 
-def test_chips_larger_than_the_raster_say_so(small_scene, tmp_path):
+def test_chips_larger_than_the_raster_say_so(small_scene, tmp_path, cli):
     path = write(tmp_path / "ds.yaml", dataset_data(*small_scene, chips={"size": 1024}))
+    said = (f"chips.size: 1024 px chips are larger than the raster {small_scene[0]} (640 x 480 px); use a "
+            "chips.size that fits (or raise chips.max_nodata)")
     with pytest.raises(ConfigError) as excinfo:
         plan_dataset(load_dataset_config(path))
-    assert str(excinfo.value) == (f"chips.size: 1024 px chips are larger than the raster {small_scene[0]} "
-                                  "(640 x 480 px); use a chips.size that fits (or raise chips.max_nodata)")
+    assert str(excinfo.value) == said
+    done = cli("dataset", "preview", str(path), "--events", "none")  # the command names the config file too
+    assert done.returncode == 2 and done.stderr.splitlines() == [f"aifactory: error: {path}: {said}"]
 
 
 def test_geographic_scene_gets_coordinates_in_degrees(tmp_path):

@@ -34,10 +34,12 @@ def _report(plan: DatasetPlan, as_json: bool, extra: dict[str, str] | None = Non
 @with_events
 def preview(config: Path, as_json: bool) -> None:
     """Objects per class and split, and chips per split, that a build would write (no chips written)."""
+    from aifactory.config import told_in
     from aifactory.datasets.config import load_dataset_config
     from aifactory.datasets.plan import plan_dataset
 
-    _report(plan_dataset(load_dataset_config(config)), as_json)
+    with told_in(config):
+        _report(plan_dataset(load_dataset_config(config)), as_json)
 
 
 @dataset.command("build")
@@ -47,10 +49,12 @@ def preview(config: Path, as_json: bool) -> None:
 @with_events
 def build(config: Path, output: Path, as_json: bool) -> None:
     """Export chips, masks, boxes, splits, statistics, manifest.json and balance.png into OUTPUT."""
+    from aifactory.config import told_in
     from aifactory.datasets.config import load_dataset_config
     from aifactory.datasets.export import build_dataset
 
-    plan = build_dataset(load_dataset_config(config), output)
+    with told_in(config):
+        plan = build_dataset(load_dataset_config(config), output)
     _report(plan, as_json, {"output": str(output)})
     if not as_json:
         click.echo(f"wrote {output} (manifest.json, balance.png)")
