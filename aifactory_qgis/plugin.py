@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from qgis.core import QgsApplication, QgsSettings
 from qgis.PyQt.QtCore import QCoreApplication, Qt, QTranslator
-from qgis.PyQt.QtWidgets import QAction, QMenu, QToolBar
+from qgis.PyQt.QtWidgets import QMenu, QToolBar
 
 from .docks.dataset import DatasetDock
 from .docks.geofence import GeofenceDock
@@ -16,6 +16,7 @@ from .docks.tagging import TaggingDock
 from .files import resource
 from .jobs.manager import JobManager
 from .processing.provider import AIFactoryProvider
+from .qt import QAction
 from .ui import icon, tr
 
 #: key, dock class, icon name
@@ -53,7 +54,7 @@ class AIFactoryPlugin:
         for key, dock_class, icon_name in DOCKS:
             dock = dock_class(self.iface, self.manager)
             dock.compact()
-            self.iface.addDockWidget(Qt.RightDockWidgetArea, dock)
+            self.iface.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
             dock.hide()
             action = dock.toggleViewAction()
             action.setIcon(icon(icon_name))
@@ -69,7 +70,7 @@ class AIFactoryPlugin:
     def show_settings(self) -> None:
         from .settings_dialog import SettingsDialog
 
-        if SettingsDialog(self.iface.mainWindow()).exec_():
+        if SettingsDialog(self.iface.mainWindow()).exec():
             self.docks["jobs"].refresh_runners()
 
     def unload(self) -> None:

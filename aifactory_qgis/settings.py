@@ -112,3 +112,9 @@ def check_python(python: str) -> str:
     if not Path(python).is_file():
         return tr("The worker Python {0} does not exist: fix it in AI Factory ▸ Settings.").format(python)
     return ""
+
+
+def cannot_run(python: str, reason: str) -> str:
+    """The one-line message for an interpreter that is there but does not run ``aifactory``."""
+    return tr("The worker Python {0} cannot run aifactory ({1}): install aifactory in it or choose another "
+              "interpreter in AI Factory ▸ Settings.").format(python, reason)

@@ -58,7 +58,7 @@ class SettingsDialog(QDialog):
         add, remove = QPushButton(tr("Add cluster"), self), QPushButton(tr("Remove cluster"), self)
         add.clicked.connect(lambda: self.add_cluster(Cluster(tr("cluster"), "http://127.0.0.1:8265")))
         remove.clicked.connect(lambda: self.clusters.removeRow(self.clusters.currentRow()))
-        buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel, self)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel, self)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         layout = QVBoxLayout(self)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
 from qgis.core import Qgis, QgsMapLayer, QgsMessageLog, QgsProject, QgsVectorLayer
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
@@ -25,6 +28,21 @@ def notify(iface, text: str, level: Qgis.MessageLevel = Qgis.Info, duration: int
     QgsMessageLog.logMessage(text, TAG, level)
     if iface is not None:
         iface.messageBar().pushMessage(TAG, text, level, duration if level != Qgis.Critical else 0)
+
+
+def exit_reason(code: int, crashed: bool) -> str:
+    """How a worker process ended, for a message: a crash on Unix is a signal (SIGKILL mostly from the
+    kernel's out-of-memory killer), which "exit code -9" or "timed out" would hide."""
+    if not crashed:
+        return tr("exit code {0}").format(code)
+    if os.name != "posix":
+        return tr("crashed, code {0}").format(code)
+    try:
+        name = signal.Signals(code).name
+    except ValueError:
+        name = "?"
+    hint = tr(", often a sign of too little memory") if code == 9 else ""
+    return tr("killed by signal {0} ({1}){2}").format(code, name, hint)
 
 
 def layer_file(layer: QgsMapLayer | None) -> str:

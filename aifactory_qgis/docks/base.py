@@ -28,7 +28,7 @@ class BaseDock(QgsDockWidget):
     def compact(self) -> None:
         """Long layer names and status lines must not widen the dock: combo boxes shrink, labels wrap."""
         for combo in self.findChildren(QComboBox):
-            combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
             combo.setMinimumContentsLength(8)
         for label in self.findChildren(QLabel):
             label.setWordWrap(True)

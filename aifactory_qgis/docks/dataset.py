@@ -155,16 +155,16 @@ class DatasetDock(BaseDock):
             for layer in project_layers(kind):
                 if layer_file(layer):
                     item = QListWidgetItem(layer.name(), widget)
-                    item.setData(Qt.UserRole, layer.id())
-                    item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
-                    item.setCheckState(Qt.Checked if layer.id() in ticked else Qt.Unchecked)
+                    item.setData(Qt.ItemDataRole.UserRole, layer.id())
+                    item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+                    item.setCheckState(Qt.CheckState.Checked if layer.id() in ticked else Qt.CheckState.Unchecked)
             widget.blockSignals(False)
         self.changed()
 
     @staticmethod
     def _checked_ids(widget: QListWidget) -> list[str]:
-        return [widget.item(i).data(Qt.UserRole) for i in range(widget.count())
-                if widget.item(i).checkState() == Qt.Checked]
+        return [widget.item(i).data(Qt.ItemDataRole.UserRole) for i in range(widget.count())
+                if widget.item(i).checkState() == Qt.CheckState.Checked]
 
     def checked(self, widget: QListWidget) -> list:
         project = QgsProject.instance()
@@ -174,7 +174,8 @@ class DatasetDock(BaseDock):
         ids = {layer.id() for layer in layers}
         for i in range(widget.count()):
             item = widget.item(i)
-            item.setCheckState(Qt.Checked if item.data(Qt.UserRole) in ids else Qt.Unchecked)
+            checked = item.data(Qt.ItemDataRole.UserRole) in ids
+            item.setCheckState(Qt.CheckState.Checked if checked else Qt.CheckState.Unchecked)
 
     # -- config and preview ------------------------------------------------------------------------
     def changed(self, *_args) -> None:

@@ -93,7 +93,7 @@ class GeofenceDock(BaseDock):
         form = QFormLayout(fences)
         self.tree = QTreeWidget(fences)
         self.tree.setHeaderLabels([tr("name"), tr("mode"), tr("enabled")])
-        self.tree.setSelectionMode(QAbstractItemView.ExtendedSelection)
+        self.tree.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.tree.setRootIsDecorated(False)
         self.tree.itemChanged.connect(self._item_changed)
         draw, save = QPushButton(tr("Draw"), fences), QPushButton(tr("Save edits"), fences)
@@ -159,9 +159,9 @@ class GeofenceDock(BaseDock):
         if self.layer is not None:
             for feature in self.layer.getFeatures(QgsFeatureRequest().setFlags(QgsFeatureRequest.NoGeometry)):
                 item = QTreeWidgetItem(self.tree, [str(feature["name"] or ""), str(feature["mode"] or ""), ""])
-                item.setData(0, Qt.UserRole, feature.id())
-                item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
-                item.setCheckState(2, Qt.Checked if feature["enabled"] else Qt.Unchecked)
+                item.setData(0, Qt.ItemDataRole.UserRole, feature.id())
+                item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+                item.setCheckState(2, Qt.CheckState.Checked if feature["enabled"] else Qt.CheckState.Unchecked)
         self.tree.blockSignals(False)
 
     def _write(self, fid: int, field: str, value) -> None:
@@ -175,11 +175,11 @@ class GeofenceDock(BaseDock):
 
     def _item_changed(self, item: QTreeWidgetItem, column: int) -> None:
         if column == 2 and self.layer is not None:
-            self._write(item.data(0, Qt.UserRole), "enabled", item.checkState(2) == Qt.Checked)
+            self._write(item.data(0, Qt.ItemDataRole.UserRole), "enabled", item.checkState(2) == Qt.CheckState.Checked)
 
     def set_mode(self, mode: str) -> None:
         for item in self.tree.selectedItems():
-            self._write(item.data(0, Qt.UserRole), "mode", mode)
+            self._write(item.data(0, Qt.ItemDataRole.UserRole), "mode", mode)
         self.refresh()
 
     def draw(self) -> None:
@@ -203,7 +203,8 @@ class GeofenceDock(BaseDock):
         if problem:
             self.error(problem)
             return "", ""
-        fids = [item.data(0, Qt.UserRole) for item in self.tree.selectedItems() if item.checkState(2) == Qt.Checked]
+        fids = [item.data(0, Qt.ItemDataRole.UserRole) for item in self.tree.selectedItems()
+                if item.checkState(2) == Qt.CheckState.Checked]
         if not fids:
             self.error(tr("Select at least one enabled geofence."))
             return "", ""

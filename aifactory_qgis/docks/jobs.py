@@ -1,5 +1,7 @@
 """Jobs dock: launch training, prediction or a pipeline (locally or on a Ray cluster), follow it, cancel
-it, browse the history. Any dock's job (dataset build, RPS, next AL round) shows up here too."""
+it, browse the history. Any dock's job (dataset build, RPS, next AL round) shows up here too, and the dock
+comes forward when a job starts. The monitor shows the latest job; selecting a running job in the history
+shows that one instead, and Cancel stops the job shown."""
 
 from __future__ import annotations
 
@@ -172,6 +174,8 @@ class JobsDock(BaseDock):
         self.step.setWordWrap(True)
         self.cancel_button = QPushButton(tr("Cancel"), box)
         self.cancel_button.setEnabled(False)
+        self.cancel_button.setToolTip(tr("Stop the job shown here. To stop another running job, select it in the "
+                                         "History below first."))
         self.cancel_button.clicked.connect(self.cancel)
         self.metrics = QTableWidget(0, 3, box)
         self.metrics.setHorizontalHeaderLabels([tr("metric"), tr("value"), tr("step")])
@@ -206,17 +210,23 @@ class JobsDock(BaseDock):
             self.job.cancel()
 
     def follow(self, job: Job) -> None:
-        """Show ``job`` in the monitor (the most recently started job wins)."""
-        self.job = job
-        self.title.setText(job.spec.title)
-        self.progress.setValue(0)
-        self.step.setText(tr("starting…"))
-        self.metrics.setRowCount(0)
-        self.log.clear()
-        self.cancel_button.setEnabled(True)
+        """A job started (here or from another dock): bring the dock forward and show the job's progress."""
         job.reported.connect(lambda event, job=job: self._on_event(job, event))
         job.finished.connect(lambda status, job=job: self._on_finished(job, status))
+        self.show()
+        self.raise_()
+        self.display(job)
         self.refresh_history()
+
+    def display(self, job: Job) -> None:
+        """Show ``job`` in the monitor from what it reported so far; Cancel then acts on it."""
+        self.job = job
+        self.title.setText(job.spec.title)
+        self.progress.setValue(job.state.percent)
+        self.step.setText(" — ".join(t for t in (job.state.task, job.state.message) if t) or tr("starting…"))
+        self._show_metrics(job)
+        self.log.setPlainText("\n".join(job.log))
+        self.cancel_button.setEnabled(not job.done)
 
     def _on_event(self, job: Job, event: dict) -> None:
         if job is not self.job:
@@ -248,19 +258,28 @@ class JobsDock(BaseDock):
             self.log.appendPlainText(job.message)
 
     def refresh_history(self) -> None:
+        shown = self.job.spec.id if self.job is not None else None
+        self.history.blockSignals(True)  # rebuilding the list is not the user choosing another job
         self.history.clear()
         for record in self.manager.history.records:
             item = QListWidgetItem(record.label(), self.history)
-            item.setData(Qt.UserRole, record.id)
+            item.setData(Qt.ItemDataRole.UserRole, record.id)
             item.setToolTip(" ".join(record.args) + (f"\n{record.message}" if record.message else ""))
+            if record.id == shown:
+                self.history.setCurrentItem(item)
+        self.history.blockSignals(False)
 
     def _record(self):
         item = self.history.currentItem()
-        return self.manager.history.get(item.data(Qt.UserRole)) if item else None
+        return self.manager.history.get(item.data(Qt.ItemDataRole.UserRole)) if item else None
 
     def _show_record(self, *_args) -> None:
         record = self._record()
-        if record is not None and (self.job is None or self.job.done):
+        running = next((job for job in self.manager.jobs if record is not None and job.spec.id == record.id), None)
+        if running is not None:
+            if running is not self.job:
+                self.display(running)
+        elif record is not None and (self.job is None or self.job.done):
             self.title.setText(record.title)
             self.step.setText(f"{record.status}: {record.message}" if record.message else record.status)
 

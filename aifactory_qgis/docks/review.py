@@ -25,8 +25,9 @@ from qgis.core import (
 from qgis.gui import QgsFileWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtCore import QVariant
 from qgis.PyQt.QtGui import QKeySequence
-from qgis.PyQt.QtWidgets import QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton, QShortcut
+from qgis.PyQt.QtWidgets import QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton
 
+from ..qt import QShortcut
 from ..ui import missing_fields, tr
 from .base import BaseDock
 from .navigation import zoom_to_feature

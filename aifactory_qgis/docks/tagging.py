@@ -11,10 +11,11 @@ from pathlib import Path
 from qgis.core import NULL, QgsFeatureRequest, QgsMapLayerProxyModel, QgsProject, QgsVectorLayer
 from qgis.gui import QgsFileWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtGui import QKeySequence
-from qgis.PyQt.QtWidgets import QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton, QShortcut
+from qgis.PyQt.QtWidgets import QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton
 
 from .. import worker
 from ..jobs.spec import JobSpec
+from ..qt import QShortcut
 from ..ui import crs_mismatch, missing_fields, tr
 from .base import BaseDock
 from .navigation import start_digitizing, zoom_to_feature

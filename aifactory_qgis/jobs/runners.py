@@ -9,6 +9,7 @@ job as ``failed`` with a message saying what to fix.
 from __future__ import annotations
 
 import json
+import re
 from collections import deque
 from pathlib import Path
 from typing import ClassVar
@@ -19,8 +20,8 @@ from qgis.PyQt.QtNetwork import QNetworkAccessManager, QNetworkReply, QNetworkRe
 
 from .. import worker
 from ..events import EventStream, JobState
-from ..settings import check_python
-from ..ui import tr
+from ..settings import cannot_run, check_python
+from ..ui import exit_reason, tr
 from .spec import JobSpec
 
 #: interpreters that answered ``-m aifactory.cli --version`` in this session
@@ -132,9 +133,7 @@ class LocalJob(Job):
                 VERIFIED_PYTHONS.add(self.python)
                 self._start_worker()
             else:
-                self._finish("failed", tr("The worker Python {0} cannot run aifactory ({1}): install aifactory "
-                                          "in it or choose another interpreter in AI Factory ▸ Settings.")
-                             .format(self.python, err))
+                self._finish("failed", cannot_run(self.python, err))
 
         probe.answered.connect(answered)
         probe.start()
@@ -161,7 +160,7 @@ class LocalJob(Job):
                 self.reported.emit({"event": "log", "level": "stderr", "message": line})
 
     def _error(self, error: QProcess.ProcessError) -> None:
-        if error == QProcess.FailedToStart:
+        if error == QProcess.ProcessError.FailedToStart:
             self._finish("failed", tr("Could not start the worker {0}: {1}").format(
                 self.python, self.process.errorString() if self.process else ""))
 
@@ -169,21 +168,21 @@ class LocalJob(Job):
         assert self.process is not None
         self._feed(bytes(self.process.readAllStandardOutput()), final=True)
         self._stderr(bytes(self.process.readAllStandardError()))
-        if code == 0 and status == QProcess.NormalExit and self.state.status in (None, "ok"):
+        crashed = status == QProcess.ExitStatus.CrashExit
+        if code == 0 and not crashed and self.state.status in (None, "ok"):
             self._finish("ok")
             return
         if self.state.status == "stopped":  # the worker unwound after a stop (SIGINT or SIGTERM) and said so
             self._finish("stopped")
             return
-        crashed = status == QProcess.CrashExit
         reason = self.state.error or (self._stderr_tail[-1] if self._stderr_tail else "")
-        message = tr("The worker crashed") if crashed else tr("The worker failed (exit code {0})").format(code)
+        message = tr("The worker failed ({0})").format(exit_reason(code, crashed))
         self._finish("failed", message + (f": {reason}" if reason else ""))
 
     def cancel(self) -> None:
         self._cancelled = True
         process = self.process
-        if process is None or process.state() == QProcess.NotRunning:
+        if process is None or process.state() == QProcess.ProcessState.NotRunning:
             if not self.done:
                 self._finish("stopped")
             return
@@ -194,11 +193,16 @@ class LocalJob(Job):
         grace.start(KILL_GRACE_MS)
 
     def shutdown(self) -> None:
-        """Local workers are children of QGIS: none outlives the plugin."""
+        """Local workers are children of QGIS: none outlives the plugin. SIGTERM first, so that the worker
+        removes its temporary files (gigabytes for a prediction); SIGKILL if it does not end in time."""
         self._cancelled = True
-        if self.process is not None and self.process.state() != QProcess.NotRunning:
-            self.process.kill()
-            self.process.waitForFinished(2000)
+        process = self.process
+        if process is None or process.state() == QProcess.ProcessState.NotRunning:
+            return
+        process.terminate()
+        if not process.waitForFinished(KILL_GRACE_MS):
+            process.kill()
+            process.waitForFinished(1000)
 
 
 class WorkerCall(QObject):
@@ -214,7 +218,8 @@ class WorkerCall(QObject):
         self.python, self.args = python, args
         self.process = QProcess(self)
         self.timer = QTimer(self, singleShot=True, interval=timeout_ms)
-        self.timer.timeout.connect(self.process.kill)
+        self.timer.timeout.connect(self._time_out)
+        self._timed_out = False
         self.process.finished.connect(self._finished)
         self.process.errorOccurred.connect(self._error)
         self._answered = False
@@ -230,7 +235,7 @@ class WorkerCall(QObject):
     def abort(self) -> None:
         """Stop without answering (a newer request replaces this one)."""
         self._answered = True
-        if self.process.state() != QProcess.NotRunning:
+        if self.process.state() != QProcess.ProcessState.NotRunning:
             self.process.kill()
             self.process.waitForFinished(1000)
 
@@ -240,16 +245,23 @@ class WorkerCall(QObject):
             self.timer.stop()
             self.answered.emit(ok, out, err)
 
+    def _time_out(self) -> None:
+        self._timed_out = True
+        self.process.kill()
+
     def _error(self, error: QProcess.ProcessError) -> None:
-        if error == QProcess.FailedToStart:
+        if error == QProcess.ProcessError.FailedToStart:
             self._answer(False, "", tr("could not start {0}").format(self.python))
 
     def _finished(self, code: int, status: QProcess.ExitStatus) -> None:
         out = bytes(self.process.readAllStandardOutput()).decode("utf-8", errors="replace")
         lines = bytes(self.process.readAllStandardError()).decode("utf-8", errors="replace").strip().splitlines()
-        ok = code == 0 and status == QProcess.NormalExit
-        reason = lines[-1] if lines else (tr("timed out") if status == QProcess.CrashExit
-                                          else tr("exit code {0}").format(code))
+        crashed = status == QProcess.ExitStatus.CrashExit
+        ok = code == 0 and not crashed
+        if self._timed_out:
+            reason = tr("no answer within {0:g} s").format(self.timer.interval() / 1000)
+        else:
+            reason = lines[-1] if lines else exit_reason(code, crashed)
         self._answer(ok, out, "" if ok else reason)
 
 
@@ -279,7 +291,7 @@ class RayJob(Job):
 
     def _request(self, method: str, path: str, body: dict | None, callback) -> None:
         request = QNetworkRequest(QUrl(self.url + path))
-        request.setHeader(QNetworkRequest.ContentTypeHeader, "application/json")
+        request.setHeader(QNetworkRequest.KnownHeaders.ContentTypeHeader, "application/json")
         request.setRawHeader(b"User-Agent", USER_AGENT)
         if self.token:
             request.setRawHeader(b"Authorization", b"Bearer " + self.token.encode())
@@ -296,7 +308,7 @@ class RayJob(Job):
             error = reply.error()
             message = reply.errorString()
             reply.deleteLater()
-            if error != QNetworkReply.NoError:
+            if error != QNetworkReply.NetworkError.NoError:
                 self._network_failed(path, message, data)
                 return
             try:
@@ -354,23 +366,47 @@ class RayJob(Job):
             self._request("GET", f"/api/jobs/{self.remote_id}/logs", None, self._logs)
 
     def _logs(self, answer: dict) -> None:
+        self._read_logs(answer)
+        self._request("GET", f"/api/jobs/{self.remote_id}", None, self._status)
+
+    def _read_logs(self, answer: dict) -> None:
         text = str(answer.get("logs", ""))
         if len(text) < self._log_offset:  # logs rotated: start over rather than skip
             self._log_offset = 0
         self._feed(text[self._log_offset:])
         self._log_offset = len(text)
-        self._request("GET", f"/api/jobs/{self.remote_id}", None, self._status)
 
     def _status(self, answer: dict) -> None:
         status = str(answer.get("status", ""))
-        if status in self.TERMINAL:
+        if status not in self.TERMINAL:
+            self._schedule()
+            return
+
+        def ended(logs: dict) -> None:
+            self._read_logs(logs)
             self._feed("", final=True)
             final = self.TERMINAL[status]
             if final == "ok" and self.state.status not in (None, "ok"):
                 final = "failed"
-            self._finish(final, "" if final == "ok" else str(answer.get("message") or ""))
-        else:
-            self._schedule()
+            self._finish(final, self._failure(str(answer.get("message") or "")) if final == "failed" else "")
+
+        # the worker's last lines (its error, late artifacts) may have been written after the last fetch
+        self._request("GET", f"/api/jobs/{self.remote_id}/logs", None, ended)
+
+    def _failure(self, ray_message: str) -> str:
+        """Why the job failed in one line: the worker's own error, not Ray's message (which carries up to
+        20 000 characters of raw logs)."""
+        if self.state.error:
+            return self.state.error
+        prefix = "aifactory: error:"
+        line = next((line for line in reversed(self.log) if line.startswith(prefix)), "")
+        if line:
+            return line[len(prefix):].strip()
+        code = re.search(r"exit code (-?\d+)", ray_message)
+        if code:
+            return tr("the job failed (exit code {0})").format(code.group(1))
+        first = ray_message.strip().splitlines()[0] if ray_message.strip() else tr("the job failed")
+        return first if len(first) <= 200 else first[:199] + "…"
 
     def cancel(self) -> None:
         self._cancelled = True

@@ -29,11 +29,12 @@ from qgis.core import (
 from .. import worker
 from ..events import EventStream, JobState
 from ..files import source_path
-from ..settings import Settings, check_python
-from ..ui import icon, tr
+from ..settings import Settings, cannot_run, check_python
+from ..ui import exit_reason, icon, tr
 
 VERIFIED: set[str] = set()
 KILL_GRACE_S = 3.0
+PROBE_TIMEOUT_S = 120
 
 
 def run_worker(args: list[str], feedback, python: str | None = None) -> JobState:
@@ -43,16 +44,14 @@ def run_worker(args: list[str], feedback, python: str | None = None) -> JobState
     if problem:
         raise QgsProcessingException(problem)
     if python not in VERIFIED:
-        probe = subprocess.run(worker.argv(python, worker.version()), capture_output=True, text=True, timeout=120)
-        if probe.returncode != 0 or "aifactory" not in probe.stdout:
-            reason = (probe.stderr.strip().splitlines() or [f"exit code {probe.returncode}"])[-1]
-            raise QgsProcessingException(tr("The worker Python {0} cannot run aifactory ({1}): install aifactory "
-                                             "in it or choose another interpreter in AI Factory ▸ Settings.")
-                                         .format(python, reason))
+        _probe(python)
         VERIFIED.add(python)
     command = worker.argv(python, args)
     feedback.pushCommandInfo(" ".join(command))
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
+    try:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
+    except OSError as error:
+        raise QgsProcessingException(cannot_run(python, _not_started(error))) from None
     lines: queue.Queue[tuple[str, bytes | None]] = queue.Queue()
 
     def pump(name: str, stream) -> None:
@@ -85,10 +84,32 @@ def run_worker(args: list[str], feedback, python: str | None = None) -> JobState
         _relay(event, state, feedback)
     code = process.wait()
     if code != 0 or state.status not in (None, "ok"):
-        raise QgsProcessingException(tr("The worker failed (exit code {0}): {1}").format(
-            code, state.error or stderr_tail[-1]))
+        reason = state.error or stderr_tail[-1]
+        message = tr("The worker failed ({0})").format(exit_reason(abs(code), crashed=code < 0))
+        raise QgsProcessingException(message + (f": {reason}" if reason else ""))
     feedback.setProgress(100)
     return state
+
+
+def _probe(python: str) -> None:
+    """Check once that ``python`` runs ``aifactory``; raise with what to fix otherwise (a file that is not
+    executable, an interpreter that hangs or lacks the package)."""
+    try:
+        probe = subprocess.run(worker.argv(python, worker.version()), capture_output=True, text=True,
+                               timeout=PROBE_TIMEOUT_S)
+    except OSError as error:
+        raise QgsProcessingException(cannot_run(python, _not_started(error))) from None
+    except subprocess.TimeoutExpired:
+        raise QgsProcessingException(cannot_run(python, tr("no answer within {0} s").format(PROBE_TIMEOUT_S))) \
+            from None
+    if probe.returncode != 0 or "aifactory" not in probe.stdout:
+        crashed = probe.returncode < 0
+        reason = (probe.stderr.strip().splitlines() or [exit_reason(abs(probe.returncode), crashed)])[-1]
+        raise QgsProcessingException(cannot_run(python, reason))
+
+
+def _not_started(error: OSError) -> str:
+    return tr("could not start it: {0}").format(error.strerror or error)
 
 
 def _stop(process: subprocess.Popen) -> None:

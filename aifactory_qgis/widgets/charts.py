@@ -14,6 +14,9 @@ from ..ui import tr
 
 SPLIT_COLORS = {"train": QColor("#3b78c2"), "val": QColor("#f0a030"), "test": QColor("#4caf50")}
 OTHER_COLOR = QColor("#9e9e9e")
+CENTER = Qt.AlignmentFlag.AlignCenter
+LEFT = Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter
+RIGHT = Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
 
 
 class BalanceChart(QWidget):
@@ -25,7 +28,7 @@ class BalanceChart(QWidget):
         super().__init__(parent)
         self.counts: dict[str, dict[str, int]] = {}
         self.message = tr("No preview yet")
-        self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Minimum)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Minimum)
 
     def set_counts(self, counts: dict[str, dict[str, int]], message: str = "") -> None:
         self.counts = counts
@@ -45,10 +48,10 @@ class BalanceChart(QWidget):
 
     def paintEvent(self, _event) -> None:
         painter = QPainter(self)
-        painter.setRenderHint(QPainter.Antialiasing)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
         metrics = painter.fontMetrics()
         if not self.counts:
-            painter.drawText(self.rect(), Qt.AlignCenter, self.message)
+            painter.drawText(self.rect(), CENTER, self.message)
             return
         splits = self.splits()
         x = 4
@@ -57,7 +60,7 @@ class BalanceChart(QWidget):
             painter.drawText(QPointF(x + 14, 15), split)
             x += 24 + metrics.horizontalAdvance(split)
         if self.message:
-            painter.drawText(QRectF(x, 0, self.width() - x - 4, 20), Qt.AlignRight | Qt.AlignVCenter, self.message)
+            painter.drawText(QRectF(x, 0, self.width() - x - 4, 20), RIGHT, self.message)
         label_width = min(self.width() // 3, max(metrics.horizontalAdvance(name) for name in self.counts) + 8)
         totals = {name: sum(row.values()) for name, row in self.counts.items()}
         biggest = max(totals.values()) or 1
@@ -65,8 +68,8 @@ class BalanceChart(QWidget):
         for i, (name, row) in enumerate(sorted(self.counts.items(), key=lambda kv: -totals[kv[0]])):
             y = 24 + i * self.ROW
             painter.setPen(self.palette().windowText().color())
-            painter.drawText(QRectF(2, y, label_width - 4, self.ROW - 4), Qt.AlignVCenter | Qt.AlignLeft,
-                             metrics.elidedText(name, Qt.ElideMiddle, label_width - 4))
+            painter.drawText(QRectF(2, y, label_width - 4, self.ROW - 4), LEFT,
+                             metrics.elidedText(name, Qt.TextElideMode.ElideMiddle, label_width - 4))
             left = float(label_width)
             for split in splits:
                 width = bar_width * row.get(split, 0) / biggest
@@ -83,7 +86,7 @@ class PRCurve(QWidget):
         self.curve: list[tuple[float, float]] = []
         self.current: tuple[float, float] | None = None
         self.setMinimumSize(180, 160)
-        self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
 
     def set_curve(self, points: list[tuple[float, float]]) -> None:
         """``(recall, precision)`` pairs in threshold order."""
@@ -96,13 +99,13 @@ class PRCurve(QWidget):
 
     def paintEvent(self, _event) -> None:
         painter = QPainter(self)
-        painter.setRenderHint(QPainter.Antialiasing)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
         area = QRectF(self.rect()).adjusted(34, 18, -10, -26)
 
         def at(recall: float, precision: float) -> QPointF:
             return QPointF(area.left() + recall * area.width(), area.bottom() - precision * area.height())
 
-        painter.setPen(QPen(QColor("#dddddd"), 1, Qt.DashLine))
+        painter.setPen(QPen(QColor("#dddddd"), 1, Qt.PenStyle.DashLine))
         for f1 in (0.2, 0.4, 0.6, 0.8):  # iso-F1 lines: p = f1 r / (2r - f1)
             path = QPainterPath()
             started = False
@@ -117,11 +120,11 @@ class PRCurve(QWidget):
         painter.drawRect(area)
         for tick in (0.0, 0.5, 1.0):
             painter.drawText(QRectF(area.left() + tick * area.width() - 15, area.bottom() + 2, 30, 12),
-                             Qt.AlignCenter, f"{tick:g}")
+                             CENTER, f"{tick:g}")
             painter.drawText(QRectF(0, area.bottom() - tick * area.height() - 6, 30, 12),
-                             Qt.AlignRight | Qt.AlignVCenter, f"{tick:g}")
-        painter.drawText(QRectF(area.left(), area.bottom() + 12, area.width(), 14), Qt.AlignCenter, tr("recall"))
-        painter.drawText(QRectF(area.left(), 0, area.width(), 16), Qt.AlignLeft | Qt.AlignVCenter,
+                             RIGHT, f"{tick:g}")
+        painter.drawText(QRectF(area.left(), area.bottom() + 12, area.width(), 14), CENTER, tr("recall"))
+        painter.drawText(QRectF(area.left(), 0, area.width(), 16), LEFT,
                          tr("precision ↑"))
         if len(self.curve) > 1:
             painter.setPen(QPen(QColor("#3b78c2"), 2))

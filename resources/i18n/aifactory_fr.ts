@@ -284,16 +284,16 @@
       <translation>Annuler</translation>
     </message>
     <message>
+      <source>Stop the job shown here. To stop another running job, select it in the History below first.</source>
+      <translation type="unfinished" />
+    </message>
+    <message>
       <source>History</source>
       <translation>Historique</translation>
     </message>
     <message>
       <source>Load outputs</source>
       <translation>Charger les résultats</translation>
-    </message>
-    <message>
-      <source>starting…</source>
-      <translation type="unfinished" />
     </message>
     <message>
       <source>CPU </source>
@@ -353,6 +353,10 @@
     </message>
     <message>
       <source>step</source>
+      <translation type="unfinished" />
+    </message>
+    <message>
+      <source>starting…</source>
       <translation type="unfinished" />
     </message>
     <message>
@@ -612,7 +616,7 @@
       <translation type="unfinished" />
     </message>
     <message>
-      <source>Round pipeline (*.yaml *.yml)</source>
+      <source>al round config (*.yaml *.yml)</source>
       <translation type="unfinished" />
     </message>
     <message>
@@ -620,7 +624,7 @@
       <translation>Lancer le tour suivant</translation>
     </message>
     <message>
-      <source>Pipeline</source>
+      <source>Round config</source>
       <translation type="unfinished" />
     </message>
     <message>
@@ -644,7 +648,7 @@
       <translation>Passer (S)</translation>
     </message>
     <message>
-      <source>Choose the pipeline YAML that trains on the new labels and selects the next tiles.</source>
+      <source>Choose the al round config YAML (see resources/examples/al_round.yaml).</source>
       <translation type="unfinished" />
     </message>
     <message>
@@ -653,6 +657,10 @@
     </message>
     <message>
       <source>tile {0}/{1} · {2}</source>
+      <translation type="unfinished" />
+    </message>
+    <message>
+      <source>active learning round</source>
       <translation type="unfinished" />
     </message>
     <message>
@@ -669,10 +677,6 @@
     </message>
     <message>
       <source>Could not write the status to “{0}”</source>
-      <translation type="unfinished" />
-    </message>
-    <message>
-      <source>active learning round {0}</source>
       <translation type="unfinished" />
     </message>
     <message>
@@ -696,11 +700,15 @@
       <translation type="unfinished" />
     </message>
     <message>
-      <source>timed out</source>
+      <source>the job failed</source>
       <translation type="unfinished" />
     </message>
     <message>
-      <source>The worker crashed</source>
+      <source>The worker failed ({0})</source>
+      <translation type="unfinished" />
+    </message>
+    <message>
+      <source>no answer within {0:g} s</source>
       <translation type="unfinished" />
     </message>
     <message>
@@ -712,15 +720,15 @@
       <translation type="unfinished" />
     </message>
     <message>
+      <source>the job failed (exit code {0})</source>
+      <translation type="unfinished" />
+    </message>
+    <message>
       <source>Could not start the worker {0}: {1}</source>
       <translation type="unfinished" />
     </message>
     <message>
       <source>could not start {0}</source>
-      <translation type="unfinished" />
-    </message>
-    <message>
-      <source>exit code {0}</source>
       <translation type="unfinished" />
     </message>
     <message>
@@ -744,14 +752,6 @@
       <translation type="unfinished" />
     </message>
     <message>
-      <source>The worker failed (exit code {0})</source>
-      <translation type="unfinished" />
-    </message>
-    <message>
-      <source>The worker Python {0} cannot run aifactory ({1}): install aifactory in it or choose another interpreter in AI Factory ▸ Settings.</source>
-      <translation type="unfinished" />
-    </message>
-    <message>
       <source>Ray cluster at {0} answered {1} with something that is not JSON</source>
       <translation type="unfinished" />
     </message>
@@ -766,6 +766,10 @@
     <message>
       <source>Settings…</source>
       <translation>Paramètres…</translation>
+    </message>
+    <message>
+      <source>could not start it: {0}</source>
+      <translation type="unfinished" />
     </message>
     <message>
       <source>Cancelled: the worker was stopped.</source>
@@ -824,12 +828,16 @@
       <translation type="unfinished" />
     </message>
     <message>
-      <source>The worker failed (exit code {0}): {1}</source>
+      <source>no answer within {0} s</source>
       <translation type="unfinished" />
     </message>
     <message>
       <source>No worker Python is set: choose the interpreter of an environment with aifactory installed in AI Factory ▸ Settings.</source>
       <translation>Aucun Python de worker n’est défini : choisissez l’interpréteur d’un environnement où aifactory est installé dans AI Factory ▸ Paramètres.</translation>
+    </message>
+    <message>
+      <source>The worker Python {0} cannot run aifactory ({1}): install aifactory in it or choose another interpreter in AI Factory ▸ Settings.</source>
+      <translation type="unfinished" />
     </message>
     <message>
       <source>The worker Python {0} does not exist: fix it in AI Factory ▸ Settings.</source>
@@ -889,6 +897,22 @@
     </message>
     <message>
       <source>not an aifactory worker</source>
+      <translation type="unfinished" />
+    </message>
+    <message>
+      <source>, often a sign of too little memory</source>
+      <translation type="unfinished" />
+    </message>
+    <message>
+      <source>killed by signal {0} ({1}){2}</source>
+      <translation type="unfinished" />
+    </message>
+    <message>
+      <source>exit code {0}</source>
+      <translation type="unfinished" />
+    </message>
+    <message>
+      <source>crashed, code {0}</source>
       <translation type="unfinished" />
     </message>
     <message>

@@ -12,6 +12,7 @@ from typing import ClassVar
 import pytest
 from plugin_helpers import wait_for
 from qgis.core import Qgis, QgsProject, QgsRasterLayer
+from qgis.PyQt.QtCore import Qt
 
 
 def synth_spec(tmp_path: Path, size: str = "256x256", **kwargs):
@@ -94,6 +95,8 @@ class FakeRay(BaseHTTPRequestHandler):
     agents: ClassVar[list[str]] = []
     polls = 0
     stopped = False
+    FINAL = "SUCCEEDED"  # the status once every log line is out
+    MESSAGE = ""  # Ray's status message then
     LOGS: ClassVar[list[str]] = ['{"event": "progress", "task": "predict", "value": 0.5, "message": "tile 2/4"}',
             "some library chatter",
             '{"event": "metric", "name": "tiles_per_s", "value": 3.5, "step": 1}',
@@ -129,8 +132,8 @@ class FakeRay(BaseHTTPRequestHandler):
         if self.path.endswith("/logs"):
             self._answer({"logs": "\n".join(self.LOGS[:shown]) + "\n"})
         else:
-            status = "STOPPED" if FakeRay.stopped else ("SUCCEEDED" if shown == len(self.LOGS) else "RUNNING")
-            self._answer({"status": status, "message": ""})
+            status = "STOPPED" if FakeRay.stopped else (self.FINAL if shown == len(self.LOGS) else "RUNNING")
+            self._answer({"status": status, "message": self.MESSAGE if status == self.FINAL else ""})
 
 
 @pytest.fixture()
@@ -189,3 +192,83 @@ def test_unreachable_cluster_is_a_message_not_a_freeze(qgis_app, qgis_iface, plu
     assert wait_for(qgis_app, lambda: job.done, 30)
     assert job.status == "failed" and "unreachable" in job.message
     assert any("unreachable" in m for m in qgis_iface.messageBar().get_messages(Qgis.Critical))
+
+
+WORKER_ERROR = "/nonexistent: model run directory not found"
+FAILED_LOGS = ['{"event": "progress", "task": "predict", "value": 0.0, "message": ""}',
+               f'{{"event": "error", "message": "{WORKER_ERROR}"}}',
+               '{"event": "done", "status": "failed"}',
+               "some library chatter",
+               f"aifactory: error: {WORKER_ERROR}"]
+RAY_MESSAGE = ("Job entrypoint command failed with exit code 2, last available logs (truncated to 20,000 chars):\n"
+               + "\n".join(FAILED_LOGS * 400))
+
+
+@pytest.mark.parametrize("logs, expected", [
+    (FAILED_LOGS, WORKER_ERROR),  # the worker's error event
+    ([FAILED_LOGS[0], *FAILED_LOGS[3:]], WORKER_ERROR),  # only its "aifactory: error:" line
+    (FAILED_LOGS[:1], "the job failed (exit code 2)"),  # nothing from the worker
+])
+def test_ray_failure_says_the_workers_error_in_one_line(qgis_app, qgis_iface, plugin, fake_ray, tmp_path,
+                                                        monkeypatch, logs, expected):
+    from aifactory_qgis.jobs import runners
+    from aifactory_qgis.settings import Cluster
+
+    monkeypatch.setattr(runners, "POLL_MS", 20)
+    monkeypatch.setattr(FakeRay, "LOGS", logs)
+    monkeypatch.setattr(FakeRay, "FINAL", "FAILED")
+    monkeypatch.setattr(FakeRay, "MESSAGE", RAY_MESSAGE)
+    plugin.manager.settings.set_clusters([Cluster("gpu", fake_ray)])
+    job = plugin.manager.submit(synth_spec(tmp_path, runner="gpu"))
+    assert wait_for(qgis_app, lambda: job.done, 30), job.log
+    assert job.status == "failed"
+    assert job.message == expected
+    assert qgis_iface.messageBar().get_messages(Qgis.Critical)[-1].endswith(f"failed: {expected}")
+    assert plugin.manager.history.get(job.spec.id).message == expected
+
+
+@pytest.mark.parametrize("final, last", [("SUCCEEDED", '{"event": "artifact", "kind": "raster", "path": "s.tif"}'),
+                                         ("FAILED", f'{{"event": "error", "message": "{WORKER_ERROR}"}}')])
+def test_ray_job_reads_the_lines_written_just_before_it_ended(qgis_app, plugin, fake_ray, tmp_path, monkeypatch,
+                                                              final, last):
+    """An even number of lines: the status says ended right after a logs answer that missed the last line."""
+    from aifactory_qgis.jobs import runners
+
+    monkeypatch.setattr(runners, "POLL_MS", 20)
+    monkeypatch.setattr(FakeRay, "LOGS", [FakeRay.LOGS[0], "chatter", "more chatter", last])
+    monkeypatch.setattr(FakeRay, "FINAL", final)
+    monkeypatch.setattr(FakeRay, "MESSAGE", RAY_MESSAGE if final == "FAILED" else "")
+    job = runners.RayJob(synth_spec(tmp_path, runner="gpu"), fake_ray)
+    job.start()
+    assert wait_for(qgis_app, lambda: job.done, 30), job.log
+    if final == "SUCCEEDED":
+        assert job.status == "ok" and job.state.artifacts == [{"kind": "raster", "path": "s.tif"}]
+    else:
+        assert job.status == "failed" and job.message == WORKER_ERROR
+
+
+def test_the_jobs_dock_comes_forward_when_another_dock_starts_a_job(qgis_app, plugin, tmp_path):
+    dock = plugin.docks["jobs"]
+    assert dock.isHidden()  # docks start hidden
+    job = plugin.manager.submit(synth_spec(tmp_path))  # what "Build dataset", "Compute RPS"… do
+    assert not dock.isHidden() and dock.job is job
+    assert wait_for(qgis_app, lambda: job.done, 120), job.log
+
+
+def test_any_running_job_can_be_cancelled_from_the_history(qgis_app, plugin, tmp_path):
+    dock = plugin.docks["jobs"]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = plugin.manager.submit(synth_spec(tmp_path / "a", size="6000x6000"))
+    second = plugin.manager.submit(synth_spec(tmp_path / "b", size="6000x6000"))
+    assert dock.job is second  # the latest job is shown
+    assert wait_for(qgis_app, lambda: first.state.value > 0 or first.done, 120), first.log
+    items = [dock.history.item(row) for row in range(dock.history.count())]
+    dock.history.setCurrentItem(next(item for item in items if item.data(Qt.ItemDataRole.UserRole) == first.spec.id))
+    assert dock.job is first and dock.cancel_button.isEnabled()
+    dock.cancel_button.click()
+    assert wait_for(qgis_app, lambda: first.done, 30)
+    assert first.status == "stopped" and not second.done
+    assert dock.job is first and not dock.cancel_button.isEnabled()
+    second.cancel()
+    assert wait_for(qgis_app, lambda: second.done, 30)
