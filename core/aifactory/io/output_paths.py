@@ -32,7 +32,7 @@ def make_parent(path: Path) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
-        blocking = next(p for p in reversed(path.parents) if p.exists() and not p.is_dir())
+        blocking = next((p for p in reversed(path.parents) if p.exists() and not p.is_dir()), path.parent)
         raise InputError(f"{path}: {blocking} is a file, not a folder") from None
 
 
