@@ -112,3 +112,11 @@ def test_a_geopackage_layer_of_undefined_srs_has_no_crs(tmp_path):
     assert gpd.read_file(path).crs.name == "Undefined geographic SRS"
     assert read_vector(path).crs is None
     assert read_vector(path, crs=32631).crs == "EPSG:32631"
+
+
+def test_a_writer_stopped_while_it_opens_leaves_no_temporary(tmp_path):
+    """A stop (SIGTERM from the plugin closing QGIS) can land as soon as the temporary exists, before the writer is
+    made: here the failure that comes right after the file is created (a description for a band it lacks)."""
+    with pytest.raises(IndexError):
+        COGWriter(tmp_path / "x.tif", 64, 64, 1, "uint8", band_descriptions=["a", "b"])
+    assert list(tmp_path.iterdir()) == []

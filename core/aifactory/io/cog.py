@@ -100,29 +100,30 @@ class COGWriter(AtomicWriter):
                 self._profile[LEVEL_OPTIONS[compress.upper()]] = level
         elif compress.upper() == "ZSTD" and cog:
             self._profile["zstd_level"] = 1  # read back once by the conversion: speed over size
-        self._env: rasterio.Env | None = gdal_env()
-        self._env.__enter__()
-        self._owner = threading.get_ident()  # the thread whose rasterio environment self._env is
-        with warnings.catch_warnings():  # pixel-space rasters (identity transform, no CRS) are legitimate
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            self._ds = rasterio.open(self._tmp, "w", **self._profile)
-        if band_descriptions:
-            for index, description in enumerate(band_descriptions, start=1):
-                self._ds.set_band_description(index, description)
-        self._closed = False
+        self._closed = True  # until the temporary is open: abort() then removes only the file
         self._next_row = 0
         self._pyramid: RowPyramid | None = None
         self._rows: BlockRowBuffer | None = None  # rows waiting for whole blocks (streamed overviews only)
-        if stream_overviews:
-            self._rows = BlockRowBuffer(count, width, height, blocksize, rows_writer(self._ds, count))
-            # the levels have masks too: compressed in one thread like the image (see above)
-            level_profile = {key: value for key, value in self._profile.items() if key not in ("nodata", "interleave")}
-            try:
+        self._env: rasterio.Env | None = gdal_env()
+        self._env.__enter__()
+        self._owner = threading.get_ident()  # the thread whose rasterio environment self._env is
+        try:  # a stop (Ctrl-C, SIGTERM) may land as soon as the temporary exists: it must not outlive this
+            with warnings.catch_warnings():  # pixel-space rasters (identity transform, no CRS) are legitimate
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                self._ds = rasterio.open(self._tmp, "w", **self._profile)
+            self._closed = False
+            for index, description in enumerate(band_descriptions or [], start=1):
+                self._ds.set_band_description(index, description)
+            if stream_overviews:
+                self._rows = BlockRowBuffer(count, width, height, blocksize, rows_writer(self._ds, count))
+                # the levels have masks too: compressed in one thread like the image (see above)
+                level_profile = {key: value for key, value in self._profile.items()
+                                 if key not in ("nodata", "interleave")}
                 self._pyramid = RowPyramid(self._tmp, width, height, count, blocksize, self._profile["transform"],
                                            level_profile)
-            except BaseException:
-                self.abort()
-                raise
+        except BaseException:
+            self.abort()
+            raise
 
     @property
     def width(self) -> int:
