@@ -210,14 +210,14 @@ def test_cli_events_and_postprocess_chain(tmp_path, trained_run, predict_scene, 
     assert done.returncode == 2 and "no_such_op" in done.stderr
 
 
-def _predicting(tmp_path, trained_run, stderr):  # noqa: F811
+def _predicting(tmp_path, trained_run, stderr, *extra: str):  # noqa: F811
     """A CLI prediction in a child process, returned once it is predicting with rows written."""
     raster = tmp_path / "big.tif"
     generate_scene(SceneSpec(width=1400, height=1400, seed=9), raster)
     out = tmp_path / "out"
     process = subprocess.Popen([sys.executable, "-m", "aifactory.cli", "predict", "--model", str(trained_run),
                                 "--raster", str(raster), "-o", str(out), "--events", "jsonl", "--batch-size", "2",
-                                "--tta-mode", "flips"], stdout=subprocess.PIPE, stderr=stderr, text=True,
+                                "--tta-mode", "flips", *extra], stdout=subprocess.PIPE, stderr=stderr, text=True,
                                env={**os.environ})
     assert process.stdout is not None
     for line in process.stdout:  # wait until it is predicting, with rows written
@@ -264,6 +264,24 @@ def test_terminated_prediction_stops_like_ctrl_c_and_leaves_nothing(tmp_path, tr
     assert process.returncode == 143, messages[-5:]
     assert json.loads(stdout.strip().splitlines()[-1]) == {"event": "done", "status": "stopped"}
     assert messages[-1] == "aifactory: terminated"
+    assert sorted(path.name for path in out.iterdir()) == []
+
+
+def test_terminated_fanned_out_prediction_stops_too(tmp_path, trained_run):  # noqa: F811
+    """With ``--workers``, Ray's core worker had put its crash dumper on SIGTERM: exit 134 and a page of frames."""
+    with open(tmp_path / "stderr.txt", "w+") as stderr:
+        process, out = _predicting(tmp_path, trained_run, stderr, "--workers", "2")
+        try:
+            process.send_signal(signal.SIGTERM)
+            stdout, _ = process.communicate(timeout=120)
+        finally:
+            if process.poll() is None:
+                process.kill()
+        stderr.seek(0)
+        messages = [line for line in stderr.read().splitlines() if not line.startswith("Token authentication")]
+    assert process.returncode == 143, messages[-5:]
+    assert json.loads(stdout.strip().splitlines()[-1]) == {"event": "done", "status": "stopped"}
+    assert messages == ["aifactory: terminated"]
     assert sorted(path.name for path in out.iterdir()) == []
 
 

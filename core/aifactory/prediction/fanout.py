@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import signal
 import socket
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -90,11 +92,17 @@ def ray_session(where: FanOut) -> Iterator[None]:
         return
     if where.address and where.address != "auto" and not reachable(where.address):
         raise InputError(f"predict --workers: no Ray cluster answers at {where.address}")
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
     try:
         ray.init(address=where.address, log_to_driver=False, configure_logging=False)
     except (ConnectionError, RuntimeError, ValueError) as error:
         raise InputError(f"predict --workers: cannot join the Ray cluster at {where.address or 'auto'}: "
                          f"{str(error).splitlines()[0]}") from None
+    finally:  # Ray's core worker puts its crash dumper on SIGTERM: a stop must unwind as the CLI made it to
+        if threading.current_thread() is threading.main_thread():
+            for number, handler in handlers.items():
+                if handler is not None:
+                    signal.signal(number, handler)
     try:
         yield
     finally:
