@@ -5,7 +5,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from aifactory.errors import ConfigError
+from aifactory.errors import ConfigError, InputError
 from aifactory.pipeline.runner import plan, run
 from aifactory.pipeline.spec import load_pipeline
 
@@ -45,6 +45,23 @@ def test_run_rerun_edit_and_from(tmp_path):
     info = json.loads(Path(run(load_pipeline(path))["check"]["info"]).read_text())
     assert info["width"] == 220
     assert actions(load_pipeline(path), from_task="check") == {"scene": "skip", "check": "run", "other": "skip"}
+
+
+def test_a_task_folder_holding_someone_elses_files_is_refused_not_emptied(tmp_path):
+    path = write(tmp_path / "p.yaml", PIPELINE)
+    pipeline = load_pipeline(path)
+    mine = pipeline.workdir / "scene" / "mine.txt"  # a workdir given by mistake: a folder of the analyst's
+    mine.parent.mkdir(parents=True)
+    mine.write_text("mine\n")
+    with pytest.raises(InputError, match=r"scene: holds mine.txt, which this pipeline did not write there"):
+        run(pipeline)
+    assert mine.read_text() == "mine\n" and not (pipeline.workdir / "other").exists(), "refused before any task"
+    mine.unlink()
+    run(pipeline)
+    mine.write_text("mine\n")  # beside this pipeline's own outputs, a re-run of the task may empty its folder
+    write(path, PIPELINE.replace("width: 200", "width: 220"))
+    run(load_pipeline(path))
+    assert not mine.exists()
 
 
 def test_resume_after_failure(tmp_path):

@@ -23,7 +23,7 @@ from typing import Any
 
 from aifactory import __version__
 from aifactory.config import validate
-from aifactory.errors import AIFactoryError, ConfigError
+from aifactory.errors import AIFactoryError, ConfigError, InputError
 from aifactory.io.atomic import remove_path, write_text_atomic
 from aifactory.io.output_paths import output_folder
 from aifactory.pipeline import TASKS
@@ -132,6 +132,7 @@ def run(pipeline: Pipeline, from_task: str | None = None) -> dict[str, dict[str,
     plans = plan(pipeline, from_task)
     output_folder(pipeline.workdir)
     state = read_state(pipeline.workdir)
+    _refuse_foreign_task_folders(pipeline, plans, state)
     outputs: dict[str, dict[str, Any]] = {}
     rep = reporter()
     for index, step in enumerate(plans):
@@ -175,6 +176,17 @@ def run(pipeline: Pipeline, from_task: str | None = None) -> dict[str, dict[str,
                 rep.artifact(step.name, value)
     rep.progress("pipeline", 1.0, "done")
     return outputs
+
+
+def _refuse_foreign_task_folders(pipeline: Pipeline, plans: list[TaskPlan], state: dict[str, Any]) -> None:
+    """A task runs in a fresh ``WORKDIR/<task>`` folder; one that holds files but that this pipeline never ran
+    there is someone's (a folder given as ``-o`` by mistake): refused before any task runs, not emptied."""
+    for step in plans:
+        folder = pipeline.workdir / step.name
+        if step.action != "skip" and step.name not in state and folder.is_dir() and any(folder.iterdir()):
+            names = sorted(entry.name for entry in folder.iterdir())
+            raise InputError(f"{folder}: holds {', '.join(names[:3])}{' …' if len(names) > 3 else ''}, which this "
+                             f"pipeline did not write there: give the run another workdir (-o), or move them")
 
 
 def _param_key(value: Any, path: str, context: TaskContext) -> str | None:
