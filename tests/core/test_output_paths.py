@@ -66,19 +66,20 @@ def test_a_folder_output_is_replaced_by_the_same_output_but_not_over_a_file_adde
     assert (out / "notes.txt").read_text() == "mine\n"
 
 
-def test_a_folder_from_before_the_listing_is_replaced_only_by_an_output_that_writes_all_it_holds(cli, layers,
-                                                                                                   tmp_path):
+def test_a_folder_holding_files_but_no_listing_is_refused_before_the_work(cli, layers, tmp_path):
+    """Nothing tells it from the analyst's folder (an output of a version before the listing is moved once)."""
     pred, truth = layers
     out = tmp_path / "rps"
     assert cli("rps", "--pred", str(pred), "--truth", str(truth), "-o", str(out), *SWEEP).returncode == 0
     (out / LISTING_NAME).unlink()  # as an earlier version left it
-    assert cli("rps", "--pred", str(pred), "--truth", str(truth), "-o", str(out), *SWEEP).returncode == 0
-    (out / LISTING_NAME).unlink()
-    (out / "notes.txt").write_text("mine\n")
-    done = cli("rps", "--pred", str(pred), "--truth", str(truth), "-o", str(out), *SWEEP)
-    assert "notes.txt" in one_error_line(done)
-    assert (out / "notes.txt").is_file() and (out / "operating_point.json").is_file()
+    before = snapshot(out)
+    done = cli("rps", "--pred", str(pred), "--truth", str(truth), "-o", str(out), "--sweep", "score=0.1:0.9:0.2")
+    assert "operating_point.json" in one_error_line(done)  # no progress bar either: refused before the work
+    assert snapshot(out) == before
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")], "no temporary left"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert cli("rps", "--pred", str(pred), "--truth", str(truth), "-o", str(empty), *SWEEP).returncode == 0
 
 
 def test_files_and_folders_are_not_mistaken_for_each_other(cli, layers, tmp_path):

@@ -32,7 +32,7 @@ from aifactory.catalog.hierarchy import tree
 from aifactory.errors import ConfigError, InputError
 from aifactory.io.atomic import atomic_path
 from aifactory.io.hashing import sha256_file
-from aifactory.io.output_paths import LISTING_NAME
+from aifactory.io.output_paths import LISTING_NAME, absolute, check_folder_output
 from aifactory.models.card import ModelCard, read_card
 from aifactory.progress import reporter
 
@@ -90,6 +90,8 @@ def build_bundle(run_dir: str | Path, out: str | Path, *, operating_point: str |
     rep = reporter()
     if out.suffix.lower() != ".zip":
         raise ConfigError(f"-o {out}: a bundle is a .zip file")
+    if docker is not None:  # refused after the export, the bundle itself was left: both are checked first
+        check_folder_output(absolute(docker))
     if not run_dir.is_dir():
         raise InputError(f"{run_dir}: run directory not found")
     card = read_card(run_dir)

@@ -41,6 +41,7 @@ from aifactory.io.atomic import atomic_path
 from aifactory.io.cog import gdal_env
 from aifactory.io.gdal_copy import copy_raster
 from aifactory.io.hashing import blake3_file
+from aifactory.io.output_paths import folder_output
 from aifactory.io.raster import open_raster, window_transform
 from aifactory.progress import reporter
 
@@ -297,6 +298,7 @@ def export_plan(plan: DatasetPlan, output: str | Path) -> Path:
 
 def build_dataset(config: DatasetConfig, output: str | Path) -> DatasetPlan:
     """Plan and export; returns the plan (its :meth:`~DatasetPlan.table` is what was written)."""
+    folder_output(output)  # before the planning: a folder of the user's is refused at once
     plan = plan_dataset(config)
     export_plan(plan, output)
     return plan

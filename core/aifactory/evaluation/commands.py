@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from aifactory.cli import echo_json, with_events
+from aifactory.io.output_paths import absolute, check_file_output, folder_output
 from aifactory.progress import reporter
 
 TABLE_COLUMNS = ("n_truth", "n_pred", "tp", "fp", "fn", "precision", "recall", "f1", "ap50", "ap")
@@ -91,6 +92,10 @@ def evaluate(pred_path: Path, truth_path: Path, iou: float, min_area: float, by:
     from aifactory.evaluation.pixels import RASTER_SUFFIXES, evaluate_pixels
     from aifactory.evaluation.report import check_imagery, write_report
 
+    if report_dir is not None:
+        folder_output(report_dir)
+    if json_path is not None:
+        check_file_output(absolute(json_path))
     result: Any
     if pred_path.suffix.lower() in RASTER_SUFFIXES:
         truth: Any = truth_path
@@ -167,6 +172,7 @@ def rps(config_path: Path | None, **flags: Any) -> None:
     # later specs of one name (command line) replace earlier ones (file)
     chosen = {spec.partition("=")[0].strip(): (spec, where) for spec, where in zip(specs, origins, strict=True)}
     grid = parse_sweeps([spec for spec, _ in chosen.values()], [where for _, where in chosen.values()])
+    folder_output(Path(str(config.output)))  # before the sweep: a folder of the user's is refused at once
     pred = _load(Path(str(config.pred)), config.pred_layer, config.pred_crs, prefer="detections")
     truth = _load(Path(str(config.truth)), config.truth_layer, config.truth_crs)
     zones = check_zones(read_vector(config.geofence), config.geofence) if config.geofence is not None else None
@@ -240,9 +246,11 @@ def compare_runs(targets: tuple[str, ...], tracking_uri: str | None, experiment:
     from aifactory.evaluation import runs as runs_mod
     from aifactory.io.atomic import atomic_path
 
+    if output is not None:
+        folder_output(output)
     records = _records(targets, tracking_uri, experiment)
     if output is not None:
-        with atomic_path(output) as tmp:
+        with atomic_path(output, folder=True) as tmp:
             tmp.mkdir(parents=True)
             result = runs_mod.compare(records, plot=tmp / "curves.png", metrics=list(metrics) or None)
             if "plot" in result:

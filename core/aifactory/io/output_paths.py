@@ -5,9 +5,9 @@ A folder output (a report, an RPS sweep, a dataset) is replaced whole when it is
 (:func:`aifactory.io.atomic.atomic_path`). Replacing it must not delete what the command did not write: the
 analyst's notes, or the very inputs of the command (``aifactory rps --pred p.gpkg --truth t.gpkg -o .`` in the
 folder that holds them). So each folder output carries a hidden list of the names it holds
-(:data:`LISTING_NAME`); an existing folder is replaced only when everything in it is on that list or is written
-again by the new output. A folder without the list (empty, or made by a version before the list) is replaced
-only when the new output writes every name it holds.
+(:data:`LISTING_NAME`); an existing folder is replaced only when it is empty, or when everything in it is on that
+list or is written again by the new output. A folder that holds files but no list is refused before any work:
+nothing tells it from a user's folder (an output of a version before the list has to be moved once).
 """
 
 from __future__ import annotations
@@ -68,13 +68,20 @@ def file_output(path: str | os.PathLike[str]) -> Path:
 
 def check_folder_output(final: Path) -> None:
     """Refuse, before any work, a folder output that would replace a file, the current folder, or what it did not
-    write (see the module's docstring; a folder without a listing is judged when the new output is ready)."""
+    write (see the module's docstring)."""
     if final.exists() and not final.is_dir():
         raise InputError(f"{final}: is a file, not a folder")
     if final == Path.cwd() or final in Path.cwd().parents:
         raise InputError(f"{final}: is the current folder or holds it: give the output a folder of its own")
-    if final.is_dir() and (final / LISTING_NAME).is_file():
+    if final.is_dir():
         refuse_foreign_entries(final, written=set())
+
+
+def folder_output(path: str | os.PathLike[str]) -> Path:
+    """``path`` checked as a folder output, for a command to call before its work (see :func:`check_folder_output`)."""
+    final = absolute(path)
+    check_folder_output(final)
+    return final
 
 
 def refuse_foreign_entries(final: Path, written: set[str]) -> None:
