@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import zipfile
 
 import geopandas as gpd
 import pytest
@@ -89,7 +90,7 @@ def test_register_a_tracked_run_links_the_training_run(store, trained_run, tmp_p
     assert (resolve_model_uri("models:/trees-tracked/1", tracking_uri=uri) / "report" / "curves.png").is_file()
 
 
-def test_registry_mistakes_are_one_line_errors(store, registered, tmp_path):
+def test_registry_mistakes_are_one_line_errors(store, registered, bundle_dir, tmp_path):  # noqa: F811
     uri, _ = store
     corrupt = tmp_path / "broken.zip"
     corrupt.write_bytes(b"PK\x03\x04 not really")
@@ -103,6 +104,21 @@ def test_registry_mistakes_are_one_line_errors(store, registered, tmp_path):
         register_model(tmp_path / "nothing", "trees", tracking_uri=uri)
     with pytest.raises(InputError, match="corrupt zip"):
         register_model(corrupt, "trees", tracking_uri=uri)
+    damaged = tmp_path / "damaged.zip"  # a zip that opens, its network's bytes spoilt halfway
+    shutil.copy(bundle_dir / "model.zip", damaged)
+    info = zipfile.ZipFile(damaged).getinfo("model.onnx")
+    with open(damaged, "r+b") as handle:
+        handle.seek(info.header_offset + 200 + info.compress_size // 2)
+        handle.write(bytes(64))
+    with pytest.raises(InputError, match=r"corrupt bundle member model\.onnx"):
+        register_model(damaged, "trees", tracking_uri=uri)
+    artifacts = sorted(p.name for p in store[1].rglob("*"))
+    for name, alias, said in (("bad/name", None, "--name: Invalid model name"),
+                              ("trees", "bad alias!", "--alias: Invalid alias name"),
+                              ("trees", "latest", "--alias: 'latest' alias name")):
+        with pytest.raises(InputError, match=said):  # refused before anything is stored
+            register_model(bundle_dir / "model.zip", name, alias=alias, tracking_uri=uri)
+    assert sorted(p.name for p in store[1].rglob("*")) == artifacts
     assert [v.version for v in list_models(tracking_uri=uri) if v.name == "trees"] == [1, 2]  # nothing added
 
 

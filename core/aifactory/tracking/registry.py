@@ -117,20 +117,42 @@ def _describe(version: Any) -> ModelVersion:
                         file=tags.get(FILE_TAG, ""))
 
 
+def check_names(name: str, alias: str | None = None) -> None:
+    """MLflow's own rules for a model's name and an alias, checked before any upload (MLflow checks them only
+    when the version is made, after the artifacts are stored: a refused name left them behind)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.validation import (
+        _validate_model_alias_name,
+        _validate_model_alias_name_reserved,
+        _validate_model_name,
+    )
+
+    checks = [("--name", _validate_model_name, name)]
+    if alias is not None:
+        checks += [("--alias", _validate_model_alias_name, alias),
+                   ("--alias", _validate_model_alias_name_reserved, alias)]
+    for option, check, value in checks:
+        try:
+            check(value)
+        except MlflowException as exc:
+            raise InputError(f"{option}: {exc.message.splitlines()[0]}") from None
+
+
 def register_model(path: str | Path, name: str, *, alias: str | None = None,
                    tracking_uri: str | None = None) -> ModelVersion:
     """Register a bundle zip (or folder) or a run directory as a new version of ``name``."""
     from mlflow.exceptions import MlflowException
 
-    from aifactory.bundle.format import is_bundle, read_meta
+    from aifactory.bundle.format import is_bundle, read_meta, read_onnx
     from aifactory.models.card import read_card
 
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: not found (expected a bundle .zip or a run directory)")
+    check_names(name, alias)  # before anything is uploaded or registered
     kind = "bundle" if is_bundle(path) else "run"
     if kind == "bundle":
-        read_meta(path)  # a damaged or unreadable bundle is refused here, not at deployment
+        read_onnx(path, read_meta(path))  # a damaged bundle is refused here, not at deployment
         files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
         root = path.parent if path.is_file() else path
     else:
