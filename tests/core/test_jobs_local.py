@@ -57,6 +57,13 @@ def test_submit_wait_replays_the_job_events_and_fetch_copies_artifacts(cli, tmp_
     assert fetched.returncode == 0, fetched.stderr
     assert json.loads((out / "check" / "info.json").read_text())["width"] == 64
     assert (out / "scene" / "scene.tif").stat().st_size == Path(job["artifacts"][0]["path"]).stat().st_size
+    blocked = tmp_path / "blocked"  # a file where one of the job's folders goes: refused before any copy
+    blocked.mkdir()
+    (blocked / "check").write_text("mine\n")
+    refused = cli("jobs", "fetch", job["id"], "-o", str(blocked), env=env)
+    assert refused.returncode == 2 and refused.stderr.splitlines() == [
+        f"aifactory: error: {blocked / 'check' / 'info.json'}: {blocked / 'check'} is a file, not a folder"]
+    assert sorted(p.name for p in blocked.iterdir()) == ["check"]
 
 
 def test_failed_job_gives_its_reason_and_exit_1(cli, tmp_path, env):

@@ -53,9 +53,18 @@ def output_folder(path: str | os.PathLike[str]) -> Path:
 
 
 def check_file_output(final: Path) -> None:
-    """Refuse an output file whose name is taken by a folder."""
+    """Refuse an output file whose name is taken by a folder, or that a file above it cannot hold."""
     if final.is_dir():
         raise InputError(f"{final}: is a folder: give the name of the file to write")
+    blocking = next((p for p in reversed(final.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise InputError(f"{final}: {blocking} is a file, not a folder")
+
+
+def check_file_outputs(finals: list[Path]) -> None:
+    """:func:`check_file_output` for every file a command will write, before it writes the first one."""
+    for final in finals:
+        check_file_output(final)
 
 
 def file_output(path: str | os.PathLike[str]) -> Path:

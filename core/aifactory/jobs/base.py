@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from aifactory.io.atomic import atomic_path
+from aifactory.io.output_paths import check_file_outputs
 from aifactory.progress import reporter
 
 if TYPE_CHECKING:
@@ -37,6 +38,8 @@ def copy_from_workdir(workdir: Path, paths: list[str] | None, out_dir: Path) -> 
     root = workdir.expanduser().resolve()
     if paths is None:
         paths = [str(p) for p in sorted(root.rglob("*")) if p.is_file()]
+    check_file_outputs([out_dir / (root / name).resolve().relative_to(root) for name in paths
+                        if root in (root / name).resolve().parents])  # all or none: not a part, then a refusal
     copied = []
     for name in paths:
         source = (root / name).resolve()

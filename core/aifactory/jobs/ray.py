@@ -29,7 +29,7 @@ from typing import Any
 from aifactory.coderef import REF_ENV, CodeRef
 from aifactory.errors import InputError
 from aifactory.io.atomic import atomic_path
-from aifactory.io.output_paths import output_folder
+from aifactory.io.output_paths import check_file_outputs, output_folder
 from aifactory.jobs import pack
 from aifactory.jobs.base import TERMINAL, Poll, copy_from_workdir, entrypoint
 from aifactory.jobs.events import parse_events, summarize
@@ -212,10 +212,12 @@ def extract(archive_file: Any, out_dir: Path) -> list[Path]:
     written = []
     with zipfile.ZipFile(archive_file) as archive:
         members = [m for m in archive.infolist() if not m.is_dir()]
-        for index, member in enumerate(members, start=1):
-            target = (root / member.filename).resolve()
+        targets = [(root / member.filename).resolve() for member in members]
+        for member, target in zip(members, targets, strict=True):
             if root not in target.parents:
                 raise InputError(f"fetched archive: member {member.filename!r} would land outside {root}")
+        check_file_outputs(targets)  # all or none: a refusal halfway left part of the job's files
+        for index, (member, target) in enumerate(zip(members, targets, strict=True), start=1):
             with atomic_path(target) as tmp, archive.open(member) as source, open(tmp, "wb") as sink:
                 while chunk := source.read(1 << 20):
                     sink.write(chunk)
