@@ -248,29 +248,11 @@ def test_killed_prediction_leaves_no_partial_outputs(tmp_path, trained_run, cli)
     assert sorted(path.name for path in out.iterdir() if path.name.startswith(".")) == []
 
 
-def test_terminated_prediction_stops_like_ctrl_c_and_leaves_nothing(tmp_path, trained_run):  # noqa: F811
-    """SIGTERM (kill, timeout, batch schedulers, container runtimes) unwinds the command as Ctrl-C does: the last
-    event says stopped, the exit code is 128 + 15, and not even a hidden temporary file is left."""
+def _terminated(tmp_path, trained_run, *extra: str) -> tuple[int, dict, list[str], list[str]]:  # noqa: F811
+    """A prediction stopped by SIGTERM while predicting: its exit code, last event, stderr lines (without Ray's
+    token notice) and what is left in its output folder."""
     with open(tmp_path / "stderr.txt", "w+") as stderr:
-        process, out = _predicting(tmp_path, trained_run, stderr)
-        try:
-            process.send_signal(signal.SIGTERM)
-            stdout, _ = process.communicate(timeout=60)
-        finally:
-            if process.poll() is None:
-                process.kill()
-        stderr.seek(0)
-        messages = stderr.read().strip().splitlines()
-    assert process.returncode == 143, messages[-5:]
-    assert json.loads(stdout.strip().splitlines()[-1]) == {"event": "done", "status": "stopped"}
-    assert messages[-1] == "aifactory: terminated"
-    assert sorted(path.name for path in out.iterdir()) == []
-
-
-def test_terminated_fanned_out_prediction_stops_too(tmp_path, trained_run):  # noqa: F811
-    """With ``--workers``, Ray's core worker had put its crash dumper on SIGTERM: exit 134 and a page of frames."""
-    with open(tmp_path / "stderr.txt", "w+") as stderr:
-        process, out = _predicting(tmp_path, trained_run, stderr, "--workers", "2")
+        process, out = _predicting(tmp_path, trained_run, stderr, *extra)
         try:
             process.send_signal(signal.SIGTERM)
             stdout, _ = process.communicate(timeout=120)
@@ -279,10 +261,25 @@ def test_terminated_fanned_out_prediction_stops_too(tmp_path, trained_run):  # n
                 process.kill()
         stderr.seek(0)
         messages = [line for line in stderr.read().splitlines() if not line.startswith("Token authentication")]
-    assert process.returncode == 143, messages[-5:]
-    assert json.loads(stdout.strip().splitlines()[-1]) == {"event": "done", "status": "stopped"}
-    assert messages == ["aifactory: terminated"]
-    assert sorted(path.name for path in out.iterdir()) == []
+    return process.returncode, json.loads(stdout.strip().splitlines()[-1]), messages, sorted(
+        path.name for path in out.iterdir())
+
+
+def test_terminated_prediction_stops_like_ctrl_c_and_leaves_nothing(tmp_path, trained_run):  # noqa: F811
+    """SIGTERM (kill, timeout, batch schedulers, container runtimes) unwinds the command as Ctrl-C does: the last
+    event says stopped, the exit code is 128 + 15, and not even a hidden temporary file is left."""
+    code, last, messages, left = _terminated(tmp_path, trained_run)
+    assert code == 143, messages[-5:]
+    assert last == {"event": "done", "status": "stopped"}
+    assert messages[-1] == "aifactory: terminated" and left == []
+
+
+def test_terminated_fanned_out_prediction_stops_too(tmp_path, trained_run):  # noqa: F811
+    """With ``--workers``, Ray's core worker had put its crash dumper on SIGTERM: exit 134 and a page of frames."""
+    code, last, messages, left = _terminated(tmp_path, trained_run, "--workers", "2")
+    assert code == 143, messages[-5:]
+    assert last == {"event": "done", "status": "stopped"}
+    assert messages == ["aifactory: terminated"] and left == []
 
 
 def test_reuse_heap_policy_changes_speed_not_results(tmp_path, base_result, trained_run, predict_scene, cli):  # noqa: F811
