@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from aifactory.errors import ConfigError, InputError
-from aifactory.pipeline.runner import plan, run
+from aifactory.pipeline.runner import LOCK_NAME, plan, run
 from aifactory.pipeline.spec import load_pipeline
 
 
@@ -62,6 +62,21 @@ def test_a_task_folder_holding_someone_elses_files_is_refused_not_emptied(tmp_pa
     write(path, PIPELINE.replace("width: 200", "width: 220"))
     run(load_pipeline(path))
     assert not mine.exists()
+
+
+def test_a_second_run_in_the_same_workdir_is_refused_while_the_first_works(tmp_path):
+    import fcntl
+
+    pipeline = load_pipeline(write(tmp_path / "p.yaml", PIPELINE))
+    pipeline.workdir.mkdir(parents=True)
+    with open(pipeline.workdir / LOCK_NAME, "a+") as first:  # what a run in another process holds
+        fcntl.flock(first, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        first.write("4242\n")
+        first.flush()
+        with pytest.raises(InputError, match=r"another run is working there \(process 4242\)"):
+            run(pipeline)
+    assert not (pipeline.workdir / "scene").exists()
+    run(pipeline)  # the lock is gone with its holder: no stale lock
 
 
 def test_resume_after_failure(tmp_path):

@@ -14,9 +14,13 @@ A task's one-line error gets its place in the pipeline file here, once for every
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
+import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +33,9 @@ from aifactory.io.output_paths import output_folder
 from aifactory.pipeline import TASKS
 from aifactory.pipeline.spec import Pipeline, substitute
 from aifactory.progress import reporter
+
+#: the lock a run holds in its workdir (:func:`_one_run_at_a_time`)
+LOCK_NAME = ".pipeline.lock"
 
 STATE_FILE = ".pipeline-state.json"
 
@@ -129,8 +136,35 @@ def plan(pipeline: Pipeline, from_task: str | None = None) -> list[TaskPlan]:
 
 def run(pipeline: Pipeline, from_task: str | None = None) -> dict[str, dict[str, Any]]:
     """Run the tasks that need it, in order; returns every task's outputs."""
-    plans = plan(pipeline, from_task)
     output_folder(pipeline.workdir)
+    with _one_run_at_a_time(pipeline.workdir):
+        return _run(pipeline, from_task)
+
+
+@contextlib.contextmanager
+def _one_run_at_a_time(workdir: Path) -> Iterator[None]:
+    """Hold the workdir's lock for the run: a second run there would redo the same tasks and could write the same
+    files at once. An advisory ``flock``, so a killed run never leaves a stale lock behind."""
+    with open(workdir / LOCK_NAME, "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip()
+            raise InputError(f"{workdir}: another run is working there{f' (process {holder})' if holder else ''}; "
+                             "wait for it to end, or give this one another workdir (-o)") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _run(pipeline: Pipeline, from_task: str | None) -> dict[str, dict[str, Any]]:
+    plans = plan(pipeline, from_task)
     state = read_state(pipeline.workdir)
     _refuse_foreign_task_folders(pipeline, plans, state)
     outputs: dict[str, dict[str, Any]] = {}
