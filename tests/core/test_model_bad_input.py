@@ -5,6 +5,9 @@ found before the long work where it can be."""
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -31,8 +34,6 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def copy_dataset(dataset: Path, folder: Path) -> tuple[Path, Path]:
     """A copy of ``dataset`` and the image of its ninth train chip (read after the first steps)."""
-    import shutil
-
     copy = Path(shutil.copytree(dataset, folder / "dataset"))
     chips = pd.read_csv(copy / "chips.csv")
     return copy, copy / chips[chips["split"] == "train"]["image"].iloc[8]
@@ -129,8 +130,6 @@ def test_training_refuses_a_wrong_store_before_it_starts(dataset, tmp_path):
 def round_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("round")
     _, truth, _ = make_scene(folder)
-    import shutil
-
     shutil.copy(truth, folder / "annotations.gpkg")
     return folder
 
@@ -227,3 +226,20 @@ def test_tta_errors_name_the_option(tmp_path, small_scene, cli):
     result = cli("predict", "--model", str(bundle), "--tta", "--tta-mode", "none", "--raster", str(small_scene[0]),
                  "-o", str(tmp_path / "p"))
     assert result.returncode == 2 and "--tta-mode none" in one_line(result.stderr)
+
+
+def test_a_new_store_in_a_read_only_folder_is_one_line(tmp_path):
+    """SQLite's "unable to open database file" came out of MLflow as two tracebacks (~200 lines)."""
+    if shutil.which("unshare") is None:
+        pytest.skip("no unshare here")
+    source, target = tmp_path / "src", tmp_path / "ro"
+    source.mkdir()
+    target.mkdir()
+    script = (f"mount --bind {source} {target} && mount -o remount,ro,bind {target} && "
+              f"{sys.executable} -m aifactory.cli registry list --tracking-uri {target / 'r.db'}")
+    done = subprocess.run(["unshare", "--mount", "sh", "-c", script], capture_output=True, text=True, timeout=120)
+    if "mount" in done.stderr and done.returncode != 2:
+        pytest.skip(f"no private read-only mount here: {done.stderr.strip()[:80]}")
+    assert done.returncode == 2 and done.stderr.splitlines() == [
+        f"aifactory: error: {target / 'r.db'}: cannot create the MLflow store: {target} is not writable "
+        "(a read-only file system, or no permission)"]

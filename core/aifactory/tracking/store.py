@@ -10,6 +10,7 @@ Server URLs and other schemes go to MLflow untouched.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -52,6 +53,9 @@ def _check_sqlite(path: Path) -> None:
     if not path.exists():
         if not path.parent.is_dir():
             raise InputError(f"{path.parent}: folder not found (for the MLflow store {path.name})")
+        if not os.access(path.parent, os.W_OK):  # MLflow would create it: SQLite's "unable to open database file"
+            raise InputError(f"{path}: cannot create the MLflow store: {path.parent} is not writable (a read-only "
+                             "file system, or no permission)")
         return  # MLflow creates a new store
     try:
         with closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as db:
