@@ -61,6 +61,16 @@ def check_file_output(final: Path) -> None:
         raise InputError(f"{final}: {blocking} is a file, not a folder")
 
 
+def refuse_inputs_as_output(output: Path, inputs: dict[str, str | os.PathLike[str] | None]) -> None:
+    """Refuse an output that is one of the command's inputs (``role -> path``; a link to it included): publishing
+    it would replace the input by the command's result, and the input would be lost."""
+    if not output.exists():
+        return
+    for role, path in inputs.items():
+        if path is not None and Path(path).exists() and os.path.samefile(path, output):
+            raise InputError(f"{output}: the output is the {role} {path}: give the output another name")
+
+
 def check_file_outputs(finals: list[Path]) -> None:
     """:func:`check_file_output` for every file a command will write, before it writes the first one."""
     for final in finals:

@@ -7,11 +7,9 @@ from typing import Literal
 import geopandas as gpd
 import numpy as np
 import shapely
-from pydantic import Field, field_validator
-from pyproj import CRS
-from pyproj.exceptions import CRSError
+from pydantic import Field
 
-from aifactory.config import StrictModel
+from aifactory.config import CrsText, StrictModel
 from aifactory.errors import InputError
 from aifactory.postprocess.base import OPS, geometries, refresh_area
 
@@ -71,16 +69,7 @@ def attributes(frame: gpd.GeoDataFrame, params: AttributesParams) -> gpd.GeoData
 
 
 class ReprojectParams(StrictModel):
-    crs: str = Field(description="target CRS: 'EPSG:4326', a PROJ string or WKT")
-
-    @field_validator("crs")
-    @classmethod
-    def _known_crs(cls, value: str) -> str:
-        try:
-            CRS.from_user_input(value)
-        except CRSError as exc:
-            raise ValueError(f"not a CRS: {str(exc).splitlines()[0]}") from None
-        return value
+    crs: CrsText = Field(description="target CRS: 'EPSG:4326', a PROJ string or WKT")
 
 
 @OPS.register("reproject", ReprojectParams)

@@ -8,16 +8,14 @@ from pathlib import Path
 import click
 
 from aifactory.cli import with_events
-from aifactory.errors import InputError
 
 
 def _check_outputs(source: Path, output: Path, plot: Path | None) -> None:
     """Refuse, before any work, outputs that could only fail at the end or destroy the input: the input file
     itself (it would be replaced by its own result) or a folder where a file is to be written."""
-    from aifactory.io.output_paths import absolute, check_file_output
+    from aifactory.io.output_paths import absolute, check_file_output, refuse_inputs_as_output
 
-    if output.exists() and source.exists() and output.samefile(source):
-        raise InputError(f"{output}: the output is the input file; write the result to another file")
+    refuse_inputs_as_output(output, {"input": source})
     for path in (output, plot):
         if path is not None:
             check_file_output(absolute(path))

@@ -23,7 +23,6 @@ line as well, and the writer leaves nothing.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from rasterio.windows import Window
 
 from aifactory.errors import InputError
 from aifactory.io.cog import COGWriter
+from aifactory.io.output_paths import refuse_inputs_as_output
 from aifactory.io.raster import check_readable, open_raster, read_valid_mask, read_window
 from aifactory.preprocess.ortho import WGS84, check_dem_cover, terrain_options
 from aifactory.preprocess.stretch import Stretch, compute_stretch, load_stretch, save_stretch, sidecar_path
@@ -72,16 +72,6 @@ def _warp(ds: Any, options: PreprocessOptions) -> Warp | None:
     return plan_warp(ds, dst_crs, options.resolution, options.resampling)
 
 
-def _check_not_an_input(output: Path, inputs: dict[str, Path | None]) -> None:
-    """Refuse an output that is one of the inputs (a link to it included): publishing it would replace the input
-    by the command's result, and the input would be lost."""
-    if not output.exists():
-        return
-    for role, path in inputs.items():
-        if path is not None and Path(path).exists() and os.path.samefile(path, output):
-            raise InputError(f"{output}: is the {role} {path}: give the output another name")
-
-
 def _windows(width: int, height: int) -> list[Window]:
     return [Window(col, row, min(WINDOW, width - col), min(WINDOW, height - row))
             for row in range(0, height, WINDOW) for col in range(0, width, WINDOW)]
@@ -92,8 +82,7 @@ def preprocess_raster(source: str | Path, output: str | Path, options: Preproces
     output = Path(output)
     with open_raster(source) as ds:
         check_readable(ds)
-        _check_not_an_input(output, {"input raster": Path(source), "--dem": options.dem,
-                                     "--stretch": options.stretch})
+        refuse_inputs_as_output(output, {"input raster": source, "--dem": options.dem, "--stretch": options.stretch})
         bands = options.bands or list(range(1, ds.count + 1))
         bad = [b for b in bands if not 1 <= b <= ds.count]
         if bad:
