@@ -228,18 +228,38 @@ def test_tta_errors_name_the_option(tmp_path, small_scene, cli):
     assert result.returncode == 2 and "--tta-mode none" in one_line(result.stderr)
 
 
-def test_a_new_store_in_a_read_only_folder_is_one_line(tmp_path):
-    """SQLite's "unable to open database file" came out of MLflow as two tracebacks (~200 lines)."""
+def read_only_run(source: Path, target: Path, command: str) -> subprocess.CompletedProcess[str]:
+    """``aifactory COMMAND`` with ``source`` mounted read-only at ``target`` (a private mount namespace)."""
     if shutil.which("unshare") is None:
         pytest.skip("no unshare here")
-    source, target = tmp_path / "src", tmp_path / "ro"
-    source.mkdir()
     target.mkdir()
     script = (f"mount --bind {source} {target} && mount -o remount,ro,bind {target} && "
-              f"{sys.executable} -m aifactory.cli registry list --tracking-uri {target / 'r.db'}")
+              f"{sys.executable} -m aifactory.cli {command}")
     done = subprocess.run(["unshare", "--mount", "sh", "-c", script], capture_output=True, text=True, timeout=120)
     if "mount" in done.stderr and done.returncode != 2:
         pytest.skip(f"no private read-only mount here: {done.stderr.strip()[:80]}")
+    return done
+
+
+def test_a_new_store_in_a_read_only_folder_is_one_line(tmp_path):
+    """SQLite's "unable to open database file" came out of MLflow as two tracebacks (~200 lines)."""
+    (tmp_path / "src").mkdir()
+    target = tmp_path / "ro"
+    done = read_only_run(tmp_path / "src", target, f"registry list --tracking-uri {target / 'r.db'}")
     assert done.returncode == 2 and done.stderr.splitlines() == [
         f"aifactory: error: {target / 'r.db'}: cannot create the MLflow store: {target} is not writable "
         "(a read-only file system, or no permission)"]
+
+
+def test_an_existing_store_on_a_read_only_mount_is_read_but_not_written(tmp_path):
+    """SQLite's "attempt to write a readonly database" came out of MLflow as a 60-line log and traceback."""
+    (tmp_path / "src").mkdir()
+    assert list_models(tracking_uri=str(tmp_path / "src" / "r.db")) == []  # a real, empty MLflow store
+    target = tmp_path / "ro"
+    listed = read_only_run(tmp_path / "src", target, f"registry list --tracking-uri {target / 'r.db'}")
+    assert listed.returncode == 0, listed.stderr
+    done = read_only_run(tmp_path / "src", tmp_path / "ro2",
+                         f"registry alias trees 1 production --tracking-uri {tmp_path / 'ro2' / 'r.db'}")
+    assert done.returncode == 2 and done.stderr.splitlines() == [
+        f"aifactory: error: {tmp_path / 'ro2' / 'r.db'}: the MLflow store cannot be written (a read-only file "
+        "system, or no permission)"]

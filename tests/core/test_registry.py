@@ -76,7 +76,7 @@ def test_register_a_tracked_run_links_the_training_run(store, trained_run, tmp_p
 
     uri, _ = store
     client = MlflowClient(uri)
-    experiment = client.create_experiment("training")
+    experiment = client.create_experiment("training", artifact_location=(tmp_path / "artifacts").as_uri())
     training = client.create_run(experiment, run_name="r1")
     run_dir = tmp_path / "r1"
     shutil.copytree(trained_run, run_dir)

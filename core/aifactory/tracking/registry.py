@@ -61,15 +61,16 @@ class ModelVersion:
         return asdict(self)
 
 
-def store_uri(tracking_uri: str | None = None) -> str:
+def store_uri(tracking_uri: str | None = None, *, write: bool = False) -> str:
     """The MLflow store: the argument, ``MLFLOW_TRACKING_URI``, or ``./mlruns.db`` (SQLite), checked
-    (:func:`~aifactory.tracking.store.check_store`: a plain path, a file that is no MLflow store)."""
+    (:func:`~aifactory.tracking.store.check_store`: a plain path, a file that is no MLflow store, a store that
+    a command that writes cannot write)."""
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd().resolve() / 'mlruns.db'}"
-    return check_store(uri)
+    return check_store(uri, write=write)
 
 
 @contextmanager
-def client(tracking_uri: str | None = None) -> Iterator[Any]:
+def client(tracking_uri: str | None = None, *, write: bool = False) -> Iterator[Any]:
     """An ``MlflowClient`` on the store (tracking and registry); MLflow errors become one InputError line."""
     try:
         from mlflow.exceptions import MlflowException
@@ -78,7 +79,7 @@ def client(tracking_uri: str | None = None) -> Iterator[Any]:
         raise InputError("the model registry needs mlflow (pip install mlflow-skinny sqlalchemy alembic)") from None
     for name in ("mlflow", "alembic"):  # after the import: mlflow sets its own levels when imported
         logging.getLogger(name).setLevel(logging.WARNING)
-    uri = store_uri(tracking_uri)
+    uri = store_uri(tracking_uri, write=write)
     try:
         yield MlflowClient(tracking_uri=uri, registry_uri=uri)
     except MlflowException as exc:
@@ -160,8 +161,8 @@ def register_model(path: str | Path, name: str, *, alias: str | None = None,
         files = [path / n for n in RUN_FILES if (path / n).is_file()]
         files += sorted(p for p in (path / "report").rglob("*") if p.is_file())
         root = path
-    uri = store_uri(tracking_uri)
-    with client(uri) as mlflow:
+    uri = store_uri(tracking_uri, write=True)
+    with client(uri, write=True) as mlflow:
         run_id = _training_run(mlflow, path, uri) if kind == "run" else None
         created = run_id is None
         if created:
@@ -187,7 +188,7 @@ def register_model(path: str | Path, name: str, *, alias: str | None = None,
 
 def set_alias(name: str, version: int, alias: str, *, tracking_uri: str | None = None) -> ModelVersion:
     """Point ``alias`` (e.g. ``production``) of ``name`` at ``version`` (moving it if it was elsewhere)."""
-    with client(tracking_uri) as mlflow:
+    with client(tracking_uri, write=True) as mlflow:
         mlflow.get_model_version(name, str(version))  # an unknown version is an error, not a dangling alias
         mlflow.set_registered_model_alias(name, alias, str(version))
         return _describe(mlflow.get_model_version(name, str(version)))

@@ -39,12 +39,24 @@ def normalize_uri(uri: str) -> str:
                       f"{SQLITE}{path / 'mlruns.db'} (or a path ending in .db)")
 
 
-def check_store(uri: str) -> str:
-    """``uri`` normalised, after a one-line error if it names a SQLite file that is not an MLflow store."""
+def check_store(uri: str, *, write: bool = False) -> str:
+    """``uri`` normalised, after a one-line error if it names a SQLite file that is not an MLflow store, or,
+    for a command that writes (``write``), one that cannot be written (SQLite would fail only at the first insert, and
+    MLflow logs that failure as a 60-line traceback before raising)."""
     uri = normalize_uri(uri)
     if uri.startswith(SQLITE):
-        _check_sqlite(Path(uri.removeprefix(SQLITE).split("?", 1)[0]).resolve())
+        path = Path(uri.removeprefix(SQLITE).split("?", 1)[0]).resolve()
+        _check_sqlite(path)
+        if write and path.exists():
+            _check_writable(path)
     return uri
+
+
+def _check_writable(path: Path) -> None:
+    """SQLite writes the database file and a journal beside it: both the file and its folder must be writable."""
+    for where, what in ((path, "the MLflow store"), (path.parent, f"the MLflow store's folder {path.parent}")):
+        if not os.access(where, os.W_OK):
+            raise InputError(f"{path}: {what} cannot be written (a read-only file system, or no permission)")
 
 
 def _check_sqlite(path: Path) -> None:

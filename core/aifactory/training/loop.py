@@ -209,7 +209,7 @@ def tracking_store(config: TrainConfig, tracking_uri: str | None, source: str) -
     if uri is None:
         return None
     try:
-        return check_store(uri)
+        return check_store(uri, write=True)
     except AIFactoryError as exc:
         exc.args = (f"{'--tracking-uri' if tracking_uri else f'{source}: tracking.uri'}: {exc}",)
         raise
