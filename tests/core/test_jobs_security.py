@@ -129,3 +129,24 @@ def test_cli_refuses_remote_address_without_token(cli, tmp_path):
         "aifactory: error: http://10.1.2.3:8265 is not a loopback address: give a token (--token or "
         "$AIFACTORY_RAY_TOKEN) or accept an unauthenticated connection with --insecure"]
     assert cli("jobs", "list", "--json", env=env).stdout.strip() == "[]"
+
+
+def test_an_address_that_is_no_ray_dashboard_is_one_line(cli, tmp_path):
+    """A plain web server at --address refused the package upload: "HTTP 501" and its page's last line."""
+    import http.server
+    import threading
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        pipeline = tmp_path / "p.yaml"
+        pipeline.write_text(PIPELINE)
+        env = {"AIFACTORY_LEDGER": str(tmp_path / "jobs.db"), "AIFACTORY_RAY_TOKEN": "t",
+               "AIFACTORY_JOBS_CONFIG": str(tmp_path / "none.yaml")}
+        address = f"http://127.0.0.1:{server.server_port}"
+        result = cli("submit", str(pipeline), "--runner", "ray", "--address", address, env=env)
+    finally:
+        server.shutdown()
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        f"aifactory: error: {address}: not a Ray dashboard (no Ray version at /api/version)"]
+    assert cli("jobs", "list", "--json", env=env).stdout.strip() == "[]"

@@ -187,10 +187,17 @@ def test_bad_input_is_one_line_exit_2(cli, env, ray_head, tmp_path):
         result = cli("submit", target, "--runner", "ray", *args, env=case_env)
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 2 and len(lines) == 1 and expected in lines[0], result.stderr
+    # a relative path is looked for in the job's package folder on the worker: the error says so, in the
+    # submitter's terms (it named Ray's package folder and "pipeline.yaml")
+    relative = write(tmp_path / "relative.yaml", "tasks:\n  info: {task: raster_info, params: {raster: d/x.tif}}\n")
+    result = cli("submit", str(relative), "--runner", "ray", "--wait", env=env)
+    assert result.returncode == 1 and result.stderr.strip().splitlines()[-1].endswith(
+        f"failed: {relative}: tasks.info.params.raster: d/x.tif: raster not found (a Ray job takes relative paths "
+        "inside its package folder on the worker: give paths as the worker sees them, absolute)"), result.stderr
     for command in (("status", "aif-unknown"), ("stop", "aif-unknown"), ("fetch", "aif-unknown", "-o", "x")):
         result = cli("jobs", *command, env=env)
         assert result.returncode == 2 and "'aif-unknown' is not in the ledger" in result.stderr
-    assert cli("jobs", "list", "--json", env=env).stdout.strip() == "[]"
+    assert [job["status"] for job in json.loads(cli("jobs", "list", "--json", env=env).stdout)] == ["failed"]
 
 
 def test_head_killed_midway_leaves_the_job_failed(cli, env, doomed_ray_head, tmp_path):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import shlex
 import tempfile
 import time
@@ -87,6 +88,23 @@ def submission(record: JobRecord, working_dir: str, python: str = "python") -> d
     }
 
 
+#: the folder a Ray node unpacks a job's package into (the job's current folder), as error lines show it
+PACKAGE_FOLDER = re.compile(r"\S*/runtime_resources/working_dir_files/_ray_pkg_[0-9a-f]+/")
+RELATIVE_HINT = ("(a Ray job takes relative paths inside its package folder on the worker: give paths as the "
+                 "worker sees them, absolute)")
+
+
+def submitter_terms(message: str, record: JobRecord) -> str:
+    """A worker's error line as the submitter knows things: the package's ``pipeline.yaml`` is the file that
+    was submitted, and a path inside the package folder is the relative path the pipeline wrote, with why it
+    was looked for there."""
+    if message.startswith("pipeline.yaml: "):
+        message = f"{record.pipeline_path}: {message.removeprefix('pipeline.yaml: ')}"
+    if PACKAGE_FOLDER.search(message):
+        message = f"{PACKAGE_FOLDER.sub('', message)} {RELATIVE_HINT}"
+    return message
+
+
 def first_line(text: str | None) -> str:
     return (text or "").strip().splitlines()[0] if (text or "").strip() else ""
 
@@ -108,6 +126,7 @@ class RayRunner:
         return f"gcs://{name}"
 
     def submit(self, record: JobRecord, pipeline: Path, code: CodeRef) -> dict[str, Any]:
+        self.api.check()
         files = {"pipeline.yaml": record.pipeline_text.encode("utf-8")}
         if code.core is not None:
             files.update(package_files(code.core / "aifactory", "aifactory"))
@@ -144,7 +163,7 @@ class RayRunner:
             return Poll("failed", f"{exc}; the job's fate is unknown")
         error = summarize(events).error
         if status == "failed" and error:
-            message = error
+            message = submitter_terms(error, record)
         started = info.get("start_time") if status != "pending" else None
         finished = info.get("end_time")
         extra = {"node_id": info["driver_node_id"]} if info.get("driver_node_id") else {}

@@ -78,9 +78,16 @@ class RayAPI:
         except json.JSONDecodeError:
             raise InputError(f"{self.address}{path}: not a Ray dashboard (the answer is not JSON)") from None
 
-    def version(self) -> dict[str, Any]:
-        data: dict[str, Any] = self._json("GET", "/api/version")
-        return data
+    def check(self) -> str:
+        """The cluster's Ray version; one line when something else answers at the address (a web server
+        refused the package upload with "HTTP 501" and its HTML page's last line)."""
+        try:
+            data = self._json("GET", "/api/version")
+        except NotFound:
+            data = None
+        if not isinstance(data, dict) or "ray_version" not in data:
+            raise InputError(f"{self.address}: not a Ray dashboard (no Ray version at /api/version)")
+        return str(data["ray_version"])
 
     def submit(self, payload: dict[str, Any]) -> str:
         """POST a job; returns its submission id."""
