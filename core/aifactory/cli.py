@@ -78,8 +78,10 @@ class LazyGroup(click.Group):
         ``KeyboardInterrupt`` with a blank line that only closes a terminal's ``^C`` echo."""
         try:
             return super().invoke(ctx)
-        except Terminated as exc:
-            raise _TerminatedPastClick from exc
+        except KeyboardInterrupt as exc:  # Ray's ray.get turns a Terminated into a plain KeyboardInterrupt
+            if isinstance(exc, Terminated) or _SIGTERM_RECEIVED.is_set():
+                raise _TerminatedPastClick from exc
+            raise
 
 
 class _TerminatedPastClick(BaseException):
@@ -150,14 +152,19 @@ def cli() -> None:
     """AI Factory: datasets, training, prediction, post-processing and evaluation for EO imagery."""
 
 
+#: set by the SIGTERM handler: the exit code says "terminated" even when a library re-raised the interrupt as its own
+_SIGTERM_RECEIVED = threading.Event()
+
+
 def _terminate(signum: int, frame: FrameType | None) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the clean-up short
+    _SIGTERM_RECEIVED.set()
     raise Terminated
 
 
 def _stop_code(exc: BaseException) -> int:
     """Exit code of a stopped command, 128 + the signal's number (click turns Ctrl-C into ``Abort``)."""
-    if isinstance(exc, (Terminated, _TerminatedPastClick)) or isinstance(exc.__cause__, Terminated):
+    if isinstance(exc, (Terminated, _TerminatedPastClick)) or _SIGTERM_RECEIVED.is_set():
         click.echo("aifactory: terminated", err=True)
         return 128 + signal.SIGTERM
     click.echo(f"aifactory: {'aborted' if isinstance(exc, click.exceptions.Abort) else 'interrupted'}", err=True)
@@ -169,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     # Python runs handlers in the main thread only; a SIGTERM the parent chose to ignore stays ignored
     handle_term = threading.current_thread() is threading.main_thread() and \
         signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    _SIGTERM_RECEIVED.clear()
     if handle_term:
         signal.signal(signal.SIGTERM, _terminate)
     take_nearly_full_folders()  # what an earlier command in this process saw is not this one's

@@ -249,8 +249,8 @@ def test_killed_prediction_leaves_no_partial_outputs(tmp_path, trained_run, cli)
 
 
 def _terminated(tmp_path, trained_run, *extra: str) -> tuple[int, dict, list[str], list[str]]:  # noqa: F811
-    """A prediction stopped by SIGTERM while predicting: its exit code, last event, stderr lines (without Ray's
-    token notice) and what is left in its output folder."""
+    """A prediction stopped by SIGTERM while predicting: its exit code, last event, stderr lines and what is
+    left in its output folder."""
     with open(tmp_path / "stderr.txt", "w+") as stderr:
         process, out = _predicting(tmp_path, trained_run, stderr, *extra)
         try:
@@ -260,7 +260,7 @@ def _terminated(tmp_path, trained_run, *extra: str) -> tuple[int, dict, list[str
             if process.poll() is None:
                 process.kill()
         stderr.seek(0)
-        messages = [line for line in stderr.read().splitlines() if not line.startswith("Token authentication")]
+        messages = stderr.read().splitlines()
     return process.returncode, json.loads(stdout.strip().splitlines()[-1]), messages, sorted(
         path.name for path in out.iterdir())
 

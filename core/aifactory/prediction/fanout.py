@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import signal
 import socket
 import threading
@@ -93,6 +94,9 @@ def ray_session(where: FanOut) -> Iterator[None]:
     if where.address and where.address != "auto" and not reachable(where.address):
         raise InputError(f"predict --workers: no Ray cluster answers at {where.address}")
     handlers = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
+    # a local Ray started here turns token authentication on (it stays on 127.0.0.1) and says so on stderr
+    # at every call, through Python's last-resort handler: a notice for cluster operators, not for this command
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     try:
         ray.init(address=where.address, log_to_driver=False, configure_logging=False)
     except (ConnectionError, RuntimeError, ValueError) as error:
