@@ -37,9 +37,11 @@ def cache_dir() -> Path:
 
 
 class StrictModel(BaseModel):
-    """Base of every config model: unknown keys are an error, values are validated on assignment."""
+    """Base of every config model: unknown keys are an error, values are validated on assignment, and YAML's
+    ``.nan`` and ``.inf`` are no numbers (a NaN buffer distance emptied every feature, an infinite one was a
+    GEOS traceback)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=(), allow_inf_nan=False)
 
 
 class _Loader(yaml.SafeLoader):

@@ -31,7 +31,8 @@ def box_sides(geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     n = len(geoms)
     boxes = shapely.oriented_envelope(geoms)
     long_side, short_side, angle = np.zeros(n), np.zeros(n), np.zeros(n)
-    polygon = shapely.get_type_id(boxes) == shapely.GeometryType.POLYGON
+    present = ~shapely.is_empty(boxes) & ~shapely.is_missing(boxes)  # empty input: an empty box, no corners
+    polygon = present & (shapely.get_type_id(boxes) == shapely.GeometryType.POLYGON)
     if polygon.any():
         corners = shapely.get_coordinates(boxes[polygon]).reshape(-1, 5, 2)
         first, second = corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 1]
@@ -39,7 +40,7 @@ def box_sides(geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         along = np.where((a >= b)[:, None], first, second)
         long_side[polygon], short_side[polygon] = np.maximum(a, b), np.minimum(a, b)
         angle[polygon] = np.degrees(np.arctan2(along[:, 1], along[:, 0])) % 180
-    line = shapely.get_type_id(boxes) == shapely.GeometryType.LINESTRING  # degenerate: collinear input
+    line = present & (shapely.get_type_id(boxes) == shapely.GeometryType.LINESTRING)  # degenerate: collinear input
     if line.any():
         ends = shapely.get_coordinates(boxes[line]).reshape(-1, 2, 2)
         along = ends[:, 1] - ends[:, 0]

@@ -9,7 +9,8 @@ recompute ``area`` whenever they change geometries (:func:`replace_geometry`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import geopandas as gpd
@@ -102,6 +103,42 @@ def score_values(frame: gpd.GeoDataFrame, source: str, field: str = SCORE, allow
         raise InputError(f"{source}: {field!r} holds values from {present.min():g} to {present.max():g}; "
                          "scores must be in [0, 1]")
     return out
+
+
+@contextmanager
+def geos_errors(op: str) -> Iterator[None]:
+    """Turn GEOS's refusal of an invalid input (``TopologyException``) into one line that says what to do.
+
+    Overlay ops (union, intersection, difference, precision snapping) cannot work on self-intersecting
+    polygons; reading a file repairs them (``read_vector``), but frames handed to :func:`apply_chain` directly
+    or made invalid by an earlier op reach the op as they are.
+    """
+    try:
+        yield
+    except shapely.errors.GEOSException as exc:
+        reason = str(exc).splitlines()[0].split(". This can occur")[0]
+        raise InputError(f"{op}: invalid geometries ({reason}); put make_valid before it in the chain") from None
+
+
+def metric_only(frame: gpd.GeoDataFrame, op: str, **lengths: float | None) -> None:
+    """Refuse lengths given in degrees: on a geographic CRS a distance parameter would be read in degrees.
+
+    A degree of longitude is shorter than a degree of latitude (cos φ), so buffers, tolerances and distances
+    in degrees are distorted as well as 10⁵ times too large for values meant in metres: silent garbage. Areas
+    (``area_filter``, ``remove_holes``, ``remove_slivers``) stay in CRS units², like the ``area`` field and
+    RPS's ``min_area``; ``snap_to_grid`` rounds coordinates, which is meaningful in degrees.
+    """
+    given = {name: value for name, value in lengths.items() if value is not None}
+    if not given or not len(frame) or frame.crs is None or not frame.crs.is_geographic:
+        return
+    name, value = next(iter(given.items()))
+    try:
+        utm = f" (e.g. {frame.estimate_utm_crs().to_string()})"
+    except (RuntimeError, ValueError):  # no usable bounds (every geometry missing): no suggestion
+        utm = ""
+    raise InputError(f"{op}: the features are in a geographic CRS ({frame.crs.to_string()}) where {name}={value:g} "
+                     f"would be degrees; reproject them to a projected CRS{utm} first "
+                     "({name: reproject, crs: ...} before it in the chain)")
 
 
 def is_polygonal(geoms: np.ndarray) -> np.ndarray:

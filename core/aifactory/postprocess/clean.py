@@ -13,10 +13,12 @@ from aifactory.config import StrictModel
 from aifactory.postprocess.base import (
     OPS,
     geometries,
+    geos_errors,
     is_polygonal,
     polygonal_part,
     refresh_area,
     replace_geometry,
+    rows,
 )
 from aifactory.postprocess.rings import decompose, reassemble, rebuild
 from aifactory.registry import NoParams
@@ -109,13 +111,21 @@ class SnapToGridParams(StrictModel):
 @OPS.register("snap_to_grid", SnapToGridParams)
 def snap_to_grid(frame: gpd.GeoDataFrame, params: SnapToGridParams) -> gpd.GeoDataFrame:
     """Round coordinates to a grid (GEOS keeps the output valid; features narrower than a cell vanish)."""
-    geoms = shapely.set_precision(geometries(frame), params.grid_size, mode="valid_output")
+    with geos_errors("snap_to_grid"):
+        geoms = shapely.set_precision(geometries(frame), params.grid_size, mode="valid_output")
     return replace_geometry(frame, geoms)
 
 
 @OPS.register("explode")
 def explode(frame: gpd.GeoDataFrame, params: NoParams) -> gpd.GeoDataFrame:
-    """Split multi-part features into one feature per part (attributes copied, area per part)."""
-    if not len(frame):
-        return frame.copy()
-    return refresh_area(frame.explode(index_parts=False, ignore_index=True))
+    """Split multi-part features into one feature per part (attributes copied, area per part).
+
+    Like the ops that change geometries, it drops missing and empty ones (also empty parts), and keeps the
+    column order (``GeoDataFrame.explode`` moves the geometry column last and keeps a missing geometry but
+    not an empty multi-part one).
+    """
+    parts, owner = shapely.get_parts(geometries(frame), return_index=True)
+    keep = ~shapely.is_empty(parts)
+    out = rows(frame, owner[keep])
+    out[out.geometry.name] = gpd.GeoSeries(parts[keep], index=out.index, crs=frame.crs)
+    return refresh_area(out)

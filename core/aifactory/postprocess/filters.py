@@ -16,6 +16,7 @@ from aifactory.io.vector import align_to_crs, read_vector
 from aifactory.postprocess.base import (
     OPS,
     geometries,
+    geos_errors,
     is_polygonal,
     polygonal_part,
     replace_geometry,
@@ -107,7 +108,8 @@ def geofence(frame: gpd.GeoDataFrame, params: GeofenceParams) -> gpd.GeoDataFram
     geoms = geometries(frame)
     include = params.mode == "include"
     if params.clip:
-        cut = (shapely.intersection if include else shapely.difference)(geoms, fence)
+        with geos_errors("geofence"):
+            cut = (shapely.intersection if include else shapely.difference)(geoms, fence)
         polygons = is_polygonal(geoms)
         cut[polygons] = polygonal_part(cut[polygons])  # touching the fence leaves stray lines
         return replace_geometry(frame, cut)

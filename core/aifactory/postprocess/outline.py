@@ -28,7 +28,15 @@ import shapely
 from pydantic import Field
 
 from aifactory.config import StrictModel
-from aifactory.postprocess.base import OPS, geometries, is_linear, is_polygonal, repair, replace_geometry
+from aifactory.postprocess.base import (
+    OPS,
+    geometries,
+    is_linear,
+    is_polygonal,
+    metric_only,
+    repair,
+    replace_geometry,
+)
 from aifactory.postprocess.rings import RingTable, decimate, decompose, rebuild, ring_neighbours
 
 
@@ -123,6 +131,7 @@ class RegularizeParams(StrictModel):
 @OPS.register("regularize", RegularizeParams)
 def regularize(frame: gpd.GeoDataFrame, params: RegularizeParams) -> gpd.GeoDataFrame:
     """Square building outlines: right angles on each building's dominant orientation (polygons only)."""
+    metric_only(frame, "regularize", tolerance=params.tolerance, min_edge=params.min_edge)
     geoms = geometries(frame).copy()
     polygons = np.flatnonzero(is_polygonal(geoms))
     if not len(polygons):
@@ -165,6 +174,7 @@ def chord_distance(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
 @OPS.register("straighten_lines", StraightenParams)
 def straighten_lines(frame: gpd.GeoDataFrame, params: StraightenParams) -> gpd.GeoDataFrame:
     """Straighten lines (roads): drop wiggles, then vertices with small turns; real bends stay (lines only)."""
+    metric_only(frame, "straighten_lines", tolerance=params.tolerance, max_deviation=params.max_deviation)
     geoms = geometries(frame).copy()
     lines = is_linear(geoms)
     if not lines.any():

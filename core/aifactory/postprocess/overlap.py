@@ -18,13 +18,14 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from aifactory.config import StrictModel
-from aifactory.errors import InputError
 from aifactory.postprocess.base import (
     OPS,
     SCORE,
     class_codes,
     geometries,
+    geos_errors,
     is_polygonal,
+    metric_only,
     replace_geometry,
     rows,
     scores,
@@ -80,10 +81,8 @@ def greedy_keep(rank: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.nda
 
 
 def _overlaps(geoms: np.ndarray, left: np.ndarray, right: np.ndarray, op: str) -> np.ndarray:
-    try:
+    with geos_errors(op):
         return shapely.area(shapely.intersection(geoms[left], geoms[right]))
-    except shapely.errors.GEOSException as exc:
-        raise InputError(f"{op}: invalid geometries ({exc}); put make_valid before it in the chain") from None
 
 
 class NmsParams(StrictModel):
@@ -113,7 +112,7 @@ def nms(frame: gpd.GeoDataFrame, params: NmsParams) -> gpd.GeoDataFrame:
 
 
 class DedupeParams(StrictModel):
-    distance: float = Field(gt=0, description="features closer than this are duplicates (CRS units)")
+    distance: float = Field(gt=0, description="features at most this far apart are duplicates (CRS units)")
     using: Literal["centroid", "geometry"] = Field(
         "centroid", description="measure between centroids (points, small objects) or between the shapes")
     per_class: bool = Field(True, description="only features of the same class are duplicates of each other")
@@ -121,9 +120,10 @@ class DedupeParams(StrictModel):
 
 @OPS.register("dedupe", DedupeParams)
 def dedupe(frame: gpd.GeoDataFrame, params: DedupeParams) -> gpd.GeoDataFrame:
-    """Distance de-duplication: of features closer than distance keep the higher score (else the first)."""
+    """Distance de-duplication: of features within distance keep the higher score (else the first)."""
     if not len(frame):
         return frame.copy()
+    metric_only(frame, "dedupe", distance=params.distance)
     geoms = geometries(frame)
     if params.using == "centroid":
         geoms = shapely.centroid(geoms)
@@ -192,7 +192,8 @@ def merge(frame: gpd.GeoDataFrame, params: MergeParams) -> gpd.GeoDataFrame:
     members = sizes[labels] > 1
     _, compact = np.unique(labels[members], return_inverse=True)
     merged = geometries(out).copy()
-    merged[grouped] = union_groups(geoms[members], compact)
+    with geos_errors("merge"):
+        merged[grouped] = union_groups(geoms[members], compact)
     if has_score:
         values = priority[members]
         if params.score == "max":

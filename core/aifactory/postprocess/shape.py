@@ -18,7 +18,7 @@ import shapely
 from pydantic import Field
 
 from aifactory.config import StrictModel
-from aifactory.postprocess.base import OPS, geometries, is_polygonal, repair, replace_geometry
+from aifactory.postprocess.base import OPS, geometries, is_polygonal, metric_only, repair, replace_geometry
 from aifactory.postprocess.rings import RingTable, decimate, decompose, rebuild
 from aifactory.registry import NoParams
 
@@ -39,7 +39,8 @@ class SimplifyParams(StrictModel):
 
 @OPS.register("simplify", SimplifyParams)
 def simplify(frame: gpd.GeoDataFrame, params: SimplifyParams) -> gpd.GeoDataFrame:
-    """Reduce vertices with Douglas-Peucker or Visvalingam-Whyatt; polygons stay valid."""
+    """Reduce vertices with Douglas-Peucker or Visvalingam-Whyatt; valid polygons stay valid."""
+    metric_only(frame, "simplify", tolerance=params.tolerance)
     geoms = geometries(frame)
     if params.method == "douglas_peucker":
         return replace_geometry(frame, shapely.simplify(geoms, params.tolerance, preserve_topology=True))
@@ -94,10 +95,12 @@ def _buffer(geoms: np.ndarray, distance: float, params: BufferParams | Morpholog
 @OPS.register("buffer", BufferParams)
 def buffer(frame: gpd.GeoDataFrame, params: BufferParams) -> gpd.GeoDataFrame:
     """Grow (or shrink, with a negative distance) every feature; lines and points become polygons."""
+    metric_only(frame, "buffer", distance=params.distance or None)
     return replace_geometry(frame, _buffer(geometries(frame), params.distance, params))
 
 
 def _morphology(frame: gpd.GeoDataFrame, params: MorphologyParams, sign: float) -> gpd.GeoDataFrame:
+    metric_only(frame, "close" if sign > 0 else "open", distance=params.distance)
     geoms = geometries(frame).copy()
     polygons = is_polygonal(geoms)
     once = _buffer(geoms[polygons], sign * params.distance, params)
@@ -142,8 +145,11 @@ class ScaleParams(StrictModel):
 
 @OPS.register("scale", ScaleParams)
 def scale(frame: gpd.GeoDataFrame, params: ScaleParams) -> gpd.GeoDataFrame:
-    """Resize each feature about its own centre (calibrates the size of detections, e.g. boxes grown from
-    object cores; sweep ``scale.factor`` in RPS to choose it)."""
+    """Resize each feature about its own centre (its bounding box's or its centroid), by a linear factor.
+
+    Calibrates the size of detections, e.g. boxes grown from object cores; sweep ``scale.factor`` in RPS to
+    choose it.
+    """
     geoms = geometries(frame)
     if params.origin == "centroid":
         centres = shapely.get_coordinates(shapely.centroid(geoms))

@@ -28,8 +28,24 @@ from rasterio.features import rasterize
 from skimage.morphology import skeletonize as thin
 
 from aifactory.config import StrictModel
-from aifactory.postprocess.base import OPS, class_codes, geometries, is_polygonal, replace_geometry, rows
+from aifactory.errors import InputError
+from aifactory.postprocess.base import (
+    OPS,
+    class_codes,
+    geometries,
+    is_polygonal,
+    metric_only,
+    replace_geometry,
+    rows,
+)
 from aifactory.progress import reporter
+
+#: Cells one class may rasterize at most (about 4 minutes of thinning on one core): beyond, a clear refusal
+#: asking for a coarser ``cell_size`` rather than hours of work (one huge polygon among thin roads makes the
+#: default cell, a fifth of the *median* width, far too fine for it).
+MAX_CELLS = 2**30
+#: Tiles one class may span at most (each costs a tree query even where nothing is drawn).
+MAX_TILES = 250_000
 
 #: (row, column) steps to the neighbours a cell links to: east, south, south-east, south-west.
 STEPS = ((0, 1), (1, 0), (1, 1), (1, -1))
@@ -84,6 +100,10 @@ def centre_lines(polygons: np.ndarray, cell: float, tile_cells: int, margin: int
     minx, miny, maxx, maxy = shapely.total_bounds(polygons)
     span = tile_cells * cell
     columns, rows_ = max(1, math.ceil((maxx - minx) / span)), max(1, math.ceil((maxy - miny) / span))
+    cells = float(np.sum(shapely.area(shapely.envelope(polygons)))) / cell**2
+    if cells > MAX_CELLS or columns * rows_ > MAX_TILES:
+        raise InputError(f"{task}: at cell_size={cell:g} the polygons span {cells:.3g} cells in {columns * rows_} "
+                         f"tiles (at most {MAX_CELLS:.3g} cells, {MAX_TILES} tiles); set a larger cell_size")
     starts: list[np.ndarray] = []
     ends: list[np.ndarray] = []
     size = tile_cells + 2 * margin
@@ -113,11 +133,14 @@ def centre_lines(polygons: np.ndarray, cell: float, tile_cells: int, margin: int
 def skeletonize(frame: gpd.GeoDataFrame, params: SkeletonizeParams) -> gpd.GeoDataFrame:
     """Turn polygons (roads, rivers) into centre lines per class; each line keeps its nearest polygon's attributes."""
     geoms = geometries(frame)
-    polygon = is_polygonal(geoms)
+    empty = is_polygonal(geoms) & shapely.is_empty(geoms)  # no skeleton: dropped like any vanished geometry
+    polygon = is_polygonal(geoms) & ~empty
     if not polygon.any():
-        return frame.copy()
+        return frame.loc[~empty].copy()
+    metric_only(frame, "skeletonize", cell_size=params.cell_size, prune=params.prune or None,
+                simplify=params.simplify or None)
     codes = class_codes(frame)
-    pieces = [frame.loc[~polygon]]
+    pieces = [frame.loc[~polygon & ~empty]]
     for code in np.unique(codes[polygon]):
         members = np.flatnonzero(polygon & (codes == code))
         shapes = geoms[members]
