@@ -146,3 +146,14 @@ def test_vectorized_ops_match_a_per_feature_loop():
         assert all(a.equals(func(b)) for a, b in zip(out.geometry, boxes, strict=True)), name
     simplified = run(frame.assign(geometry=[b.buffer(3) for b in boxes]), "simplify", tolerance=1)
     assert all(a.equals_exact(b.buffer(3).simplify(1), 0) for a, b in zip(simplified.geometry, boxes, strict=True))
+
+
+@pytest.mark.parametrize("op", ["regularize", "straighten_lines"])
+def test_missing_and_empty_geometries_go_whether_or_not_the_op_finds_its_type(op):
+    """With no feature of the op's type, the op returned the frame as it was: missing geometries stayed."""
+    from shapely import LineString, Point
+
+    only_points = detections([Point(5, 5), None, Polygon()]) if op == "regularize" else \
+        detections([box(0, 0, 10, 10), None, LineString()])
+    out = run(only_points, op)
+    assert len(out) == 1 and not out.geometry.is_empty.any()

@@ -135,7 +135,7 @@ def regularize(frame: gpd.GeoDataFrame, params: RegularizeParams) -> gpd.GeoData
     geoms = geometries(frame).copy()
     polygons = np.flatnonzero(is_polygonal(geoms))
     if not len(polygons):
-        return frame.copy()
+        return replace_geometry(frame, geoms)  # no polygon: missing and empty geometries go, as when there are
     source = geoms[polygons]
     table = decompose(shapely.simplify(source, params.tolerance, preserve_topology=True))
     angle = dominant_angle(table, len(source)) if params.orientation == "dominant" else box_angle(source)
@@ -178,7 +178,7 @@ def straighten_lines(frame: gpd.GeoDataFrame, params: StraightenParams) -> gpd.G
     geoms = geometries(frame).copy()
     lines = is_linear(geoms)
     if not lines.any():
-        return frame.copy()
+        return replace_geometry(frame, geoms)  # no line: missing and empty geometries go, as when there are
     deviation = 3 * params.tolerance if params.max_deviation is None else params.max_deviation
 
     def cost(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
