@@ -29,7 +29,8 @@ def raster_footprint(info: RasterInfo) -> shapely.Geometry:
 
 
 def to_wgs84(geoms: np.ndarray, crs: Any) -> np.ndarray:
-    """Geometries reprojected to WGS 84 (segments densified first so that footprints stay faithful)."""
+    """Geometries reprojected to WGS 84, vertex by vertex: a caller with long segments densifies them first (image
+    footprints do, :func:`aifactory.catalog.build._image_record`), or their edges become chords."""
     frame = gpd.GeoSeries(geoms, crs=crs)
     return np.asarray(frame.to_crs(4326).array, dtype=object)
 

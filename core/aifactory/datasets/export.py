@@ -37,6 +37,7 @@ from aifactory.datasets.config import DatasetConfig
 from aifactory.datasets.format import DatasetMeta, Normalization, write_chips
 from aifactory.datasets.plan import DatasetPlan, chip_window, plan_dataset
 from aifactory.datasets.render import render_chip, window_footprint
+from aifactory.errors import InputError
 from aifactory.io.atomic import atomic_path
 from aifactory.io.cog import gdal_env
 from aifactory.io.gdal_copy import copy_raster
@@ -277,8 +278,16 @@ def _meta(plan: DatasetPlan, normalization: Normalization) -> DatasetMeta:
 
 
 def export_plan(plan: DatasetPlan, output: str | Path) -> Path:
-    """Write ``plan`` as a dataset folder at ``output`` (replaced whole, atomically)."""
+    """Write ``plan`` as a dataset folder at ``output`` (replaced whole, atomically).
+
+    A plan whose split dropped every chip is refused in one line (``dataset preview`` shows such a plan: its
+    counts say why): there is nothing to write, and a dataset folder without chips fails whoever reads it.
+    """
     output = Path(output)
+    if plan.chips.empty:
+        lost = ", ".join(f"{why} {count}" for why, count in plan.dropped.items() if count) or "none"
+        raise InputError(f"no chip left to write: the split dropped every chip (dropped: {lost}); lower split.guard, "
+                         "raise split.block_tiles or use split.method image")
     _figure_class()  # import here, in the calling thread: the import's warning filter is not thread-safe
     with atomic_path(output, folder=True) as tmp, ThreadPoolExecutor(max_workers=1) as beside:
         tmp.mkdir()

@@ -127,7 +127,7 @@ def info_from_dataset(ds: rasterio.io.DatasetReader) -> RasterInfo:
     return RasterInfo(
         path=str(ds.name), driver=ds.driver, width=ds.width, height=ds.height, count=ds.count,
         dtypes=tuple(ds.dtypes), crs=crs_string(ds.crs), transform=ds.transform,
-        res=(abs(ds.transform.a), abs(ds.transform.e)), nodata=ds.nodata,
+        res=(abs(ds.res[0]), abs(ds.res[1])), nodata=ds.nodata,
         block_shape=(int(block[0]), int(block[1])),
         overviews=tuple(ds.overviews(1)) if ds.count else (),
         georeferenced=is_georeferenced(ds), bounds=tuple(ds.bounds),
@@ -271,5 +271,5 @@ def window_transform(transform: Affine, window: Window) -> Affine:
 
 
 def gsd(info: RasterInfo) -> float:
-    """Ground sample distance in CRS units (pixels are assumed square-ish: the mean of x and y)."""
+    """Ground sample distance in CRS units (pixels are assumed square-ish: the geometric mean of x and y)."""
     return float(math.sqrt(info.res[0] * info.res[1]))
