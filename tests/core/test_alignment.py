@@ -208,3 +208,37 @@ def test_truth_in_another_crs_than_the_predictions_scores_perfectly(tmp_path):
     pred = truth.to_crs("EPSG:4326").assign(score=0.9)
     result = evaluate_objects(pred, truth)
     assert result.overall["f1"] == pytest.approx(1.0) and result.overall["tp"] == len(truth)
+
+
+@pytest.mark.parametrize("transform", [FRACTIONAL, SOUTH_UP, ROTATED_30, ROTATED_90],
+                         ids=["north-up", "south-up", "rotated-30", "rotated-90"])
+def test_pixel_evaluation_of_a_perfect_class_raster_is_perfect(tmp_path, transform):
+    """Each window looked truth up by the box of two opposite corners: on a grid turned by 30° the other two
+    fall outside it, and objects of the window were missed (IoU 0.44 for a perfect prediction)."""
+    from aifactory.evaluation.pixels import evaluate_pixels
+
+    raster, labels, image = bright_scene(tmp_path, "scene", transform)
+    classes = tmp_path / "classes.tif"
+    with rasterio.open(raster) as ds:
+        profile = ds.profile
+    with rasterio.open(classes, "w", **profile) as out:
+        out.write((image[:1] == BRIGHT).astype("uint8"))
+    result = evaluate_pixels(classes, labels, classes=["building"], kind="classes", tile=32)
+    assert result.per_class()["building"]["iou"] == 1.0
+
+
+def test_a_truth_raster_one_pixel_off_is_not_on_the_same_grid(tmp_path):
+    """Affine.almost_equals' fixed 1e-5 tolerance is wider than a pixel in degrees: a truth raster shifted by a
+    pixel on the ground was taken as on the grid (F1 1.0)."""
+    from aifactory.evaluation.pixels import evaluate_pixels
+
+    grid = Affine(4.5e-6, 0, 3, 0, -4.5e-6, 45)
+    paths = []
+    for name, transform in (("pred", grid), ("truth", grid * Affine.translation(1, 1))):
+        path = tmp_path / f"{name}.tif"
+        with rasterio.open(path, "w", driver="GTiff", width=16, height=16, count=1, dtype="uint8", crs="EPSG:4326",
+                           transform=transform) as ds:
+            ds.write(np.ones((1, 16, 16), dtype="uint8"))
+        paths.append(path)
+    with pytest.raises(InputError, match="they must share the grid"):
+        evaluate_pixels(paths[0], paths[1], classes=["building"], kind="classes")

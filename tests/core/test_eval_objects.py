@@ -45,10 +45,10 @@ def test_ties_are_deterministic() -> None:
     pred = frame([box(2, 0), box(1, 0)], score=[0.5, 0.5])
     result = evaluate_objects(pred, truth, iou=0.5)
     assert result.pred["matched"].tolist() == [0, -1]  # the second (IoU 0.82 with T0) finds T0 taken
-    # equal IoU with two truth objects: the lower truth index wins
+    # equal IoU with two truth objects: the higher truth index wins, as in COCO
     pred = frame([box(5, 0, 10, 10)], score=[0.9])
     result = evaluate_objects(pred, truth, iou=0.3)
-    assert result.pred["matched"].tolist() == [0]
+    assert result.pred["matched"].tolist() == [1]
     assert result.pred["iou"].iloc[0] == pytest.approx(50 / 150)
 
 

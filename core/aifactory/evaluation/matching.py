@@ -10,7 +10,9 @@ hence this module.
 
 Tie rules (deterministic): detections are processed by descending score, equal scores in ``order``
 (the caller's rank, see :func:`rank_order`); a detection takes the free truth object with the highest
-IoU ≥ threshold, equal IoUs going to the lowest truth index.
+IoU ≥ threshold, equal IoUs going to the **highest** truth index, as in COCO (its loop keeps the last truth
+of equal IoU): with the lowest, AP differed from pycocotools/faster-coco-eval wherever a detection fits two
+truth objects equally well (pixel-aligned boxes), yet :mod:`aifactory.evaluation.metrics` promises COCO's AP.
 """
 
 from __future__ import annotations
@@ -96,7 +98,7 @@ def greedy_match(pairs: Pairs, rank: np.ndarray, n_pred: int, n_truth: int,
     matched[p[alone]] = t[alone]
     match_iou[p[alone]] = iou[alone]
     p, t, iou = p[~alone], t[~alone], iou[~alone]
-    order = np.lexsort((t, -iou, rank[p]))
+    order = np.lexsort((-t, -iou, rank[p]))  # by rank, then best IoU, then the highest truth index (COCO)
     taken = np.zeros(n_truth, dtype=bool)
     done = np.zeros(n_pred, dtype=bool)
     for k in order.tolist():  # sequential by nature: each decision depends on the earlier ones

@@ -2,7 +2,8 @@
 
 The prediction is either a scores raster (DESIGN.md: COG, one uint8 band per class, score × 255,
 nodata where not predicted) or a class raster (one band of class indices). Truth is a vector layer,
-rasterized one window at a time from an STRtree query, or a class raster on the same grid. Only one
+rasterized one window at a time from an STRtree query (pixel centres; where objects overlap the smaller one wins,
+as in the training masks datasets render), or a class raster on the same grid. Only one
 window of each is ever in memory; the confusion counts are the only state.
 
 Index space: 0 is the background, classes are 1..n. Scores rasters: a pixel takes the class of its
@@ -25,6 +26,7 @@ model's scores have one band), for scores.
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -138,7 +140,11 @@ def _vector_truth(frame: gpd.GeoDataFrame, ds: Any, labels: list[str], class_fie
         raise InputError(f"{ds.name}: class raster without class names; pass classes=[...] (--classes) "
                          "to map its indices to the truth's classes")
     codes = _truth_codes(frame, class_field, labels, source)
-    return frame.geometry.to_numpy(), codes, shapely.STRtree(frame.geometry.to_numpy())
+    # burn order where truth objects overlap: large first (small ones stay visible), as datasets render the
+    # training masks, the same in every window
+    geoms = frame.geometry.to_numpy()
+    order = np.argsort(-shapely.area(geoms), kind="stable")
+    return geoms[order], codes[order], shapely.STRtree(geoms[order])
 
 
 def _predicted(data: np.ndarray, is_scores: bool, has_background: bool, threshold: float | None) -> np.ndarray:
@@ -235,7 +241,9 @@ def _check_same_grid(ds: Any, tds: Any, truth: str) -> None:
     if tds.crs != ds.crs:
         raise InputError(f"{truth}: truth raster is in {crs_string(tds.crs) or 'no CRS'}, prediction in "
                          f"{crs_string(ds.crs) or 'no CRS'}; they must share the grid")
-    if not tds.transform.almost_equals(ds.transform):
+    # a thousandth of a pixel, not Affine.almost_equals' fixed 1e-5 CRS units: wider than a pixel in degrees
+    tolerance = 1e-3 * math.sqrt(abs(ds.transform.determinant))
+    if max(abs(a - b) for a, b in zip(tuple(tds.transform)[:6], tuple(ds.transform)[:6], strict=True)) > tolerance:
         raise InputError(f"{truth}: truth raster has the transform {tuple(tds.transform)[:6]}, prediction "
                          f"{tuple(ds.transform)[:6]}; they must share the grid")
 
@@ -245,9 +253,11 @@ def _burn(truth: tuple[np.ndarray, np.ndarray, shapely.STRtree], transform: Any,
     geoms, codes, tree = truth
     shape = (int(window.height), int(window.width))
     wt = window_transform(transform, window)
-    x0, y0 = wt * (0, 0)
-    x1, y1 = wt * (shape[1], shape[0])
-    hits = tree.query(shapely.box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)))
+    # the four corners: on a rotated grid two opposite ones do not bound the window
+    xs, ys = zip(*(wt * corner for corner in ((0, 0), (shape[1], 0), (0, shape[0]), (shape[1], shape[0]))),
+                 strict=True)
+    # sorted: STRtree returns its own order, and rasterize lets the last object win a pixel
+    hits = np.sort(tree.query(shapely.box(min(xs), min(ys), max(xs), max(ys))))
     if not len(hits):
         return np.zeros(shape, dtype="int64")
     burned = rasterize(zip(geoms[hits], codes[hits].tolist(), strict=True), out_shape=shape, transform=wt,

@@ -13,8 +13,9 @@ computed once per post-processing combination; NMS and the minimum area only mas
 Order applied, as prediction must reproduce it: post-processing chain → NMS (per class, IoU >
 ``nms_iou``) → ``area ≥ min_area`` → ``score ≥ score``. ``min_area`` is a filter on predictions only
 (filtering the truth too would make large values look better by shrinking the task) and is in the
-units of the detections' CRS (pixels² without CRS; m² for a geographic CRS), the units of their
-``area`` field that the QGIS slider filters on.
+units of the detections' CRS (pixels² without CRS; degrees² for a geographic CRS), the units of their
+``area`` field that the QGIS slider filters on and of the ``area_filter`` op that applies the point: in m² for
+geographic detections, the chosen point would keep almost nothing once applied.
 
 ``operating_point.json`` (version 1), read by prediction, bundles and the QGIS slider::
 
@@ -41,7 +42,9 @@ units of the detections' CRS (pixels² without CRS; m² for a geographic CRS), t
 ``resources/examples/rps_buildings.yaml``); flags given on the command line win over the file.
 
 ``points.csv`` holds every point: ``zone, class, score, min_area, nms_iou, <OP.PARAM…>, tp, fp, fn,
-precision, recall, f1`` (``zone`` and ``class`` are ``all`` for the pooled rows).
+precision, recall, f1`` (``zone`` and ``class`` are ``all`` for the pooled rows). With a geofence, a zone's
+rows (and ``all``, the union of zones) count the objects whose point on surface lies in it, boundary included,
+matched among themselves: the numbers of both layers clipped to the zone and evaluated alone.
 """
 
 from __future__ import annotations
@@ -247,13 +250,17 @@ def check_zones(zones: gpd.GeoDataFrame, source: str) -> gpd.GeoDataFrame:
 
 
 def _zone_masks(zones: gpd.GeoDataFrame | None, frame: gpd.GeoDataFrame, crs: Any) -> dict[str, np.ndarray]:
-    """Membership of each object (by its representative point) in the union of zones and in each zone."""
+    """Membership of each object (by a point on its surface) in the union of zones and in each zone.
+
+    A point on a zone's boundary belongs to it (``intersects``, as the ``geofence`` op's centroid rule): with
+    ``within``, an object centred on the edge shared by two adjacent zones would count in neither, nor in ``all``.
+    """
     if zones is None:
         return {ALL: np.ones(len(frame), dtype=bool)}
     zones = align_to_crs(zones, crs, "geofence")
     points = shapely.point_on_surface(frame.geometry.to_numpy())
     zone_geoms = zones.geometry.to_numpy()
-    idx_point, idx_zone = shapely.STRtree(zone_geoms).query(points, predicate="within")
+    idx_point, idx_zone = shapely.STRtree(zone_geoms).query(points, predicate="intersects")
     names = zone_names(zones)
     masks = {ALL: np.zeros(len(frame), dtype=bool)}
     masks[ALL][idx_point] = True
@@ -274,14 +281,18 @@ def zone_names(zones: gpd.GeoDataFrame) -> list[str]:
 def _curves(prep_pred: gpd.GeoDataFrame, prep_truth: gpd.GeoDataFrame, areas: np.ndarray,
             grid: dict[str, list[float]], iou: float, pred_zone: dict[str, np.ndarray],
             truth_zone: dict[str, np.ndarray], tick: Callable[[float], None]) -> list[tuple[dict[str, Any], PRCurve]]:
-    """PR curves for each (zone, class, nms_iou, min_area): one greedy match per (nms_iou, min_area)."""
+    """PR curves for each (zone, class, nms_iou, min_area): one greedy match per (zone, nms_iou, min_area).
+
+    Each zone is matched on its own objects, as if both layers were clipped to it: a detection inside a zone
+    matched to a truth object outside it would count a TP that the zone's truth does not hold (FN = truth − TP
+    then hides a missed object, or goes negative) and leave that truth object a false FN in its own zone.
+    """
     geoms_p, geoms_t = prep_pred.geometry.to_numpy(), prep_truth.geometry.to_numpy()
     cls_p, cls_t = prep_pred["class"].to_numpy(), prep_truth["class"].to_numpy()
     codes, uniques = pd.factorize(np.concatenate([cls_p, cls_t]), sort=True)
     code_p, code_t = codes[:len(cls_p)], codes[len(cls_p):]
     scores = prep_pred["score"].to_numpy()
     n_p, n_t = len(prep_pred), len(prep_truth)
-    # pairs across zones are allowed to match: zones only select what is counted
     pairs = overlapping_pairs(geoms_p, geoms_t, code_p, code_t)
     order = rank_order(scores)
     rank = np.empty(n_p, dtype="int64")
@@ -296,9 +307,10 @@ def _curves(prep_pred: gpd.GeoDataFrame, prep_truth: gpd.GeoDataFrame, areas: np
         for j, min_area in enumerate(areas_values):
             tick((k * len(areas_values) + j) / (len(nms_values) * len(areas_values)))
             keep = kept & (areas >= min_area)
-            matched, _ = greedy_match(pairs.subset(keep[pairs.a]), rank, n_p, n_t, iou)
-            hit = matched >= 0
+            live = pairs.subset(keep[pairs.a])
             for zone in pred_zone:
+                inside = live.subset(pred_zone[zone][live.a] & truth_zone[zone][live.b])
+                hit = greedy_match(inside, rank, n_p, n_t, iou)[0] >= 0
                 for c, name in [(-1, ALL), *enumerate(uniques.tolist())]:
                     sel = keep & pred_zone[zone] & ((code_p == c) if c >= 0 else True)
                     tsel = truth_zone[zone] & ((code_t == c) if c >= 0 else True)
@@ -328,6 +340,9 @@ def sweep(pred: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, grid: dict[str, list[
     prepared = functools.partial(prepare, truth=truth, class_field=class_field, score_field=score_field,
                                  pred_source=pred_source, truth_source=truth_source)
     raw_prep = prepared(pred)
+    if pred.crs is not None and pred.crs.is_geographic and any(v > 0 for v in grid.get("min_area", [])):
+        rep.warning(f"{pred_source}: in a geographic CRS ({pred.crs.to_string()}): min_area is in degrees², the "
+                    "units of its area field")
     for k, (flat, chain) in enumerate(chains):
         raw = apply_chain(pred, chain) if chain else pred
         prep = prepared(raw) if chain else raw_prep
@@ -351,12 +366,13 @@ def sweep(pred: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, grid: dict[str, list[
 
 
 def native_areas(raw: gpd.GeoDataFrame, prepared: gpd.GeoDataFrame, score_field: str) -> np.ndarray:
-    """Area of each prepared prediction in the detections' own CRS units (evaluation CRS if geographic).
+    """Area of each prepared prediction in the detections' own CRS units, geographic ones included (degrees²):
+    the units in which ``area_filter`` applies the operating point and the ``area`` field is written.
 
     ``prepare`` keeps the rows of ``raw`` in order minus empty ones; areas are recomputed on the
     prepared (repaired) geometries brought back to the detections' CRS.
     """
-    if raw.crs is None or prepared.crs is None or raw.crs.is_geographic:
+    if raw.crs is None or prepared.crs is None:
         return np.asarray(shapely.area(prepared.geometry.to_numpy()))
     return np.asarray(shapely.area(prepared.to_crs(raw.crs).geometry.to_numpy()))
 
@@ -458,11 +474,27 @@ MAX_LINES = 8
 
 def _plot(points: pd.DataFrame, op: dict[str, Any], out: Path) -> None:
     """PR and F1-vs-score curves of the best parameter combinations (pooled over classes and zones)."""
+    curves = plot_curves(points, op)
+    title = f"{op['criterion']}: score ≥ {op['score']:g}, F1 {op['f1']:.3f}"
+    plots.save(plots.pr_figure(curves, title, (op["recall"], op["precision"], "operating point")),
+               out / "pr_curve.png")
+    plots.save(plots.threshold_figure(curves, title, op["score"], "operating point"), out / "f1_curve.png")
+
+
+def plot_curves(points: pd.DataFrame, op: dict[str, Any]) -> dict[str, PRCurve]:
+    """The curves drawn: the :data:`MAX_LINES` combinations with the best F1, the operating point's always among
+    them (labelled by their non-score parameters; pooled rows)."""
     pooled = points[(points["zone"] == ALL) & (points["class"] == ALL)]
     others = [c for c in pooled.columns if c not in ("zone", "class", "score", "tp", "fp", "fn", "precision",
                                                       "recall", "f1")]
     keyed = pooled.assign(_key=pooled[others].map(str).agg(" ".join, axis=1) if others else "")
-    best = keyed.groupby("_key", sort=False)["f1"].max().sort_values(ascending=False).head(MAX_LINES).index
+    best = list(keyed.groupby("_key", sort=False)["f1"].max().sort_values(ascending=False).head(MAX_LINES).index)
+    # the chosen combination is always drawn: with a target precision it need not be among the best F1s, and
+    # the operating point's star would float beside every curve
+    post = [c for c in pooled.columns if "." in c]
+    chosen = keyed.loc[_same_params(keyed, op, post), "_key"]
+    if len(chosen) and chosen.iloc[0] not in best:
+        best = [*best[:MAX_LINES - 1], chosen.iloc[0]]
     curves = {}
     for key in best:
         combo = keyed[keyed["_key"] == key].sort_values("score", ascending=False)
@@ -470,7 +502,4 @@ def _plot(points: pd.DataFrame, op: dict[str, Any], out: Path) -> None:
         curves[label] = PRCurve(combo["score"].to_numpy(), combo["precision"].to_numpy(), combo["recall"].to_numpy(),
                                 combo["f1"].to_numpy(), combo["tp"].to_numpy(), combo["fp"].to_numpy(),
                                 int(combo["tp"].iloc[0] + combo["fn"].iloc[0]))
-    title = f"{op['criterion']}: score ≥ {op['score']:g}, F1 {op['f1']:.3f}"
-    plots.save(plots.pr_figure(curves, title, (op["recall"], op["precision"], "operating point")),
-               out / "pr_curve.png")
-    plots.save(plots.threshold_figure(curves, title, op["score"], "operating point"), out / "f1_curve.png")
+    return curves
