@@ -7,6 +7,10 @@ samples when the parameter model says ``STOCHASTIC``. Entries whose ``NEEDS_MODE
 get an empty class axis and the model is not run for them. ``generator`` is the selection's seeded torch
 generator (random draws from it, so a selection is reproducible).
 
+A one-channel (sigmoid) model gives the probability of its class only: it is read as the two classes
+(1 − p, p) everywhere here, so that its entropy is the binary entropy and margin, least confidence and BALD
+are defined (they need the probability of "not the class" too).
+
 Scores are normalised to [0, 1] (entropies divided by log C) so that tiles of one run compare and the
 ``score`` field of the tiles layer reads the same for every strategy.
 
@@ -49,8 +53,15 @@ def entropy_of(probs: torch.Tensor, dim: int) -> torch.Tensor:
     return -(probs * torch.log(probs.clamp_min(EPS))).sum(dim) / math.log(max(classes, 2))
 
 
+def two_classes(probs: torch.Tensor, dim: int) -> torch.Tensor:
+    """A sigmoid model's one channel p as the two classes (1 − p, p) along ``dim``; others unchanged."""
+    if probs.shape[dim] != 1:
+        return probs
+    return torch.cat([1.0 - probs, probs], dim=dim)
+
+
 def _mean_probs(probs: torch.Tensor) -> torch.Tensor:
-    return probs.mean(0)
+    return two_classes(probs.mean(0), dim=1)
 
 
 @ACQUISITIONS.register("entropy", AcquisitionParams)
@@ -94,6 +105,7 @@ def bald(params: BaldParams, probs: torch.Tensor, generator: torch.Generator) ->
     H(mean of the samples) − mean of H(sample): high where the dropout samples disagree with each other,
     not merely where each of them is unsure. Normalised by log C like the entropy.
     """
+    probs = two_classes(probs, dim=2)
     total = entropy_of(probs.mean(0), dim=1)
     expected = entropy_of(probs, dim=2).mean(0)
     return (total - expected).clamp_min(0.0)

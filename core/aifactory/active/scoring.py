@@ -6,7 +6,10 @@ training mode and the model runs ``samples`` times. When it has none (a U-Net ha
 *injected* on the decoder features — the input of the segmentation head — at the rate ``dropout``, with a
 warning: the encoder and decoder then run once and only the head is replayed per sample (smp models), or
 the model runs ``samples`` times with a pre-hook on its last convolution (other architectures). Injected
-masks come from the scorer's seeded generator, so a selection is reproducible.
+masks come from the scorer's seeded generator, so a selection is reproducible. A model's own dropout layers
+draw from torch's global generator: it is forked and seeded from the scorer's generator around their passes,
+so that those samples too depend on ``--seed`` only (not on what ran before in the process), and the
+caller's random state is left as it was.
 
 Embeddings for diversity are the global-average-pooled deepest encoder feature of each tile
 (``model.encoder`` of smp models, the backbone of torchvision ones), captured by a forward hook.
@@ -96,10 +99,14 @@ class MonteCarlo:
     def samples(self, x: torch.Tensor, passes: int) -> torch.Tensor:
         """``(passes, N, C, H, W)`` probabilities."""
         if self.own:
+            seed = int(torch.randint(0, 2**62, (1,), generator=self.generator, device=self.generator.device))
+            devices = [x.device] if x.device.type == "cuda" else []
             for module in self.own:
                 module.train()
             try:
-                return torch.stack([probabilities(self.model(x)) for _ in range(passes)])
+                with torch.random.fork_rng(devices=devices):
+                    torch.manual_seed(seed)
+                    return torch.stack([probabilities(self.model(x)) for _ in range(passes)])
             finally:
                 for module in self.own:
                     module.eval()

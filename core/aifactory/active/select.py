@@ -10,7 +10,8 @@ the dock sets ``tagged`` or ``skipped``), ``strategy`` (``entropy``, ``bald+kcen
 Candidates are the tiles of a non-overlapping grid (the last row and column flush with the raster edge,
 as the dataset builder cuts chips) with at least ``min_valid`` valid pixels, minus the tiles that overlap
 an already labelled area (``exclude``: vector layers such as earlier tiles layers, or a catalog whose
-observations mark labelled ground). With ``kcenter`` the excluded tiles are still read and embedded: they
+observations mark labelled ground) by more than 1 % of their area — or that hold a labelled point or line,
+which has no area to overlap with. With ``kcenter`` the excluded tiles are still read and embedded: they
 are the centres new picks must differ from.
 
 Memory: tiles stream through the reader of :mod:`aifactory.prediction.source` (one block-aligned read per
@@ -148,8 +149,13 @@ def grid_table(source: int, info: RasterInfo, width: int, height: int, transform
     table["group"] = info.crs if info.georeferenced else f"pixel:{source}"
     table["labelled"] = False
     if labelled is not None:
-        overlap = shapely.area(shapely.intersection(footprints, labelled))
-        table["labelled"] = overlap > MIN_OVERLAP * shapely.area(footprints)
+        parts = shapely.get_parts(labelled)
+        areal = shapely.area(parts) > 0
+        if areal.any():  # polygons: more than a sliver of the tile (a shared edge is not an overlap)
+            overlap = shapely.area(shapely.intersection(footprints, shapely.union_all(parts[areal])))
+            table["labelled"] = overlap > MIN_OVERLAP * shapely.area(footprints)
+        if not areal.all():  # points and lines (labelled objects without area) mark every tile they touch
+            table["labelled"] = table["labelled"] | shapely.intersects(footprints, shapely.union_all(parts[~areal]))
     return table
 
 

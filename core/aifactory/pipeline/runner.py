@@ -1,12 +1,25 @@
 """Running a pipeline: content-hash caching, resume after failure, ``--from``, dry runs.
 
-Each task gets a key: the hash of its kind, its parameters as written (references included), the keys
-of the tasks it depends on, the size and modification time of every existing file it names outside the
-run folder, and the aifactory version. A task whose key matches the one recorded in the run's state and
-whose outputs still exist is skipped; so a re-run skips everything, an edit re-runs the edited task and
-everything downstream, and a run that failed resumes at the task that failed — with ``context.resume`` set,
-so that a task able to continue (training, from its last checkpoint) does so instead of starting over.
-State is saved atomically after every task.
+Each task gets a key: the hash of its kind, its parameters once validated (so key order, comments and a
+default written out do not matter; references are kept as written), the *stamps* of the tasks it depends
+on, the content of every existing file or folder it names outside the run folder, and the aifactory
+version. A task whose key matches the one recorded in the run's state and whose outputs still exist is
+skipped; so a re-run skips everything, an edit re-runs the edited task and everything downstream, and a run
+that failed resumes at the task that failed — with ``context.resume`` set, so that a task able to continue
+(training, from its last checkpoint) does so instead of starting over. State is saved atomically after
+every task.
+
+Why stamps and contents:
+
+- a task that runs gets a new stamp, and every task downstream of a task that runs runs too: its inputs
+  were just rewritten (an upstream re-run because its outputs were deleted, a ``--from`` interrupted
+  before the downstream ran). The key of such a task is only known once its upstream tasks are done, so
+  it is computed again just before it runs;
+- input files are hashed by content (SHA-256), not trusted by size and modification time: a file
+  rewritten with the same size and its time restored (``touch -r``, a copy with ``-p``) is a change. The
+  digest is remembered in ``.pipeline-hashes.json`` with the file's size, times and inode — the change
+  time cannot be set back by hand — so an unchanged file is read once, not at every run. A path that a
+  task itself creates outside the run folder (a cache folder it fills) is recorded as it left it.
 
 A task's one-line error gets its place in the pipeline file here, once for every task: the file and
 ``tasks.NAME.params.KEY`` of the parameter whose path the message names (else ``tasks.NAME``).
@@ -20,6 +33,7 @@ import hashlib
 import json
 import os
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +52,11 @@ from aifactory.progress import reporter
 LOCK_NAME = ".pipeline.lock"
 
 STATE_FILE = ".pipeline-state.json"
+#: remembered content digests of input files (see the module docstring)
+HASHES_FILE = ".pipeline-hashes.json"
+CHUNK = 1 << 20
+#: inputs above this size (bytes) are announced before their content is hashed
+LARGE_INPUT = 1 << 30
 
 
 @dataclass
@@ -63,25 +82,95 @@ class TaskPlan:
     key: str
 
 
-def _fingerprints(value: Any, base_dir: Path, workdir: Path) -> list[Any]:
-    """(path, size, mtime) of existing files named in the params, outside the run folder."""
+def _digest(path: Path, memo: dict[str, Any]) -> str:
+    """SHA-256 of a file's content, reused from ``memo`` while its size, times and inode are those recorded."""
+    stat = path.stat()
+    seen = [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
+    known = memo.get(str(path))
+    if isinstance(known, list) and known[:4] == seen:
+        return str(known[4])
+    if stat.st_size > LARGE_INPUT:  # a pause of seconds per GB: say why
+        reporter().log(f"{path}: reading it once ({stat.st_size / 1e9:.1f} GB) to fingerprint it for the cache")
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(CHUNK), b""):
+            digest.update(block)
+    memo[str(path)] = [*seen, digest.hexdigest()]
+    return digest.hexdigest()
+
+
+def _folder_digest(folder: Path, workdir: Path, memo: dict[str, Any]) -> str:
+    """One digest of every file under ``folder`` (relative names and contents), the run folder left out."""
+    entries = []
+    for root, dirs, files in os.walk(folder):
+        here = Path(root)
+        dirs[:] = sorted(d for d in dirs if (here / d).resolve() != workdir)
+        for name in sorted(files):
+            path = here / name
+            if path.is_file():
+                entries.append([str(path.relative_to(folder)), _digest(path, memo)])
+    return hashlib.sha256(json.dumps(entries).encode()).hexdigest()
+
+
+def _fingerprints(value: Any, base_dir: Path, workdir: Path, memo: dict[str, Any] | None = None) -> list[Any]:
+    """(path, content digest) of the existing files and folders named in the params, outside the run folder.
+
+    A folder that holds the run folder (``.``, the project) is a place, not an input: it is left out.
+    """
+    memo = {} if memo is None else memo
+    workdir = workdir.resolve()
     found: list[Any] = []
     if isinstance(value, str) and value and "${" not in value and len(value) < 4096:
         path = Path(value).expanduser()
         path = path if path.is_absolute() else base_dir / path
         try:
-            if path.is_file() and workdir not in path.resolve().parents:
-                stat = path.stat()
-                found.append([str(path), stat.st_size, stat.st_mtime_ns])
+            resolved = path.resolve()
+            inside = resolved == workdir or workdir in resolved.parents
+            if path.is_file() and not inside:
+                found.append([str(path), _digest(path, memo)])
+            elif path.is_dir() and not inside and resolved not in workdir.parents:
+                found.append([str(path), "folder", _folder_digest(path, workdir, memo)])
         except OSError:
             pass
     elif isinstance(value, dict):
         for item in value.values():
-            found.extend(_fingerprints(item, base_dir, workdir))
+            found.extend(_fingerprints(item, base_dir, workdir, memo))
     elif isinstance(value, list):
         for item in value:
-            found.extend(_fingerprints(item, base_dir, workdir))
+            found.extend(_fingerprints(item, base_dir, workdir, memo))
     return found
+
+
+def read_hashes(workdir: Path) -> dict[str, Any]:
+    """The remembered input digests (empty when absent or unreadable: files are then hashed again)."""
+    try:
+        data = json.loads((workdir / HASHES_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _params_for_key(task: Any, pipeline: Pipeline) -> Any:
+    """The task's parameters as validated (defaults filled in, numbers normalised), references kept as written.
+
+    Falls back to the raw parameters when they do not validate (the run reports that error itself).
+    """
+    placeholders = {up: {out: f"${{{up}.{out}}}" for out in pipeline.tasks[up].outputs} for up in task.depends_on}
+    try:
+        model = task.params_model.model_validate(substitute(task.raw_params, placeholders))
+    except Exception:
+        return task.raw_params
+    return model.model_dump(mode="json")
+
+
+def task_key(pipeline: Pipeline, name: str, stamps: dict[str, str | None], files: list[Any]) -> str:
+    """The cache key of a task given its upstream tasks' stamps and its input fingerprints."""
+    task = pipeline.tasks[name]
+    payload = {
+        "kind": task.kind, "params": _params_for_key(task, pipeline), "version": __version__,
+        "upstream": {up: stamps.get(up) for up in sorted(task.depends_on)}, "files": files,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def read_state(workdir: Path) -> dict[str, Any]:
@@ -96,41 +185,58 @@ def read_state(workdir: Path) -> dict[str, Any]:
         return {}
 
 
-def _outputs_exist(outputs: dict[str, Any]) -> bool:
+def _listing(outputs: dict[str, Any]) -> dict[str, list[str]]:
+    """The top-level entries of each folder output (what a deleted ``model.pt`` or ``chips.csv`` changes)."""
+    return {str(v): sorted(p.name for p in Path(v).iterdir()) for v in outputs.values()
+            if isinstance(v, str) and v.startswith("/") and Path(v).is_dir()}
+
+
+def _outputs_exist(outputs: dict[str, Any], listing: dict[str, list[str]] | None = None) -> bool:
     for value in outputs.values():
         if isinstance(value, str) and value.startswith("/") and not Path(value).exists():
+            return False
+    for folder, names in (listing or {}).items():
+        if any(not (Path(folder) / name).exists() for name in names):
             return False
     return True
 
 
-def plan(pipeline: Pipeline, from_task: str | None = None) -> list[TaskPlan]:
-    """What a run would do, task by task, without running anything."""
+def plan(pipeline: Pipeline, from_task: str | None = None,
+         memo: dict[str, Any] | None = None) -> list[TaskPlan]:
+    """What a run would do, task by task, without running anything.
+
+    A task downstream of one that runs runs too; its key is then provisional (recomputed before it runs).
+    """
     if from_task is not None and from_task not in pipeline.tasks:
         raise ConfigError(f"--from: no task named {from_task!r} in {pipeline.source}")
     forced = pipeline.downstream_of(from_task) if from_task else set()
     state = read_state(pipeline.workdir)
-    keys: dict[str, str] = {}
+    memo = read_hashes(pipeline.workdir) if memo is None else memo
+    stamps: dict[str, str | None] = {}
+    running: set[str] = set()
     plans = []
     for name in pipeline.order:
         task = pipeline.tasks[name]
-        payload = {
-            "kind": task.kind, "params": task.raw_params, "version": __version__,
-            "upstream": {up: keys[up] for up in sorted(task.depends_on)},
-            "files": _fingerprints(task.raw_params, pipeline.base_dir, pipeline.workdir),
-        }
-        key = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
-        keys[name] = key
+        files = _fingerprints(task.raw_params, pipeline.base_dir, pipeline.workdir, memo)
+        key = task_key(pipeline, name, stamps, files)
         recorded = state.get(name, {})
+        rerun_upstream = sorted(task.depends_on & running)
         if name in forced:
-            plans.append(TaskPlan(name, "run", "--from", key))
+            step = TaskPlan(name, "run", "--from", key)
         elif recorded.get("status") != "done":
-            plans.append(TaskPlan(name, "run", "not run yet" if not recorded else recorded.get("status", "?"), key))
+            step = TaskPlan(name, "run", "not run yet" if not recorded else recorded.get("status", "?"), key)
+        elif rerun_upstream:
+            step = TaskPlan(name, "run", f"{', '.join(rerun_upstream)} runs", key)
         elif recorded.get("key") != key:
-            plans.append(TaskPlan(name, "run", "changed", key))
-        elif not _outputs_exist(recorded.get("outputs", {})):
-            plans.append(TaskPlan(name, "run", "outputs missing", key))
+            step = TaskPlan(name, "run", "changed", key)
+        elif not _outputs_exist(recorded.get("outputs", {}), recorded.get("listing")):
+            step = TaskPlan(name, "run", "outputs missing", key)
         else:
-            plans.append(TaskPlan(name, "skip", "unchanged", key))
+            step = TaskPlan(name, "skip", "unchanged", key)
+        stamps[name] = recorded.get("stamp") if step.action == "skip" else None
+        if step.action == "run":
+            running.add(name)
+        plans.append(step)
     return plans
 
 
@@ -164,8 +270,10 @@ def _one_run_at_a_time(workdir: Path) -> Iterator[None]:
 
 
 def _run(pipeline: Pipeline, from_task: str | None) -> dict[str, dict[str, Any]]:
-    plans = plan(pipeline, from_task)
+    memo = read_hashes(pipeline.workdir)
+    plans = plan(pipeline, from_task, memo)
     state = read_state(pipeline.workdir)
+    stamps: dict[str, str | None] = {}
     _refuse_foreign_task_folders(pipeline, plans, state)
     outputs: dict[str, dict[str, Any]] = {}
     rep = reporter()
@@ -174,20 +282,23 @@ def _run(pipeline: Pipeline, from_task: str | None) -> dict[str, dict[str, Any]]
         rep.progress("pipeline", index / len(plans), f"{step.name} ({task.kind})")
         if step.action == "skip":
             outputs[step.name] = state[step.name]["outputs"]
+            stamps[step.name] = state[step.name].get("stamp")
             rep.log(f"{step.name}: skipped ({step.reason})")
             continue
         rep.log(f"{step.name}: running {task.kind} ({step.reason})")
         entry = TASKS.get(task.kind)
         values = substitute(task.raw_params, outputs)
         params = validate(entry.params, values, f"{pipeline.source}: tasks.{step.name}.params")
+        before = _fingerprints(task.raw_params, pipeline.base_dir, pipeline.workdir, memo)
+        key = task_key(pipeline, step.name, stamps, before)  # the upstream tasks that ran have their stamps now
         previous = state.get(step.name, {})
-        resume = previous.get("status") in ("failed", "running") and previous.get("key") == step.key
+        resume = previous.get("status") in ("failed", "running") and previous.get("key") == key
         context = TaskContext(step.name, pipeline.workdir / step.name, pipeline.base_dir, resume=resume)
         if not resume:  # a fresh run starts from an empty task folder (no stale outputs)
             remove_path(context.workdir)
         context.workdir.mkdir(parents=True, exist_ok=True)
         started = time.time()
-        state[step.name] = {"status": "running", "key": step.key, "started": started}
+        state[step.name] = {"status": "running", "key": key, "started": started}
         _save(pipeline, state)
         try:
             produced = entry.func(params, context)
@@ -202,9 +313,17 @@ def _run(pipeline: Pipeline, from_task: str | None) -> dict[str, dict[str, Any]]
             raise RuntimeError(f"task {task.kind} did not produce its declared outputs {missing}")
         produced = {k: str(v) if isinstance(v, Path) else v for k, v in produced.items()}
         outputs[step.name] = produced
-        state[step.name] = {"status": "done", "key": step.key, "outputs": produced, "started": started,
-                            "finished": time.time()}
-        _save(pipeline, state)
+        # paths the task created outside the run folder (a cache it filled) count as it left them; inputs
+        # that existed before keep the digest they had when the task read them
+        seen = {entry[0] for entry in before}
+        created = [entry for entry in _fingerprints(task.raw_params, pipeline.base_dir, pipeline.workdir, memo)
+                   if entry[0] not in seen]
+        if created:
+            key = task_key(pipeline, step.name, stamps, before + created)
+        stamps[step.name] = uuid.uuid4().hex
+        state[step.name] = {"status": "done", "key": key, "stamp": stamps[step.name], "outputs": produced,
+                            "listing": _listing(produced), "started": started, "finished": time.time()}
+        _save(pipeline, state, memo)
         for value in produced.values():
             if isinstance(value, str) and Path(value).is_file():
                 rep.artifact(step.name, value)
@@ -244,5 +363,7 @@ def _located(message: str, values: dict[str, Any], context: TaskContext, source:
     return f"{source}: {task}" + (f".params{key}" if key else "") + f": {message}"
 
 
-def _save(pipeline: Pipeline, state: dict[str, Any]) -> None:
+def _save(pipeline: Pipeline, state: dict[str, Any], memo: dict[str, Any] | None = None) -> None:
     write_text_atomic(pipeline.workdir / STATE_FILE, json.dumps(state, indent=2, default=str))
+    if memo is not None:
+        write_text_atomic(pipeline.workdir / HASHES_FILE, json.dumps(memo))
