@@ -78,3 +78,19 @@ def test_a_part_decides_its_precision_on_the_raster_first_batch(trained_run, pre
             next(predict_rows(run, ReadStats(), rows))
     assert len(calibrated) == 2
     torch.testing.assert_close(calibrated[1], calibrated[0], rtol=0, atol=0)
+
+
+def test_workers_get_absolute_paths(tmp_path, monkeypatch, trained_run, predict_scene):  # noqa: F811
+    """Ray workers run in a folder of their own: a relative --raster was "raster not found" there."""
+    import dataclasses
+
+    from aifactory.prediction.fanout import as_workers_see_it
+    from aifactory.prediction.rows import PredictSpec
+
+    raster, _ = predict_scene
+    monkeypatch.chdir(raster.parent)
+    spec = PredictSpec(("models:/trees@production", str(trained_run)), raster.name, geofence=None,
+                       exclude="/vsis3/bucket/exclude.gpkg")
+    seen = as_workers_see_it(spec)
+    assert seen == dataclasses.replace(spec, raster=str(raster.resolve()),
+                                       models=("models:/trees@production", str(trained_run.resolve())))

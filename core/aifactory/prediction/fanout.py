@@ -20,6 +20,7 @@ for ``cpus`` CPUs and ``gpus`` GPUs, so a GPU cluster spreads parts over its GPU
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import logging
 import signal
@@ -27,6 +28,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from aifactory.errors import AIFactoryError, InputError
@@ -113,12 +115,26 @@ def ray_session(where: FanOut) -> Iterator[None]:
         ray.shutdown()
 
 
+def as_workers_see_it(spec: PredictSpec) -> PredictSpec:
+    """``spec`` with its local paths made absolute: Ray workers run in a folder of their own, where a relative
+    path names nothing ("raster not found" for a raster this process had just opened). URIs (``models:/``,
+    ``/vsis3/``-style GDAL paths) and paths this process cannot see are passed on as they are."""
+    def absolute(value: str | None) -> str | None:
+        return str(Path(value).resolve()) if value is not None and Path(value).exists() else value
+
+    return dataclasses.replace(spec, models=tuple(str(absolute(m)) for m in spec.models),
+                               raster=str(absolute(spec.raster)), geofence=absolute(spec.geofence),
+                               exclude=absolute(spec.exclude))
+
+
 def fan_out_rows(spec: PredictSpec, tile_rows: int, workers: int, where: FanOut,
                  done: list[PartDone]) -> Iterator[RowResult]:
     """Every tile row's :class:`RowResult` in raster order, computed by up to ``workers`` Ray tasks (inside
     :func:`ray_session`); each part's :class:`PartDone` is appended to ``done``."""
     import ray
     from ray.exceptions import RayTaskError
+
+    spec = as_workers_see_it(spec)
 
     task = ray.remote(predict_part).options(num_cpus=where.cpus, num_gpus=where.gpus, max_retries=0)
     parts: list[Any] = [task.remote(spec, rows) for rows in split_rows(tile_rows, workers)]  # ObjectRefGenerators
