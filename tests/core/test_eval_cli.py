@@ -44,6 +44,9 @@ def test_evaluate_json_schema_and_groups(cli, small_scene, detections: Path, tmp
     assert set(data["groups"]) == {"north", "south"}
     assert sum(g["tp"] for g in data["groups"].values()) == data["overall"]["tp"]
     assert set(data["classes"]) == set(truth["class"])
+    by_class = cli("evaluate", "--pred", str(detections), "--truth", str(truth_file), "--by", "class", "--events",
+                   "none")
+    assert by_class.returncode == 0 and by_class.stdout.count("class building ") == 1, by_class.stdout
 
 
 def test_evaluate_csv_wkt_predictions(cli, small_scene, tmp_path: Path) -> None:

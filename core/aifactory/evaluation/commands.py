@@ -116,6 +116,8 @@ def evaluate(pred_path: Path, truth_path: Path, iou: float, min_area: float, by:
         truth = _load(truth_path, truth_layer, truth_crs)
         if report_dir is not None and raster is not None:
             check_imagery(raster, pred, truth)
+        if by == class_field:  # the per-class rows are always there: grouping by class printed each one twice
+            by = None
         result = evaluate_objects(pred, truth, iou=iou, min_area=min_area, by=by, class_field=class_field,
                                   score_field=score_field, min_score=min_score, pred_source=str(pred_path),
                                   truth_source=str(truth_path))
