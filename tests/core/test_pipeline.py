@@ -138,3 +138,28 @@ def test_cli_dry_run_and_exit_codes(cli, tmp_path):
     events = cli("run", str(path), "--events", "jsonl")
     kinds = [json.loads(line)["event"] for line in events.stdout.splitlines()]
     assert kinds[-1] == "done" and "artifact" in kinds
+
+
+@pytest.mark.parametrize(("task", "expected"), [
+    ('{task: postprocess, params: {input: "${scene.truth}", ops: [{name: nms, bogus: 1}]}}',
+     r"tasks\.t\.params: ops\.0\.bogus: unknown key"),
+    ('{task: rps, params: {pred: "${scene.truth}", truth: "${scene.truth}", sweep: ["bogus=1:2"]}}',
+     r"tasks\.t\.params\.sweep\.0: unknown parameter 'bogus'"),
+    ('{task: al_select, params: {rasters: ["${scene.raster}"], n: 3, select: {strategy: random, bogus: 1}}}',
+     r"tasks\.t\.params\.select: bogus: unknown key"),
+    ("{task: al_simulate, params: {config: {bogus: 1}}}", r"tasks\.t\.params\.config: bogus: unknown key"),
+])
+def test_sections_other_stages_validate_are_checked_before_anything_runs(tmp_path, task, expected):
+    """A dry run said "run" for a chain, a sweep, a selection or a simulation config with a mistake in it: the
+    real run refused it only once the tasks upstream had run (for the AL simulation, after a download)."""
+    path = tmp_path / "p.yaml"
+    path.write_text(f"tasks:\n  scene: {{task: synth, params: {{width: 64, height: 64}}}}\n  t: {task}\n")
+    with pytest.raises(ConfigError, match=expected):
+        load_pipeline(path)
+
+
+def test_a_section_naming_an_upstream_output_is_checked_when_its_task_runs(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text('tasks:\n  scene: {task: synth, params: {width: 64, height: 64}}\n  t: {task: postprocess, '
+                    'params: {input: "${scene.truth}", ops: [{name: geofence, path: "${scene.truth}"}]}}\n')
+    assert load_pipeline(path).order == ["scene", "t"]

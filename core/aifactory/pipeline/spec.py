@@ -141,7 +141,13 @@ def load_pipeline(path: str | Path) -> Pipeline:
     for name in order:  # validate parameters with references replaced by placeholders
         task = planned[name]
         placeholders = {up: {out: f"<{up}.{out}>" for out in planned[up].outputs} for up in task.depends_on}
-        validate(task.params_model, substitute(task.raw_params, placeholders), f"{source}: tasks.{name}.params")
+        where = f"{source}: tasks.{name}.params"
+        params = validate(task.params_model, substitute(task.raw_params, placeholders), where)
+        # a section another stage validates (a chain, a sweep…), unless it names an upstream output: that file
+        # does not exist yet, and the task checks the section when it runs
+        nested = getattr(params, "NESTED", None)
+        if nested and not find_references(task.raw_params.get(nested)):
+            params.check_nested(where, path.parent.resolve())  # type: ignore[attr-defined]
     base_dir = path.parent.resolve()
     workdir = base_dir / (spec.workdir or f"runs/{spec.name}")
     return Pipeline(spec.name, source, base_dir, workdir, planned, order)

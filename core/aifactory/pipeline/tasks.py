@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from aifactory.config import StrictModel
+from aifactory.config import StrictModel, validate
 from aifactory.datasets.config import DatasetConfig
 from aifactory.io.atomic import write_text_atomic
 from aifactory.pipeline import TASKS
@@ -201,7 +201,14 @@ class PostprocessTask(StrictModel):
     OUTPUTS: ClassVar[tuple[str, ...]] = ("detections",)
     input: str
     layer: str | None = "detections"
+    NESTED: ClassVar[str] = "ops"  # checked when the pipeline is loaded: check_nested
     ops: list[Any] = Field(min_length=1, description="op specs, as in a chain file's 'ops' list")
+
+    def check_nested(self, where: str, base_dir: Path) -> None:
+        """The chain, validated when the pipeline is loaded (a dry run tells its mistakes)."""
+        from aifactory.postprocess.chain import resolve_chain
+
+        resolve_chain(self.ops, where, base_dir=base_dir)
 
 
 @TASKS.register("postprocess", PostprocessTask)
@@ -300,10 +307,16 @@ class RpsTask(StrictModel):
     pred: str
     truth: str
     aoi: str | None = None
+    NESTED: ClassVar[str] = "sweep"  # checked when the pipeline is loaded: check_nested
     sweep: list[str] = Field(default_factory=lambda: ["score=0.05:0.95:0.05"])
     iou: float = Field(0.5, gt=0, le=1)
     target_precision: float | None = Field(None, ge=0, le=1)
     by_class: bool = False
+
+    def check_nested(self, where: str, base_dir: Path) -> None:
+        from aifactory.evaluation import parse_sweeps
+
+        parse_sweeps(self.sweep, [f"{where}.sweep.{i}" for i in range(len(self.sweep))])
 
 
 @TASKS.register("rps", RpsTask)
@@ -329,11 +342,17 @@ class AlSelectTask(StrictModel):
     model: str | None = Field(None, description="trained run directory (none: random selection)")
     rasters: list[str] = Field(min_length=1)
     n: int = Field(ge=1)
+    NESTED: ClassVar[str] = "select"  # checked when the pipeline is loaded: check_nested
     select: dict[str, Any] = Field(default_factory=dict, description="selection options (strategy, diversity, …)")
     tile_size: int | None = Field(None, ge=16)
     exclude: list[str] = Field(default_factory=list, description="labelled layers or catalogs to skip")
     round: int = Field(1, ge=1)
     device: str = "auto"
+
+    def check_nested(self, where: str, base_dir: Path) -> None:
+        from aifactory.active.options import SelectOptions
+
+        validate(SelectOptions, self.select, f"{where}.select")
 
 
 @TASKS.register("al_select", AlSelectTask)
@@ -341,7 +360,6 @@ def al_select_task(params: AlSelectTask, context: TaskContext) -> dict[str, Any]
     """Write tiles.gpkg (layer 'tiles': score, rank, status, strategy, round) for the Tagging dock."""
     from aifactory.active.options import SelectOptions
     from aifactory.active.select import select_tiles, write_tiles
-    from aifactory.config import validate
 
     options = validate(SelectOptions, params.select, f"tasks.{context.name}.params.select")
     tiles = select_tiles(context.resolve(params.model) if params.model else None,
@@ -355,8 +373,14 @@ class AlSimulateTask(StrictModel):
     """Label-efficiency simulation on a fully labelled dataset (see `aifactory al simulate`)."""
 
     OUTPUTS: ClassVar[tuple[str, ...]] = ("summary", "curve", "plot")
+    NESTED: ClassVar[str] = "config"  # checked when the pipeline is loaded: check_nested
     config: dict[str, Any] = Field(description="dataset, train and simulation sections of a simulation config")
     device: str = "auto"
+
+    def check_nested(self, where: str, base_dir: Path) -> None:
+        from aifactory.active.simulate import prepare_simulation
+
+        prepare_simulation(self.config, f"{where}.config", base_dir)
 
 
 @TASKS.register("al_simulate", AlSimulateTask)
