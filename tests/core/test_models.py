@@ -10,7 +10,7 @@ import torch
 from aifactory.datasets.format import Normalization
 from aifactory.errors import ConfigError, InputError
 from aifactory.models import ARCHITECTURES, BRICKS, TASKS, min_tile, task_of
-from aifactory.models.base import load_weights
+from aifactory.models.base import load_weights, pooled_batch_norm
 from aifactory.models.card import ModelCard, build_model
 from aifactory.models.contact import decode_instances
 from aifactory.models.heatmap import decode_heatmap, encode_targets
@@ -127,6 +127,37 @@ def test_incompatible_or_unknown_bricks_are_one_line_config_errors(name, bricks,
     with pytest.raises(ConfigError) as excinfo:
         build(name, bricks=bricks)
     assert message in str(excinfo.value) and "\n" not in str(excinfo.value)
+
+
+def brick_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    return [p for n, p in model.named_parameters() if ".bricks." in f".{n}" or ".gate_proj." in n]
+
+
+def test_dpt_takes_bricks_on_its_decoder_only_and_they_are_used():
+    """DPT's ViT encoder yields (token maps, class tokens), not a feature pyramid: an encoder slot brick was
+    skipped silently (bottleneck, aspp) or crashed in the forward pass (skips, respath); the decoder slot
+    crashed at build time on DPT's head."""
+    with pytest.raises(ConfigError, match="token maps, not a feature pyramid") as excinfo:
+        build("dpt", bricks=[{"name": "eca", "where": "skips"}])
+    assert "\n" not in str(excinfo.value)
+    model = build("dpt", bricks=["scse", {"name": "cbam", "where": "decoder"}])
+    out = model(torch.randn(BATCH, BANDS, 64, 64))
+    assert out.shape == (BATCH, CLASSES, 64, 64)
+    out.logsumexp(1).mean().backward()
+    added = brick_parameters(model)
+    assert added and all(p.grad is not None for p in added)
+
+
+def test_batch_norm_after_global_pooling_is_found_where_a_batch_of_one_fails():
+    """What the trainer refuses batch_size 1 for (test_training: batch_size 1)."""
+    deeplab = build("deeplabv3")
+    assert pooled_batch_norm(deeplab) == "decoder.aspp.convs.4"
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        deeplab.train()(torch.randn(1, BANDS, 64, 64))
+    assert pooled_batch_norm(build("unet", bricks=["aspp"])) is not None
+    pspnet = build("pspnet")  # its 1×1 bin has no batch norm
+    assert pooled_batch_norm(pspnet) is None and pooled_batch_norm(build("lraspp")) is None
+    pspnet.train()(torch.randn(1, BANDS, 64, 64))
 
 
 def test_unknown_encoder_is_a_config_error():

@@ -281,6 +281,17 @@ def test_empty_dataset_and_foreign_weights_and_missing_cuda_are_one_line_exit_2(
         assert code == 2 and lines == ["aifactory: error: --device cuda: CUDA is not available on this machine"]
 
 
+def test_batch_of_one_for_batch_norm_after_global_pooling_is_one_line_exit_2(dataset, tmp_path, capsys):
+    """DeepLabV3's image-level ASPP branch cannot train on one sample: torch's ValueError came as a traceback at
+    the first step, after the run folder was made."""
+    path = write_config(tmp_path / "one.yaml", dataset, batch_size=1,
+                        model={"architecture": "deeplabv3", "params": {"encoder_depth": 3, "decoder_channels": 16}})
+    code, lines = run_main(capsys, "train", str(path), "-o", str(tmp_path / "run"), "--events", "none")
+    assert code == 2 and len(lines) == 1, lines
+    assert "batch_size: 1: 'deeplabv3' batch-normalises a globally pooled feature" in lines[0]
+    assert not (tmp_path / "run").exists()
+
+
 def test_existing_run_needs_resume_and_same_config(dataset, tmp_path, capsys):
     path = write_config(tmp_path / "a.yaml", dataset, epochs=1, max_steps=2)
     assert run_main(capsys, "train", str(path), "-o", str(tmp_path / "run"), "--events", "none")[0] == 0
@@ -298,9 +309,8 @@ def test_checkpoint_write_failure_keeps_the_previous_checkpoint(tmp_path, monkey
     run = tmp_path / "run"
     ckpt.save_checkpoint(ckpt.checkpoint_path(run, 1), {"model": {"w": torch.ones(3)}, "loop": {"step": 1}}, keep=2)
 
-    def full_disk(obj, path):
-        with open(path, "wb") as stream:
-            stream.write(b"PK\x03\x04 half a checkpoint")
+    def full_disk(obj, stream):  # checkpoints are saved through a stream (a constant archive name)
+        stream.write(b"PK\x03\x04 half a checkpoint")
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", full_disk)

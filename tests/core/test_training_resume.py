@@ -11,9 +11,12 @@ import signal
 import subprocess
 import sys
 
+import pytest
 import torch
+from aifactory.progress import CallbackReporter, use_reporter
+from aifactory.training import TrainConfig, train
 from aifactory.training import checkpoint as ckpt
-from test_training_support import make_dataset, write_config
+from test_training_support import config_data, make_dataset, write_config
 
 TIMING = {"data_wait", "samples_per_s"}
 STEPS = 9  # 25 train chips, batch 4 (6 batches, last partial dropped), accumulate 2 → 3 steps × 3 epochs
@@ -77,3 +80,47 @@ def test_sigkill_at_a_random_step_then_resume_is_bit_identical(tmp_path, cli):
     assert records(killed) == records(reference), f"metrics differ (seed {seed}, kill {kill_at})"
     manifest = json.loads((killed / "manifest.json").read_text())
     assert manifest["status"] == "finished" and len(manifest["resumes"]) == 1
+
+
+class _Stop(KeyboardInterrupt):
+    """What a SIGTERM becomes inside a command (a KeyboardInterrupt subclass unwinds the same way)."""
+
+
+def _stop_when(predicate):
+    def callback(event):
+        if predicate(event):
+            raise _Stop
+
+    return CallbackReporter(callback)
+
+
+def test_stopped_between_log_lines_and_during_the_last_validation_resumes_exactly(tmp_path):
+    """A checkpoint that falls between two log lines must carry the losses of the steps since the last line
+    (else the resumed run logs another mean loss), and a run stopped during its final validation (after the
+    checkpoint of its last step) must not resume with one step more than ``max_steps``. model.pt is then
+    byte-identical to an uninterrupted run's (not only equal tensors: checksums of it are reproducible), and
+    the manifest keeps the device of the start and of each resume."""
+    dataset = make_dataset(tmp_path / "data")
+    config = TrainConfig.model_validate(config_data(
+        dataset, model={"architecture": "unet", "params": {"encoder_depth": 3, "decoder_channels": [8, 8, 8]}},
+        epochs=1, max_steps=5, batch_size=2, log_every=2, checkpoint_every=1, deterministic=True))
+    reference, stopped = tmp_path / "reference", tmp_path / "stopped"
+    train(config, reference, device="cpu")
+
+    # stopped just after the line of step 4: the checkpoint of step 3 holds the loss of step 3
+    at_step_4 = _stop_when(lambda e: e["event"] == "metric" and e["name"] == "train/loss" and e["step"] == 4)
+    with use_reporter(at_step_4), pytest.raises(KeyboardInterrupt):
+        train(config, stopped, device="cpu")
+    assert ckpt.latest_checkpoint(stopped)["loop"]["step"] == 3
+    # stopped during the final validation, after the checkpoint of step 5 (max_steps)
+    validating = _stop_when(lambda e: e["event"] == "progress" and e["task"] == "validate")
+    with use_reporter(validating), pytest.raises(KeyboardInterrupt):
+        train(config, stopped, resume=True, device="cpu")
+    assert ckpt.latest_checkpoint(stopped)["loop"]["step"] == 5
+    train(config, stopped, resume=True, device="cpu")
+
+    assert records(stopped) == records(reference)
+    manifest = json.loads((stopped / "manifest.json").read_text())
+    assert manifest["steps"] == 5 and manifest["status"] == "finished" and len(manifest["resumes"]) == 2
+    assert manifest["device"]["type"] == "cpu" and all(r["device"]["type"] == "cpu" for r in manifest["resumes"])
+    assert (stopped / "model.pt").read_bytes() == (reference / "model.pt").read_bytes()

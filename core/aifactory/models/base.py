@@ -62,6 +62,31 @@ def adapt_input(root: nn.Module, path: str, in_channels: int) -> None:
     set_submodule(root, path, replace_first_conv(conv, in_channels))
 
 
+def _global(size: Any) -> bool:
+    return all(side == 1 for side in (size if isinstance(size, tuple) else (size,)))
+
+
+def pooled_batch_norm(model: nn.Module) -> str | None:
+    """The first block that batch-normalises a globally pooled (1×1) feature, or None.
+
+    Such a block (the image-level branch of ASPP in DeepLabV3/V3+ and the ``aspp`` brick, PAN's pyramid
+    attention, UPerNet's pyramid pooling) has one value per channel and sample: in training mode a batch of
+    one sample gives batch norm nothing to normalise over and torch stops in the forward pass. Found
+    structurally (an adaptive pool to 1×1 followed by batch norm in the same ``nn.Sequential``), so the
+    trainer can refuse a batch size of 1 before it starts rather than at its first step.
+    """
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.Sequential):
+            continue
+        children = list(module.children())
+        for i, child in enumerate(children):
+            if isinstance(child, nn.AdaptiveAvgPool2d | nn.AdaptiveMaxPool2d) and _global(child.output_size) and any(
+                    isinstance(m, nn.modules.batchnorm._BatchNorm) for later in children[i + 1:]
+                    for m in later.modules()):
+                return name
+    return None
+
+
 def load_weights(model: nn.Module, path: str | Path, strict: bool = True) -> list[str]:
     """Load a local state_dict (``weights_only=True``: no code runs) into ``model``.
 

@@ -41,6 +41,9 @@ from aifactory.models.base import BrickSpec
 SKIPLESS_DECODERS = ("PSPDecoder", "DeepLabV3Decoder")
 #: smp decoders that already contain an ASPP module.
 ASPP_DECODERS = ("DeepLabV3Decoder", "DeepLabV3PlusDecoder")
+#: smp decoders fed by a ViT encoder: its output is ``(token maps, class tokens)``, not a feature pyramid, so
+#: the encoder slots have nothing to act on (a hook there would be skipped silently); the decoder slot works.
+TOKEN_DECODERS = ("DPTDecoder",)
 
 Slot = Literal["skips", "bottleneck", "decoder"]
 
@@ -78,7 +81,8 @@ def decoder_out_channels(model: nn.Module) -> int:
     channels = getattr(model, "decoder_out_channels", None)
     if channels is None:
         head: Any = model.segmentation_head
-        channels = head[0].in_channels
+        first = head.head[0] if hasattr(head, "head") else head[0]  # DPT wraps its layers in ``head``
+        channels = first.in_channels
     return int(channels)
 
 
@@ -94,6 +98,9 @@ def attach(model: nn.Module, slot: Slot, factory: Callable[[int, int], nn.Module
         return
     if slot == "skips" and decoder_kind in SKIPLESS_DECODERS:
         raise ConfigError(f"{where}: brick {name!r} acts on skip connections, and {decoder_kind} has none")
+    if decoder_kind in TOKEN_DECODERS:
+        raise ConfigError(f"{where}: brick {name!r} acts on the encoder's {slot}, and {decoder_kind}'s ViT encoder "
+                          f"yields token maps, not a feature pyramid (only the decoder slot fits it)")
     channels = list(encoder.out_channels)
     last = len(channels) - 1
     indices = [last] if slot == "bottleneck" else [i for i in range(last - 1, 0, -1) if channels[i] > 0]

@@ -64,11 +64,18 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if _NAME.match(p.name))
 
 
+def save_tensors(path: Path, state: dict[str, Any]) -> None:
+    """``torch.save`` to ``path`` atomically, through a stream: saved to a path, the archive's inner folder
+    takes the name of the temporary file, and the same weights would give different bytes in every run
+    (``model.pt`` of two identical runs must be byte-identical, e.g. for a checksum)."""
+    with atomic_path(path) as tmp, tmp.open("wb") as stream:
+        torch.save(state, stream)
+
+
 def save_checkpoint(path: Path, state: dict[str, Any], keep: int) -> None:
     """Write ``state`` atomically, then delete all but the newest ``keep`` checkpoints."""
     try:
-        with atomic_path(path) as tmp:
-            torch.save(state, tmp)
+        save_tensors(path, state)
     except OSError as exc:
         raise AIFactoryError(f"{path}: cannot write checkpoint ({exc.strerror or exc}); "
                              f"the previous checkpoint is intact") from None

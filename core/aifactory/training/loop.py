@@ -33,10 +33,10 @@ from aifactory.datasets.format import DatasetMeta, Normalization, read_meta
 from aifactory.datasets.torch_dataset import ChipDataset
 from aifactory.errors import AIFactoryError, ConfigError, InputError
 from aifactory.heap import apply_heap_policy
-from aifactory.io.atomic import atomic_path, write_text_atomic
+from aifactory.io.atomic import write_text_atomic
 from aifactory.io.output_paths import output_folder
 from aifactory.models import ARCHITECTURES, TORCHVISION_FAMILIES, min_tile, task_of
-from aifactory.models.base import load_weights
+from aifactory.models.base import load_weights, pooled_batch_norm
 from aifactory.models.card import ModelCard, write_card
 from aifactory.progress import reporter
 from aifactory.tracking import Tracker
@@ -222,6 +222,22 @@ def build_model(config: TrainConfig, params: Any, in_channels: int, num_classes:
         raise ConfigError(f"{source}: {exc}") from None
 
 
+def check_batch(config: TrainConfig, model: nn.Module, data: Data, source: str) -> None:
+    """Refuse training batches of one sample for a model that batch-normalises a globally pooled feature:
+    torch would stop at the first step with a ValueError traceback (:func:`aifactory.models.base.pooled_batch_norm`).
+    A split smaller than ``batch_size`` is one batch of that split (:class:`~aifactory.training.data.EpochBatches`)."""
+    if min(config.batch_size, len(data.train)) > 1:
+        return
+    block = pooled_batch_norm(model)
+    if block is None:
+        return
+    arch = config.model.architecture
+    why = f"{arch!r} batch-normalises a globally pooled feature ({block}) and needs at least 2 samples a batch"
+    if config.batch_size < 2:
+        raise ConfigError(f"{source}: batch_size: 1: {why}; set batch_size: 2 or more")
+    raise InputError(f"{config.dataset}: 1 chip in the train split: {why}")
+
+
 def make_adapter(config: TrainConfig, family: str, meta: DatasetMeta, params: Any, source: str) -> TaskAdapter:
     ctx = LossContext(meta.num_classes, meta.ignore_index, config.class_weights)
     terms, loss_family = loss_terms(config, family, f"{source}: "), LOSS_FAMILY[family]
@@ -262,6 +278,7 @@ def train(config: TrainConfig, run_dir: str | Path, resume: bool = False, device
     data = load_data(config, family, source)
     meta = data.meta
     model = build_model(config, params, len(data.bands), meta.num_classes, source)
+    check_batch(config, model, data, source)
     adapter = make_adapter(config, family, meta, params, source)
     monitor = config.monitor or adapter.monitor
     if data.val is not None and monitor not in METRICS[family]:
@@ -315,6 +332,9 @@ class Session:
         self.metrics = MetricsLog(run_dir / "metrics.jsonl")
         self.loop: dict[str, Any] = {"epoch": 0, "batch": 0, "step": 0, "best": None, "best_step": None,
                                      "bad_epochs": 0, "stop": False, "metrics_size": 0}
+        #: micro-batch losses since the last ``train`` log line: checkpointed, so that a resumed run logs the
+        #: same mean loss as an uninterrupted one when ``checkpoint_every`` is not a multiple of ``log_every``
+        self.pending_losses: list[torch.Tensor] = []
         self.tracker = Tracker(None, config.tracking.experiment, run_dir)
 
     # -- checkpoints -------------------------------------------------------------------------------
@@ -323,9 +343,10 @@ class Session:
 
     def save(self) -> None:
         self.loop["metrics_size"] = self.metrics.size()
+        loop = {**self.loop, "pending_losses": [float(v) for v in self.pending_losses]}
         state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                 "rng": ckpt.rng_state(), "loop": dict(self.loop), **self._architecture_id()}
+                 "rng": ckpt.rng_state(), "loop": loop, **self._architecture_id()}
         ckpt.save_checkpoint(ckpt.checkpoint_path(self.run_dir, self.loop["step"]), state,
                              self.config.keep_checkpoints)
 
@@ -346,10 +367,12 @@ class Session:
         self.scaler.load_state_dict(state["scaler"])
         ckpt.set_rng_state(state["rng"])
         self.loop = dict(state["loop"])
+        # float32 losses round-trip exactly through Python floats (checkpoints of older runs have none)
+        self.pending_losses = [torch.tensor(v, dtype=torch.float32, device=self.dev)
+                               for v in self.loop.pop("pending_losses", [])]
 
     def save_weights(self, path: Path, weights: dict[str, torch.Tensor] | None = None) -> None:
-        with atomic_path(path) as tmp:
-            torch.save(weights if weights is not None else self.model.state_dict(), tmp)
+        ckpt.save_tensors(path, weights if weights is not None else self.model.state_dict())
 
     # -- the loop ----------------------------------------------------------------------------------
     def run(self, state: dict[str, Any] | None, tracking_uri: str | None, resumed: bool) -> Path:
@@ -384,8 +407,13 @@ class Session:
         epoch = loop["epoch"]
         self.train_batches.set_position(epoch, loop["batch"])
         self.model.train()
+        if loop["step"] >= self.total_steps:
+            # resumed from the checkpoint of the last step (stopped during the last validation): only the
+            # epoch's end is left, not one more step
+            loop["stop"] = True
+            return
         batches = checked(self.train_loader)
-        losses: list[torch.Tensor] = []
+        losses = self.pending_losses
         wait = 0.0
         started = time.perf_counter()
         samples = 0
@@ -413,7 +441,8 @@ class Session:
                                          f"lower optimizer.lr or check the data")
                 self.log("train", {"loss": mean_loss, "lr": self.scheduler.get_last_lr()[0],
                                    "data_wait": wait / max(elapsed, 1e-9), "samples_per_s": samples / elapsed})
-                losses, wait, samples, started = [], 0.0, 0, time.perf_counter()
+                losses.clear()
+                wait, samples, started = 0.0, 0, time.perf_counter()
             best = f", best {self.monitor} {loop['best']:.3f}" if loop["best"] is not None else ""
             rep.progress("train", loop["step"] / self.total_steps,
                          f"epoch {epoch + 1}/{config.epochs} loss {loss.item():.4f}{best}")
@@ -497,13 +526,17 @@ class Session:
                 "seed": config.seed, "deterministic": config.deterministic,
                 "architecture": config.model.architecture, "task": self.family, "started": now(), "resumes": [],
             }
-        elif resumed:
-            self.manifest.setdefault("resumes", []).append({"at": now(), "step": self.loop["step"],
-                                                            "code": code_version()})
         device = {"type": self.dev.type, "torch_threads": torch.get_num_threads(), "amp": self.use_amp,
                   "channels_last": self.channels_last}
         if self.dev.type == "cuda":
             device["name"] = torch.cuda.get_device_name(self.dev)
+        if resumed and "device" in self.manifest:
+            # "device" stays where the run started; each resume records its own (a run started on a GPU
+            # and resumed on a CPU must not lose the first)
+            self.manifest.setdefault("resumes", []).append({"at": now(), "step": self.loop["step"],
+                                                            "code": code_version(), "device": device})
+            self._set_manifest(status="running")
+            return
         self._set_manifest(device=device, status="running")
 
     def _start_tracking(self, tracking_uri: str | None) -> None:
