@@ -7,8 +7,12 @@ averaging). Three windows:
 - ``cosine`` (default): 1 in the middle, a sin² ramp across the overlap on each side (a Tukey window):
   every pixel is decided by the tile that sees it best, and neighbours fade into each other smoothly.
 - ``hann``: a full 2-D Hann window (sin² over the whole tile).
-- ``crop``: centre crop: 1 inside, a negligible weight in the outer half-overlap, i.e. each pixel comes
-  from the tile whose centre part holds it.
+- ``crop``: centre crop: 1 where the tile owns the pixel, a negligible weight elsewhere, i.e. each pixel
+  comes from the tile that sees it with the most context. Ownership passes from a tile to its neighbour at
+  the middle of their overlap (:attr:`~aifactory.prediction.tiling.TileGrid.row_splits`): half the requested
+  overlap from each tile's edge, or further in where spreading the tiles widened an overlap, so that no band
+  of pixels gets the mean of two tiles (:class:`TileWindows`; :func:`blend_weights` gives the window of a tile
+  whose overlaps are the requested ones).
 
 Weights never reach zero (a floor of 1e-3) so pixels at the raster edge, seen only by the border of one
 tile, still get that tile's value. :class:`RowBandAccumulator` never holds the raster, nor even a band of
@@ -42,6 +46,44 @@ def blend_weights(tile: int, overlap: int, kind: BlendWindow = "cosine") -> np.n
         raise ValueError(f"unknown blend window {kind!r}")
     profile = np.maximum(profile, WEIGHT_FLOOR)
     return np.outer(profile, profile).astype("float32")
+
+
+def crop_profile(tile: int, start: float, stop: float) -> np.ndarray:
+    """(tile,) weights along one axis of a tile owning the tile pixels whose centre lies in [start, stop)."""
+    centre = np.arange(tile, dtype="float64") + 0.5
+    return np.where((centre >= start) & (centre < stop), 1.0, WEIGHT_FLOOR).astype("float32")
+
+
+class TileWindows:
+    """The blending window of each tile of ``grid``, masked by its valid pixels: ``windows(tile, valid)``.
+
+    ``cosine`` and ``hann`` share one window (:func:`blend_weights`); ``crop`` follows the grid's ownership
+    (see the module docstring), from per-axis profiles kept per tile row and column span (a few distinct ones:
+    spread overlaps differ by at most a pixel), their product made per tile.
+    """
+
+    def __init__(self, grid: TileGrid, kind: BlendWindow = "cosine") -> None:
+        self.grid, self.kind = grid, kind
+        self.window = blend_weights(grid.tile, grid.overlap, kind)
+        self._profiles: dict[tuple[float, float], np.ndarray] = {}
+
+    def _profile(self, splits: np.ndarray, index: int, offset: int) -> np.ndarray:
+        start = float(splits[index - 1]) - offset if index > 0 else -np.inf
+        stop = float(splits[index]) - offset if index < len(splits) else np.inf
+        profile = self._profiles.get((start, stop))
+        if profile is None:
+            profile = self._profiles[(start, stop)] = crop_profile(self.grid.tile, start, stop)
+        return profile
+
+    def window_of(self, tile: Tile) -> np.ndarray:
+        """``tile``'s (tile, tile) float32 window, before masking."""
+        if self.kind != "crop":
+            return self.window
+        return np.outer(self._profile(self.grid.row_splits, tile.row, tile.row_off),
+                        self._profile(self.grid.col_splits, tile.col, tile.col_off))
+
+    def __call__(self, tile: Tile, valid: np.ndarray) -> np.ndarray:
+        return tile_weights(self.window_of(tile), valid)
 
 
 def tile_weights(window: np.ndarray, valid: np.ndarray) -> np.ndarray:

@@ -4,10 +4,10 @@ Box detectors (and the heatmap detector once its peaks are decoded) see each til
 object in the overlap of two tiles comes out twice, and an object cut by a tile's edge comes out
 truncated. Two rules make the result independent of where tile lines fall:
 
-1. ownership (:func:`owned`): a tile keeps only the boxes whose centre lies in its centre region (the
-   same half-overlap split as :meth:`~aifactory.prediction.tiling.TileGrid.tile_ids`), widened by
-   ``overlap / 4`` so that a centre that drifts a pixel or two between the two tiles' views is kept by
-   both rather than by neither;
+1. ownership (:func:`owned`): a tile keeps only the boxes whose centre lies in the part of the raster it
+   owns (split at the middle of each overlap, as :meth:`~aifactory.prediction.tiling.TileGrid.tile_ids`),
+   widened by ``overlap / 4`` so that a centre that drifts a pixel or two between the two tiles' views is
+   kept by both rather than by neither;
 2. merge (:class:`BoxMerger`): boxes of *different* tiles, same class, with IoU ≥ ``iou`` are one
    object, represented by the box whose centre lies deepest inside its own tile (the view with the
    most context, the rule the ``crop`` blending window applies to pixels). Boxes of one tile are never
@@ -79,19 +79,19 @@ def clip_to_tile(boxes: np.ndarray, tile: Tile, width: int, height: int) -> np.n
     return out
 
 
-def _inner_span(grid: TileGrid, offsets: list[int], index: int, margin: float) -> tuple[float, float]:
-    """[start, stop) along one axis of the centre region of tile ``index``, widened by ``margin``."""
-    half = grid.overlap / 2
-    start = -np.inf if index == 0 else offsets[index] + half - margin
-    stop = np.inf if index == len(offsets) - 1 else offsets[index] + grid.tile - half + margin
+def _inner_span(splits: np.ndarray, index: int, margin: float) -> tuple[float, float]:
+    """[start, stop) along one axis of the part tile ``index`` owns (``splits``: :attr:`TileGrid.row_splits` or
+    :attr:`TileGrid.col_splits`), widened by ``margin``."""
+    start = -np.inf if index == 0 else float(splits[index - 1]) - margin
+    stop = np.inf if index == len(splits) else float(splits[index]) + margin
     return start, stop
 
 
 def owned(grid: TileGrid, tile: Tile, boxes: np.ndarray) -> np.ndarray:
-    """Boxes (raster pixels) whose centre lies in ``tile``'s widened centre region (see the module docstring)."""
+    """Boxes (raster pixels) whose centre lies in ``tile``'s widened part of the raster (see the module docstring)."""
     margin = grid.overlap / 4
-    x0, x1 = _inner_span(grid, grid.col_offsets, tile.col, margin)
-    y0, y1 = _inner_span(grid, grid.row_offsets, tile.row, margin)
+    x0, x1 = _inner_span(grid.col_splits, tile.col, margin)
+    y0, y1 = _inner_span(grid.row_splits, tile.row, margin)
     cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
     return (cx >= x0) & (cx < x1) & (cy >= y0) & (cy < y1)
 

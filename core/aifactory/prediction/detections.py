@@ -1,5 +1,13 @@
 """The detections GeoPackage (DESIGN.md, "Detections"), written as detections close.
 
+Scores of a polygon from the vectorizer (segmentation models): ``score`` is the mean and
+``score_max`` the highest of its class's uint8 scores in ``scores.tif`` over the pixels it covers, divided by
+255, i.e. computed from the stored (quantized) scores, so that they can be checked against the file (the pixels
+of an instance split into diagonal-only parts are those of the whole instance; models trained on ``core``
+or ``boundary`` labels: the pixels before the polygon is grown back). Box detectors (``heatmap``,
+``detection``, ``instance``): ``score`` is the box's own score and ``score_max`` the highest score among the
+boxes merged into it (:mod:`.boxes`).
+
 Detections leave the vectorizer in pixel space; here they are mapped to the raster's CRS with its
 affine transform and appended to a hidden temporary GeoPackage in the output folder, a chunk at a time,
 so memory does not grow with the number of detections. :meth:`DetectionWriter.close` renames the file

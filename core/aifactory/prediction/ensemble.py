@@ -7,8 +7,9 @@ models call "building" scores 0.67).
 
 Box detectors are fused with weighted box fusion (Solovyev et al. 2021): boxes of all models are
 clustered by IoU in descending score order and each cluster is replaced by the score-weighted mean box,
-its score scaled by how many models agree. torchvision has NMS but no fusion and the one PyPI package
-(ensemble-boxes) is unmaintained and numpy-loop based, so it is written here on vectorized IoU.
+its score scaled by the share of the models' weight that agrees (see :func:`weighted_box_fusion`).
+torchvision has NMS but no fusion and the one PyPI package (ensemble-boxes) is unmaintained and numpy-loop
+based, so it is written here on vectorized IoU.
 """
 
 from __future__ import annotations
@@ -26,10 +27,13 @@ ENSEMBLE_MODES = ("mean", "weighted", "max", "vote")
 
 
 def check_weights(mode: str, weights: Sequence[float] | None, count: int) -> list[float]:
-    """Per-model weights normalised to sum 1 (equal unless ``mode == 'weighted'``)."""
+    """Per-model weights normalised to sum 1 (equal unless ``mode == 'weighted'``). Weights given with another
+    mode are refused rather than ignored: the prediction would silently not be the one asked for."""
     if mode not in ENSEMBLE_MODES:
         raise ConfigError(f"ensemble: expected one of {', '.join(ENSEMBLE_MODES)}, got {mode!r}")
     if mode != "weighted":
+        if weights is not None:
+            raise ConfigError(f"ensemble {mode!r} takes no weights (got {list(weights)}); use ensemble 'weighted'")
         return [1.0 / count] * count
     if weights is None or len(weights) != count:
         raise ConfigError(f"ensemble 'weighted' needs one weight per model ({count}), got {weights!r}")
@@ -77,9 +81,13 @@ def weighted_box_fusion(boxes: Sequence[np.ndarray], scores: Sequence[np.ndarray
                         skip_below: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Fuse the boxes of several models: returns (boxes (M, 4), scores (M,), labels (M,)).
 
-    ``boxes[i]`` is model i's (N_i, 4) array of x0, y0, x1, y1; boxes of different labels never fuse.
-    A fused score is the weighted mean score of its cluster × min(models in cluster, n) / n, so a box
-    only one of three models saw keeps a third of its score.
+    ``boxes[i]`` is model i's (N_i, 4) array of x0, y0, x1, y1; boxes of different labels never fuse. Boxes join
+    the fused box they overlap most (IoU > ``iou_threshold``) in descending order of score × model weight, and a
+    fused box is the mean of its members weighted by score × model weight. A fused score is the mean of its
+    members' score × weight × (models among them) / (sum of all models' weights): with one box per agreeing
+    model, Σ score × weight / Σ weights, so a box all models saw gets their weighted mean score and a box only
+    one of three equally weighted models saw keeps a third of its score (a model weighted 0.5 of the total keeps
+    half). ``skip_below`` drops boxes whose score × weight is below it.
     """
     count = len(boxes)
     w = np.ones(count) if model_weights is None else np.asarray(model_weights, dtype="float64")

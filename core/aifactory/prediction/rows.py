@@ -30,7 +30,7 @@ import numpy as np
 from aifactory.errors import InputError
 from aifactory.io.raster import crs_string, raster_info
 from aifactory.models import TORCHVISION_FAMILIES
-from aifactory.prediction.blending import BlendWindow, RowBandAccumulator, blend_weights, tile_weights
+from aifactory.prediction.blending import BlendWindow, RowBandAccumulator, TileWindows, blend_weights
 from aifactory.prediction.geofence import Geofence
 from aifactory.prediction.model_source import BOX_FAMILIES, ModelSource, Precision, open_models
 from aifactory.prediction.source import (
@@ -121,10 +121,19 @@ class OpenPrediction:
         return -(-self.spec.batch_size // self.passes)
 
     @property
+    def blend(self) -> BlendWindow:
+        """The blending window: box detectors' coverage comes from the tile owning the pixel (``crop``)."""
+        return "crop" if self.card.task in TORCHVISION_FAMILIES else self.spec.blend
+
+    @property
     def window(self) -> np.ndarray:
-        """Blending weights of one tile: box detectors' coverage comes from the tile owning the pixel."""
-        kind = "crop" if self.card.task in TORCHVISION_FAMILIES else self.spec.blend
-        return blend_weights(self.grid.tile, self.grid.overlap, kind)
+        """Blending weights of a tile whose overlaps are the requested ones (:meth:`windows` has every tile's)."""
+        return blend_weights(self.grid.tile, self.grid.overlap, self.blend)
+
+    @property
+    def windows(self) -> TileWindows:
+        """Each tile's blending weights, masked by its valid pixels."""
+        return TileWindows(self.grid, self.blend)
 
 
 @contextlib.contextmanager
@@ -193,7 +202,7 @@ def predict_rows(run: OpenPrediction, stats: ReadStats, rows: range | None = Non
     rows = rows if rows is not None else range(len(grid.row_offsets))
     warm_up = range(max(rows.start - 1, 0), rows.start)
     accumulator = RowBandAccumulator(grid, len(run.classes), first_row=warm_up.start)
-    window = run.window
+    windows = run.windows
     size, keep = run.pass_size, run.passes + 3  # batches running, queued for the pool and by the reader, being read
     batches = itertools.chain(iter_batches(run.ds, grid, run.source.bands, run.fence, size, ReadStats(), warm_up,
                                            keep),
@@ -220,7 +229,7 @@ def predict_rows(run: OpenPrediction, stats: ReadStats, rows: range | None = Non
                 if run.detector is not None:
                     boxes.extend(zip(item.tiles, found, strict=True))
                 for index, (tile, valid) in enumerate(zip(item.tiles, item.valid, strict=True)):
-                    accumulator.add(tile, scores[index], tile_weights(window, valid))
+                    accumulator.add(tile, scores[index], windows(tile, valid))
             else:
                 assert isinstance(item, RowDone)
                 top, values, predicted = accumulator.finish_row()

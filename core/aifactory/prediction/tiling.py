@@ -4,7 +4,12 @@ Tiles are ``tile``×``tile`` windows at most ``stride = tile - overlap`` pixels 
 that the first and last rows and columns are flush with the raster edges (``tile_offsets(spread=True)``):
 every overlap is at least the requested one and they differ by at most a pixel, where a fixed stride
 leaves one large overlap at the far edge (up to a whole tile, which the blending would have to carry
-across the raster's width, see :class:`~aifactory.prediction.blending.RowBandAccumulator`). Tiles are
+across the raster's width, see :class:`~aifactory.prediction.blending.RowBandAccumulator`). Spreading can make
+the overlaps much larger than requested (1000 px in tiles of 512 with overlap 64: tiles at 0, 244 and 488, 268 px
+of overlap), so the pixels of an overlap are split between its two tiles at its middle, not at half the requested
+overlap from a tile's edge: every pixel then *belongs* to the tile that sees it with the most context
+(:attr:`TileGrid.row_splits`), the tile whose id a detection gets, whose boxes it keeps and, with the ``crop``
+blending window, whose scores it takes. With the requested overlap the two splits are the same. Tiles are
 visited row by row: the blending accumulator finalizes the rows above a tile row once that row is done,
 so the order is part of the memory contract. Each batch is read with one call covering the union of its
 tiles, so GDAL decodes each block of a batch once.
@@ -55,6 +60,9 @@ class TileGrid:
         self.stride = tile - overlap
         self.row_offsets = tile_offsets(height, tile, self.stride, spread=True)
         self.col_offsets = tile_offsets(width, tile, self.stride, spread=True)
+        #: Where ownership passes from each tile row (column) to the next: the middle of their overlap.
+        self.row_splits = overlap_middles(self.row_offsets, tile)
+        self.col_splits = overlap_middles(self.col_offsets, tile)
 
     def __len__(self) -> int:
         return len(self.row_offsets) * len(self.col_offsets)
@@ -76,13 +84,18 @@ class TileGrid:
         return start, min(stop, self.height)
 
     def tile_ids(self, rows: np.ndarray, cols: np.ndarray) -> list[str]:
-        """Ids of the tiles whose centre part holds each pixel (rows, cols): the tile a detection is from."""
-        half = self.overlap / 2
-        ti = np.clip(np.searchsorted(self.row_offsets, np.asarray(rows) - half, side="right") - 1,
-                     0, len(self.row_offsets) - 1)
-        tj = np.clip(np.searchsorted(self.col_offsets, np.asarray(cols) - half, side="right") - 1,
-                     0, len(self.col_offsets) - 1)
+        """Ids of the tiles that own each point (rows, cols) (see the module docstring): the tile a detection is
+        from. A point on a split belongs to the later tile."""
+        ti = np.searchsorted(self.row_splits, np.asarray(rows, dtype="float64"), side="right")
+        tj = np.searchsorted(self.col_splits, np.asarray(cols, dtype="float64"), side="right")
         return [f"r{i}c{j}" for i, j in zip(ti.tolist(), tj.tolist(), strict=True)]
+
+
+def overlap_middles(offsets: Sequence[int], tile: int) -> np.ndarray:
+    """The middle of the overlap of each pair of neighbouring tiles along one axis (pixel coordinates, where
+    the pixel ``p`` spans [p, p + 1)): one value fewer than ``offsets``."""
+    starts = np.asarray(offsets, dtype="float64")
+    return (starts[:-1] + tile + starts[1:]) / 2
 
 
 def batch_groups(tiles: Sequence[Tile], batch_size: int) -> Iterator[list[Tile]]:
