@@ -122,6 +122,9 @@ def with_events(func: Callable[..., Any]) -> Callable[..., Any]:
                 rep.done("stopped")
                 raise
             except Exception as exc:
+                if _SIGTERM_RECEIVED.is_set():  # raised while stopping: a loader worker killed by the same signal
+                    rep.done("stopped")
+                    raise Terminated from exc
                 error = device_error(exc)
                 if error is None:
                     _show(native.lines(), rep)  # they may help whoever reads the traceback
@@ -158,6 +161,9 @@ _SIGTERM_RECEIVED = threading.Event()
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the clean-up short
+    # a SIGTERM to the process group (timeout, Slurm, systemd) kills torch's loader workers too: its SIGCHLD
+    # handler would raise "DataLoader worker … is killed by signal" in the middle of the clean-up
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     _SIGTERM_RECEIVED.set()
     raise Terminated
 

@@ -4,6 +4,7 @@ the code of a git commit from a worktree, recorded in the manifest."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -102,3 +103,27 @@ def test_a_terminated_ref_run_stops_its_child_the_same_way_and_waits(tmp_path):
         if parent.poll() is None:
             parent.kill()
     assert mark.read_text() == "SIGTERM"  # the child was stopped the same way, and finished before the parent
+
+
+def test_a_sigterm_to_the_process_group_stops_a_training_with_loader_workers(tmp_path):
+    """``timeout``, Slurm and systemd signal the whole group: the loader workers died of the same SIGTERM and
+    torch's SIGCHLD handler raised "DataLoader worker … is killed by signal" in the middle of the clean-up
+    (a traceback, exit 1, no ``done`` event)."""
+    dataset = make_dataset(tmp_path / "data")
+    config = write_config(tmp_path / "train.yaml", dataset, epochs=50, num_workers=2, log_every=1)
+    process = subprocess.Popen([sys.executable, "-m", "aifactory.cli", "train", str(config), "-o",
+                                str(tmp_path / "run"), "--events", "jsonl"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if '"train/loss"' in line:
+                break
+        os.killpg(process.pid, signal.SIGTERM)
+        rest, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 143, stderr[-2000:]
+    assert json.loads(rest.strip().splitlines()[-1]) == {"event": "done", "status": "stopped"}
+    assert "Traceback" not in stderr and stderr.strip().splitlines()[-1] == "aifactory: terminated"
