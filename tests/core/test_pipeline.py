@@ -8,6 +8,7 @@ import pytest
 from aifactory.errors import ConfigError, InputError
 from aifactory.pipeline.runner import LOCK_NAME, plan, run
 from aifactory.pipeline.spec import load_pipeline
+from test_predict_support import predict_scene, trained_run  # noqa: F401  (session fixtures)
 
 
 def write(path, text):
@@ -163,3 +164,20 @@ def test_a_section_naming_an_upstream_output_is_checked_when_its_task_runs(tmp_p
     path.write_text('tasks:\n  scene: {task: synth, params: {width: 64, height: 64}}\n  t: {task: postprocess, '
                     'params: {input: "${scene.truth}", ops: [{name: geofence, path: "${scene.truth}"}]}}\n')
     assert load_pipeline(path).order == ["scene", "t"]
+
+
+def test_a_predict_task_takes_every_option_predict_has(tmp_path, trained_run, predict_scene):  # noqa: F811
+    """``ensemble: weighted`` always failed in a pipeline ("needs one weight per model"): the task had no
+    ``weights``, nor ``blend``, ``precision`` or ``instance_h``."""
+    raster, _ = predict_scene
+    path = tmp_path / "p.yaml"
+    path.write_text(textwrap.dedent(f"""\
+        tasks:
+          predict:
+            task: predict
+            params: {{models: ["{trained_run}", "{trained_run}"], raster: "{raster}", ensemble: weighted,
+                      weights: [3, 1], blend: crop, precision: fp32, instance_h: 0}}
+        """))
+    outputs = run(load_pipeline(path))
+    summary = json.loads(Path(outputs["predict"]["summary"]).read_text())
+    assert summary["precision"] == "fp32" and summary["detections_count"] > 0

@@ -18,6 +18,8 @@ from aifactory.datasets.config import DatasetConfig
 from aifactory.io.atomic import write_text_atomic
 from aifactory.pipeline import TASKS
 from aifactory.pipeline.runner import TaskContext
+from aifactory.prediction.blending import BlendWindow
+from aifactory.prediction.model_source import Precision
 from aifactory.training.config import TrainConfig
 
 
@@ -169,7 +171,11 @@ class PredictTask(StrictModel):
     device: str = "auto"
     score_floor: float = Field(0.1, ge=0, le=1)
     ensemble: str = "mean"
+    weights: list[float] | None = Field(None, description="one weight per model, for ensemble: weighted")
     overlap: int | None = Field(None, ge=0)
+    blend: BlendWindow = "cosine"
+    precision: Precision = "auto"
+    instance_h: float = Field(2.0, ge=0, description="neck depth (px) that separates touching objects; 0: whole")
     postprocess: str | None = Field(None, description="post-processing chain YAML applied to the detections")
     workers: int = Field(1, ge=1, description="Ray tasks the tile rows are fanned out to (see predict --workers)")
     ray_address: str | None = None
@@ -190,7 +196,8 @@ def predict_task(params: PredictTask, context: TaskContext) -> dict[str, Any]:
                      geofence=optional(params.geofence), exclude=optional(params.exclude),
                      geofence_rule=params.geofence_rule, tta=params.tta, batch_size=params.batch_size,
                      device=params.device, score_floor=params.score_floor, ensemble=params.ensemble,
-                     overlap=params.overlap, postprocess=optional(params.postprocess), workers=params.workers,
+                     weights=params.weights, overlap=params.overlap, blend=params.blend, precision=params.precision,
+                     instance_h=params.instance_h, postprocess=optional(params.postprocess), workers=params.workers,
                      fan_out=FanOut(params.ray_address, params.worker_cpus, params.worker_gpus))
     return {"scores": result.scores, "detections": result.detections, "summary": result.summary}
 
