@@ -10,7 +10,15 @@ import matplotlib.image
 import pytest
 import yaml
 from aifactory.errors import InputError
-from aifactory.evaluation.runs import compare, config_diff, key_metrics, list_run_dirs, load_run_dir, mlflow_runs
+from aifactory.evaluation.runs import (
+    _minute,
+    compare,
+    config_diff,
+    key_metrics,
+    list_run_dirs,
+    load_run_dir,
+    mlflow_runs,
+)
 
 
 def make_run(folder: Path, lr: float, steps: int, wide: bool, extra: dict | None = None) -> Path:
@@ -50,7 +58,9 @@ def test_list_and_compare_run_folders(runs_root: Path, tmp_path: Path) -> None:
     a, b = records
     assert a.final()["train/loss"] == pytest.approx(1 / 5)
     assert a.final()["val/loss"] == pytest.approx(1.1 / 5)  # train and val losses do not mix
-    assert a.status == "finished" and a.created == "2026-11-28T10:00:00"
+    # one format whatever the source wrote (it showed ISO text beside MLflow's minutes)
+    assert a.status == "finished" and a.created == "2026-11-28 10:00"
+    assert _minute("2026-11-28T11:30:05+01:00") == "2026-11-28 10:30" and _minute(0) == "1970-01-01 00:00"
     assert b.final()["eval.f1"] == 0.75 and "eval.ap50" not in b.final()
     assert key_metrics(records)[:3] == ["eval.ap", "eval.f1", "val/iou"]
     diff = config_diff(records)

@@ -36,6 +36,23 @@ IGNORED_KEYS = {*STEP_KEYS, "split", "time", "timestamp", "wall_time", "event", 
 MAX_DEPTH = 3
 
 
+#: how ``runs`` shows when a run started: to the minute, in UTC, whatever the source wrote
+MINUTE = "%Y-%m-%d %H:%M"
+
+
+def _minute(value: object) -> str | None:
+    """A manifest's ISO time (any offset) or epoch seconds as :data:`MINUTE` in UTC; other text as it is."""
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value, tz=UTC).strftime(MINUTE)
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return value
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC).strftime(MINUTE)
+
+
 @dataclass
 class RunRecord:
     """One run: metric series ``{name: [(step, value), …]}``, evaluation summary, flattened config."""
@@ -126,13 +143,12 @@ def load_run_dir(path: str | Path, root: Path | None = None) -> RunRecord:
         except json.JSONDecodeError as exc:
             raise InputError(f"{manifest}: invalid JSON: {exc}") from None
         if isinstance(meta, dict):
-            created = meta.get("created") or meta.get("started")
-            record.created = str(created) if isinstance(created, str | int | float) else None
+            record.created = _minute(meta.get("created") or meta.get("started"))
             status = meta.get("status") or meta.get("outcome")
             record.status = str(status) if status is not None else None
     if record.created is None:
         stamp = max((path / m).stat().st_mtime for m in RUN_MARKERS if (path / m).is_file())
-        record.created = datetime.fromtimestamp(stamp, tz=UTC).strftime("%Y-%m-%d %H:%M")
+        record.created = datetime.fromtimestamp(stamp, tz=UTC).strftime(MINUTE)
     if (path / "metrics.jsonl").is_file():
         record.series = _read_metrics(path / "metrics.jsonl")
     record.summary = _read_summary(path / "report")
@@ -196,7 +212,7 @@ def mlflow_runs(tracking_uri: str, *, experiment: str | None = None, runs: Itera
             for key in run.data.metrics:
                 history = sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: (m.step, m.timestamp))
                 series[key] = [(float(m.step), float(m.value)) for m in history]
-            created = datetime.fromtimestamp(run.info.start_time / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M")
+            created = datetime.fromtimestamp(run.info.start_time / 1000, tz=UTC).strftime(MINUTE)
             records.append(RunRecord(name=f"{names.get(run.info.experiment_id, '?')}/{run.info.run_name}",
                                      source=f"{tracking_uri}#{run.info.run_id}", created=created,
                                      status=run.info.status, series=series, config=dict(run.data.params)))

@@ -88,7 +88,8 @@ def submit_command(pipeline_file: Path, runner: str, address: str | None, gpus: 
     record = client.submit(pipeline_file, runner=runner, address=address, resources=resources, ref=ref,
                            shared_dir=shared_dir)
     rep = reporter()
-    rep.log(f"job {record.id} submitted to {record.runner} {record.address}")
+    where = record.runner if record.address in (None, "", record.runner) else f"{record.runner} {record.address}"
+    rep.log(f"job {record.id} submitted to {where}")
     if wait:
         def replay(event: dict[str, Any]) -> None:  # the outcome is ours to report, below
             if event["event"] not in ("done", "error"):
