@@ -52,7 +52,8 @@ def zoom(sample: Sample, factor: float, rng: np.random.Generator, ignore_index: 
     height, width = image.shape[-2:]
     new_h, new_w = max(1, round(height * factor)), max(1, round(width * factor))
     image = F.interpolate(image[None], size=(new_h, new_w), mode="bilinear", align_corners=False)[0]
-    mask = F.interpolate(mask[None, None].float(), size=(new_h, new_w), mode="nearest")[0, 0].long()
+    # "nearest" samples pixel corners, not centres: the mask came out half a pixel off the bilinear image
+    mask = F.interpolate(mask[None, None].float(), size=(new_h, new_w), mode="nearest-exact")[0, 0].long()
     boxes = sample["boxes"] * torch.tensor([new_w / width, new_h / height] * 2)
     dy, dx = int(rng.integers(0, abs(new_h - height) + 1)), int(rng.integers(0, abs(new_w - width) + 1))
     if factor >= 1:
