@@ -72,6 +72,22 @@ def _warp(ds: Any, options: PreprocessOptions) -> Warp | None:
     return plan_warp(ds, dst_crs, options.resolution, options.resampling)
 
 
+def _bands(ds: Any, options: PreprocessOptions, reused: Stretch | None) -> list[int]:
+    """The 1-based source bands, in output order: ``--bands``, else those of a reused stretch, else all.
+
+    A reused stretch holds the statistics of its own source bands, in its order: applied to other bands (or in
+    another order) it writes values that the model trained on that sidecar never saw, so that is refused."""
+    bands = options.bands or (list(reused.bands) if reused is not None else list(range(1, ds.count + 1)))
+    bad = [b for b in bands if not 1 <= b <= ds.count]
+    if bad:
+        flag = "--bands" if options.bands else f"--stretch {options.stretch}"
+        raise InputError(f"{flag}: {ds.name} has bands 1..{ds.count}, got {bad[0]}")
+    if reused is not None and bands != list(reused.bands):
+        raise InputError(f"--stretch {options.stretch}: statistics of bands {','.join(map(str, reused.bands))}, "
+                         f"--bands selects {','.join(map(str, bands))}")
+    return bands
+
+
 def _windows(width: int, height: int) -> list[Window]:
     return [Window(col, row, min(WINDOW, width - col), min(WINDOW, height - row))
             for row in range(0, height, WINDOW) for col in range(0, width, WINDOW)]
@@ -83,18 +99,12 @@ def preprocess_raster(source: str | Path, output: str | Path, options: Preproces
     with open_raster(source) as ds:
         check_readable(ds)
         refuse_inputs_as_output(output, {"input raster": source, "--dem": options.dem, "--stretch": options.stretch})
-        bands = options.bands or list(range(1, ds.count + 1))
-        bad = [b for b in bands if not 1 <= b <= ds.count]
-        if bad:
-            raise InputError(f"--bands: {source} has bands 1..{ds.count}, got {bad[0]}")
+        reused = load_stretch(options.stretch) if options.to_8bit and options.stretch else None
+        bands = _bands(ds, options, reused)
         warp = _warp(ds, options)
         stretch: Stretch | None = None
         if options.to_8bit:
-            stretch = load_stretch(options.stretch) if options.stretch else compute_stretch(
-                ds, bands, options.percentiles)
-            if len(stretch.bands) != len(bands):
-                raise InputError(f"{options.stretch}: statistics for {len(stretch.bands)} bands, "
-                                 f"{len(bands)} selected")
+            stretch = reused or compute_stretch(ds, bands, options.percentiles)
         fill = ds.nodata if ds.nodata is not None else 0
         out_nodata = 0 if stretch is not None else (fill if warp is not None else ds.nodata)
         dtype = "uint8" if stretch is not None else ds.dtypes[bands[0] - 1]
@@ -113,7 +123,7 @@ def preprocess_raster(source: str | Path, output: str | Path, options: Preproces
                     data, valid = read_window(ds, window, bands), read_valid_mask(ds, window)
                 any_valid = any_valid or bool(valid.any())
                 if stretch is not None:
-                    data = stretch.apply(data, valid)
+                    data = stretch.apply(data, valid, ds.nodata)
                 elif out_nodata is not None:
                     data[:, ~valid] = out_nodata
                 writer.write(data, window)

@@ -54,16 +54,24 @@ class Warp:
         return west, south, east, north
 
     def read(self, ds: Any, bands: list[int], window: Window, nodata: float) -> tuple[np.ndarray, np.ndarray]:
-        """Warped (bands, h, w) data and its validity for an output window."""
-        out = np.full((len(bands) + 1, int(window.height), int(window.width)), nodata, dtype=ds.dtypes[0])
+        """Warped (bands, h, w) data and its validity for an output window.
+
+        Each distinct band is warped once, into a masked array of exactly that many bands: rasterio then maps
+        the i-th source band to the i-th destination band and turns the warper's alpha into the mask. (A plain
+        array with one more band for the alpha makes rasterio write source band ``b`` into destination band
+        ``b``: any selection but ``1..n`` came out in the wrong bands, or failed.)"""
+        distinct = list(dict.fromkeys(bands))
+        shape = (len(distinct), int(window.height), int(window.width))
+        out: np.ma.MaskedArray = np.ma.masked_array(np.full(shape, nodata, dtype=ds.dtypes[bands[0] - 1]))
         try:
-            reproject(rasterio.band(ds, bands), out, src_nodata=ds.nodata, dst_crs=self.crs,
-                      dst_transform=window_transform(self.transform, window), dst_nodata=nodata,
-                      dst_alpha=len(bands) + 1, resampling=self.resampling, **self.options)
+            warped, _ = reproject(rasterio.band(ds, distinct), out, src_nodata=ds.nodata, dst_crs=self.crs,
+                                  dst_transform=window_transform(self.transform, window), dst_nodata=nodata,
+                                  resampling=self.resampling, **self.options)
         except RasterioError as exc:
             raise InputError(f"{ds.name}: cannot read the pixels of output window {window}: "
                              f"{gdal_message(exc)}") from None
-        return out[:-1], out[-1] > 0
+        data = np.ma.getdata(warped)[[distinct.index(b) for b in bands]]
+        return data, ~np.ma.getmaskarray(warped)[0]
 
 
 def parse_crs(value: str, flag: str) -> CRS:
