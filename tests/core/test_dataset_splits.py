@@ -97,3 +97,57 @@ def test_plan_with_holdout_on_a_real_scene(tmp_path):
     assert inside.any() and (plan.chips["split"][inside] == "test").all()
     counts = plan.chip_counts()
     assert counts["train"] > counts["val"] > 0 and counts["test"] > 0
+
+
+def test_image_method_keeps_images_closer_than_the_guard_together():
+    """Two tiles of a mosaic 2 units apart: with a guard of 3 they are one unit, so no split boundary runs
+    between them (before, only overlapping images were joined and neighbours could land in two splits)."""
+    left, right = grid_chips(n=4), grid_chips(n=4)
+    near = np.asarray(shapely.transform(right.footprint, lambda xy: xy + np.array([36.0, 0.0])), dtype=object)
+    far = np.asarray(shapely.transform(right.footprint, lambda xy: xy + np.array([500.0, 0.0])), dtype=object)
+    chips = ChipSet(source=np.repeat([0, 1, 2], 16), group=np.array(["g"] * 48, dtype=object),
+                    footprint=np.concatenate([left.footprint, near, far]),
+                    counts=np.ones((48, 2), int), pixel_size=np.ones(48))
+    for seed in range(6):
+        config = SplitConfig(method="image", guard=3, seed=seed, fractions={"train": 0.5, "test": 0.5})
+        splits = assign_splits(chips, config, {"g": 20.0})
+        assert len(set(splits[:32])) == 1
+        assert find_leaks(chips, splits, min_distance=3) == []
+
+
+def test_leak_check_uses_the_larger_guard_of_a_pair():
+    """Two sources of one CRS with different pixel sizes: the pair is a leak when closer than either guard."""
+    chips = ChipSet(source=np.array([0, 1]), group=np.array(["g", "g"], dtype=object),
+                    footprint=np.array([shapely.box(0, 0, 10, 10), shapely.box(13, 0, 23, 10)], dtype=object),
+                    counts=np.ones((2, 1), int), pixel_size=np.array([1.0, 5.0]))
+    splits = np.array(["train", "val"], dtype=object)
+    assert find_leaks(chips, splits, min_distance=np.array([1.0, 5.0])) == [(0, 1)]
+    assert find_leaks(chips, splits, min_distance=np.array([5.0, 1.0])) == [(0, 1)]
+
+
+def test_holdout_with_a_crs_on_a_pixel_space_source_is_refused(tmp_path):
+    """A hold-out in map coordinates cannot apply to a pixel-space image: refused, not silently skipped
+    (its area would otherwise reach train)."""
+    import geopandas as gpd
+    from aifactory.errors import ConfigError
+    from aifactory.io.vector import write_vector
+    from PIL import Image
+
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (128, 128, 3), dtype="uint8")).save(tmp_path / "d.png")
+    boxes = gpd.GeoDataFrame({"class": ["car"] * 2},
+                             geometry=[shapely.box(10, 10, 30, 30), shapely.box(80, 80, 99, 99)])
+    write_vector(boxes, tmp_path / "d.gpkg", layer="boxes")
+    region = {"wkt": "POLYGON ((500000 5000000, 500100 5000000, 500100 4999900, 500000 5000000))", "crs": "EPSG:32631"}
+    for holdout in ({**region, "source": "d"}, region):
+        config = DatasetConfig.model_validate({
+            "sources": [{"raster": str(tmp_path / "d.png"), "labels": str(tmp_path / "d.gpkg")}],
+            "chips": {"size": 32}, "split": {"holdout": [holdout]}})
+        with pytest.raises(ConfigError, match=r"split.holdout\[0\].*pixel"):
+            plan_dataset(config)
+    pixel = {"wkt": "POLYGON ((0 0, 40 0, 40 40, 0 40, 0 0))", "source": "d"}  # pixel coordinates: applied
+    config = DatasetConfig.model_validate({
+        "sources": [{"raster": str(tmp_path / "d.png"), "labels": str(tmp_path / "d.gpkg")}],
+        "chips": {"size": 32}, "split": {"holdout": [pixel]}})
+    plan = plan_dataset(config)
+    held = shapely.intersects(np.array(list(plan.chips["footprint"]), dtype=object), shapely.from_wkt(pixel["wkt"]))
+    assert held.any() and (plan.chips["split"][held] == "test").all()

@@ -151,13 +151,20 @@ def _class_clause(paths: list[str]) -> Any:
     return sa.or_(*[observations.c[f"level{depth(path)}"] == path for path in paths])
 
 
+def _not_class_clause(paths: list[str]) -> Any:
+    """Observations outside every subtree of ``paths``. A path shallower than an excluded one has NULL in that
+    level column, and ``NOT (NULL = 'x')`` is NULL in SQL, which would drop it: so NULL counts as "not under"."""
+    return sa.and_(*[sa.or_(observations.c[f"level{depth(path)}"].is_(None),
+                            observations.c[f"level{depth(path)}"] != path) for path in paths])
+
+
 def where_clauses(selection: Selection, aoi: shapely.Geometry | None = None) -> list[Any]:
     """SQL conditions on ``observations JOIN images`` (the AOI only as a bounding-box pre-filter)."""
     clauses: list[Any] = []
     if selection.classes:
         clauses.append(_class_clause(selection.classes))
     if selection.exclude_classes:
-        clauses.append(sa.not_(_class_clause(selection.exclude_classes)))
+        clauses.append(_not_class_clause(selection.exclude_classes))
     for field, bounds in selection.context.items():
         clauses.append(_in_range(context_value(field), bounds))
     if selection.dates is not None:

@@ -3,7 +3,8 @@
 - ``blocks``: the ground is cut into square blocks (``block_tiles`` tiles on a side, one grid per CRS, so
   images of the same place share it). Blocks are assigned to splits; a chip belongs to the split of its
   block, and a chip whose footprint, grown by the guard band, reaches a block of another split is dropped.
-- ``image``: whole images are assigned (images that overlap on the ground move together).
+- ``image``: whole images are assigned (images that overlap on the ground, or lie closer than the guard band,
+  move together).
 - hold-out regions: chips touching a hold-out polygon are forced to ``test``; chips of other splits that
   overlap them (or come within the guard band) are dropped, so nothing of a hold-out reaches train/val.
 
@@ -97,17 +98,21 @@ def conflicts(a: np.ndarray, b: np.ndarray, distance: float | np.ndarray = 0.0) 
 
 
 def find_leaks(chips: ChipSet, splits: np.ndarray, min_distance: float | np.ndarray = 0.0) -> list[tuple[int, int]]:
-    """Pairs of kept chips of one group that are in different splits and overlap (or are too close)."""
-    leaks: list[tuple[int, int]] = []
+    """Pairs of kept chips of one group that are in different splits and overlap (or are too close).
+
+    A pair is too close when it is closer than the larger of its two chips' ``min_distance`` (sources of
+    one CRS may have different pixel sizes, hence different guard bands)."""
+    leaks: set[tuple[int, int]] = set()
     distance = np.broadcast_to(np.asarray(min_distance, dtype="float64"), (len(chips),))
     for group in np.unique(chips.group):
         index = np.flatnonzero((chips.group == group) & (splits != None))  # noqa: E711 (element-wise)
         if len(index) < 2:
             continue
         left, right = conflicts(chips.footprint[index], chips.footprint[index], distance[index])
-        bad = (left < right) & (splits[index[left]] != splits[index[right]])
-        leaks.extend(zip(index[left[bad]].tolist(), index[right[bad]].tolist(), strict=True))
-    return leaks
+        bad = (left != right) & (splits[index[left]] != splits[index[right]])
+        first, second = index[left[bad]], index[right[bad]]
+        leaks.update(zip(np.minimum(first, second).tolist(), np.maximum(first, second).tolist(), strict=True))
+    return sorted(leaks)
 
 
 def stratify(unit_counts: np.ndarray, fractions: dict[str, float], rng: np.random.Generator) -> np.ndarray:
@@ -187,8 +192,10 @@ def _split_blocks(chips: ChipSet, index: np.ndarray, block_size: float, guard: n
     return out
 
 
-def _image_units(chips: ChipSet, index: np.ndarray) -> np.ndarray:
-    """Unit number per chip: sources whose chips overlap on the ground form one unit (union-find)."""
+def _image_units(chips: ChipSet, index: np.ndarray, guard: np.ndarray) -> np.ndarray:
+    """Unit number per chip: sources whose chips overlap on the ground, or come closer than the guard band
+    (``guard``: map units per chip), form one unit (union-find): two adjacent tiles of a mosaic put in
+    different splits would otherwise touch across the split boundary."""
     sources = np.unique(chips.source[index])
     parent = {int(s): int(s) for s in sources}
 
@@ -198,7 +205,7 @@ def _image_units(chips: ChipSet, index: np.ndarray) -> np.ndarray:
             s = parent[s]
         return s
 
-    left, right = conflicts(chips.footprint[index], chips.footprint[index])
+    left, right = conflicts(chips.footprint[index], chips.footprint[index], guard[index])
     for a, b in zip(chips.source[index[left]], chips.source[index[right]], strict=True):
         ra, rb = root(int(a)), root(int(b))
         if ra != rb:
@@ -235,7 +242,7 @@ def assign_splits(chips: ChipSet, config: SplitConfig, block_size: dict[str, flo
         if config.method == "blocks":
             splits[index] = _split_blocks(chips, index, block_size[group], guard, config, rng)
         else:
-            units = _image_units(chips, index)
+            units = _image_units(chips, index, guard)
             unit_counts = np.zeros((units.max() + 1, chips.counts.shape[1]))
             np.add.at(unit_counts, units, chips.counts[index])
             splits[index] = stratify(unit_counts, config.fractions, rng)[units]

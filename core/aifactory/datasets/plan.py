@@ -157,14 +157,22 @@ def _holdouts(config: DatasetConfig, sources: list[Source]) -> None:
         else:
             assert region.path is not None
             frame = read_vector(region.path, layer=region.layer, crs=region.crs)
+        applied = 0
         for source in targets:
             if frame.crs is None:  # in the source's own coordinates
                 geom = _union(frame)
             elif not source.info.georeferenced:
+                if region.source is not None:  # named, yet silently skipped: its area would reach train
+                    raise ConfigError(f"{where}: source {region.source!r} is in pixel space (no CRS); give the "
+                                      "region in its pixel coordinates, without crs")
                 continue
             else:
                 geom = _union(align_to_crs(frame, source.info.crs, where))
             source.holdout = geom if source.holdout is None else shapely.union(source.holdout, geom)
+            applied += 1
+        if not applied:
+            raise ConfigError(f"{where}: the region has a CRS but every source is in pixel space; give it in "
+                              "pixel coordinates, without crs")
 
 
 def _resolve_classes(config: DatasetConfig, raw: list[tuple[str, RasterInfo, gpd.GeoDataFrame, Any]]
@@ -307,7 +315,7 @@ def plan_dataset(config: DatasetConfig) -> DatasetPlan:
     dropped["guard"] = int(pd.isna(splits).sum())
     keep = _sample_negatives(chips, config.chips.negative_ratio, config.chips.seed)
     dropped["negatives"] = int((chips["split"].notna() & ~keep).sum())
-    guard = config.split.guard * chip_set.pixel_size if config.split.method == "blocks" else 0.0
+    guard = config.split.guard * chip_set.pixel_size  # both methods keep splits a guard band apart
     final = splits.copy()
     final[~keep.to_numpy()] = None
     leaks = find_leaks(chip_set, final, guard)
