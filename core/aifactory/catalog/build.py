@@ -13,7 +13,8 @@ Config (YAML; relative paths are relative to the config file)::
         layer: truth
         class_field: class
         image: scene.tif                       # optional: only this image (needed for pixel space)
-    context_layers:                            # optional: polygons with cloud/snow/... fields → tile context
+    context_layers:                            # optional: polygons with cloud/snow/... fields → tile context;
+      # each polygon counts as its bounding box for now (the catalog stores pixel rectangles): draw rectangles
       - path: clouds.gpkg
     context:
       compute: [vegetation, snow]
