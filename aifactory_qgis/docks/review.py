@@ -2,12 +2,15 @@
 accept / reject / relabel from the keyboard, and export the confirmed ones as training labels.
 
 Decisions go straight to the provider (``review``, ``reviewed_class``) unless the layer is in an edit
-session, so that nothing is lost if QGIS is closed mid-review. The review follows the layer's current
-filter, so the RPS dock's threshold also decides what is reviewed.
+session, so that nothing is lost if QGIS is closed mid-review. The review resumes there: it opens on the
+first unreviewed detection in the chosen order, and a decision moves on to the next unreviewed one (Previous
+and Next still walk every detection, to change a decision). The review follows the layer's current filter,
+so the RPS dock's threshold also decides what is reviewed: moving the slider reloads the list.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -46,6 +49,12 @@ def sort_key(order: str, score: float, label: str) -> tuple:
     return (-score,)
 
 
+def review_of(feature: QgsFeature) -> str:
+    """The ``review`` of a detection, an empty or NULL one counting as unreviewed."""
+    value = feature["review"]
+    return str(value) if value not in (NULL, None, "") else "unreviewed"
+
+
 class ReviewDock(BaseDock):
     def __init__(self, iface, manager) -> None:
         super().__init__(iface, manager, tr("AI Factory — Review"), "AIFactoryReviewDock")
@@ -53,6 +62,8 @@ class ReviewDock(BaseDock):
         self.order: list[int] = []
         self.index = -1
         self.counts: dict[str, int] = {}
+        self.reviews: dict[int, str] = {}  # feature id → its review, as last read or written
+        self._watched: QgsVectorLayer | None = None  # the layer whose signals are connected
         box = QGroupBox(tr("Detections to review"), self)
         form = QFormLayout(box)
         self.detections = QgsMapLayerComboBox(box)
@@ -100,7 +111,13 @@ class ReviewDock(BaseDock):
 
     # -- loading -----------------------------------------------------------------------------------
     def set_layer(self, layer) -> None:
-        self.layer, self.order, self.index, self.counts = None, [], -1, {}
+        self._fill(layer, None)
+
+    def _fill(self, layer, keep: int | None) -> None:
+        """Read the detections of ``layer`` in the chosen order; show ``keep`` (a feature id, without zooming)
+        if it is still listed, else zoom to the first unreviewed detection."""
+        self._watch(None)
+        self.layer, self.order, self.index, self.counts, self.reviews = None, [], -1, {}, {}
         self.current.setText(tr("no detection"))
         self.progress.setText("")
         if layer is None:
@@ -111,31 +128,68 @@ class ReviewDock(BaseDock):
                           "aifactory predict.").format(layer.name(), ", ".join(missing)))
             return
         self.layer = layer
+        self._watch(layer)
         request = QgsFeatureRequest().setFlags(QgsFeatureRequest.NoGeometry)
         request.setSubsetOfAttributes(["score", "class", "review"], layer.fields())
         rows = []
         for feature in layer.getFeatures(request):
             score = float(feature["score"]) if feature["score"] != NULL else 0.0
             rows.append((sort_key(self.sort.currentData(), score, str(feature["class"])), feature.id()))
-            status = feature["review"] if feature["review"] not in (NULL, None, "") else "unreviewed"
-            self.counts[status] = self.counts.get(status, 0) + 1
+            self.reviews[feature.id()] = review_of(feature)
         self.order = [fid for _key, fid in sorted(rows)]
         self.relabel_to.clear()
         self.relabel_to.addItems(sorted({str(v) for v in layer.uniqueValues(layer.fields().indexOf("class"))
                                          if v != NULL}))
         self._show_progress()
-        self.go(0)
+        if keep in self.order:
+            self.go(self.order.index(keep), zoom=False)
+            return
+        pending = self._pending_after(-1)
+        self.go(pending if pending is not None else 0)
+
+    def _reload(self) -> None:
+        """Read the list again (new filter, discarded edits) without moving the map while the detection
+        shown is still in it: dragging the RPS slider must not make the canvas jump."""
+        shown = self.order[self.index] if self.layer is not None and 0 <= self.index < len(self.order) else None
+        self._fill(self.layer, shown)
+
+    def _watch(self, layer: QgsVectorLayer | None) -> None:
+        """Follow the layer: a new filter (RPS slider) or a discarded edit session reloads the list, and a
+        layer removed from the project is let go of (its C++ object is about to be deleted)."""
+        watched = self._watched
+        if watched is not None:
+            for signal, slot in ((watched.subsetStringChanged, self._reload), (watched.afterRollBack, self._reload),
+                                 (watched.willBeDeleted, self._layer_gone)):
+                with contextlib.suppress(TypeError, RuntimeError):  # not connected, or the layer is gone
+                    signal.disconnect(slot)
+        self._watched = layer
+        if layer is not None:
+            layer.subsetStringChanged.connect(self._reload)
+            layer.afterRollBack.connect(self._reload)
+            layer.willBeDeleted.connect(self._layer_gone)
+
+    def _layer_gone(self) -> None:
+        self._watched = None
+        self.set_layer(None)
 
     # -- navigation --------------------------------------------------------------------------------
-    def go(self, index: int) -> None:
+    def go(self, index: int, zoom: bool = True) -> None:
         if self.layer is None or not self.order:
+            if self.layer is not None:
+                self.current.setText(tr("no detection"))
             return
         self.index = max(0, min(index, len(self.order) - 1))
         feature = self.feature()
+        if not feature.isValid():  # deleted in an edit session since the list was read: drop it
+            self.reviews.pop(self.order.pop(self.index), None)
+            self._show_progress()
+            self.go(self.index, zoom)
+            return
         self.current.setText(tr("{0}/{1} · {2} · score {3:.3f} · {4}").format(
             self.index + 1, len(self.order), feature["class"], float(feature["score"] or 0),
             feature["review"] or "unreviewed"))
-        zoom_to_feature(self.iface.mapCanvas(), self.layer, feature)
+        if zoom:
+            zoom_to_feature(self.iface.mapCanvas(), self.layer, feature)
 
     def feature(self) -> QgsFeature:
         assert self.layer is not None
@@ -147,10 +201,22 @@ class ReviewDock(BaseDock):
     def previous(self) -> None:
         self.go(self.index - 1)
 
+    def _pending_after(self, index: int) -> int | None:
+        """The position of the first unreviewed detection after ``index`` in the order, if any."""
+        for position in range(index + 1, len(self.order)):
+            if self.reviews.get(self.order[position], "unreviewed") == "unreviewed":
+                return position
+        return None
+
     # -- decisions ---------------------------------------------------------------------------------
     def accept(self) -> None:
-        if self.index >= 0:
-            self.decide("accepted", str(self.feature()["class"]))
+        if self.layer is None or self.index < 0 or not self.order:
+            return
+        feature = self.feature()
+        if feature.isValid():
+            self.decide("accepted", str(feature["class"]))
+        else:
+            self.go(self.index)  # drops it and shows the next one
 
     def reject(self) -> None:
         self.decide("rejected", None)
@@ -163,10 +229,17 @@ class ReviewDock(BaseDock):
         self.decide("relabelled", label)
 
     def decide(self, review: str, reviewed_class: str | None) -> None:
-        """Write the decision of the current detection and move to the next one."""
-        if self.layer is None or self.index < 0:
+        """Write the decision of the current detection and move to the next unreviewed one."""
+        if self.layer is None or self.index < 0 or not self.order:
             return
         feature = self.feature()
+        if not feature.isValid():
+            self.go(self.index)  # drops it and shows the next one
+            return
+        if self.layer.readOnly():
+            self.error(tr("Layer “{0}” is read-only in this project: the review is not written.")
+                       .format(self.layer.name()))
+            return
         fields = self.layer.fields()
         changes = {fields.indexOf("review"): review,
                    fields.indexOf("reviewed_class"): reviewed_class if reviewed_class is not None else NULL}
@@ -176,17 +249,16 @@ class ReviewDock(BaseDock):
         elif not self.layer.dataProvider().changeAttributeValues({feature.id(): changes}):
             self.error(tr("Could not write the review to “{0}” (read-only file?)").format(self.layer.name()))
             return
-        before = feature["review"] if feature["review"] not in (NULL, None, "") else "unreviewed"
-        self.counts[before] = self.counts.get(before, 1) - 1
-        self.counts[review] = self.counts.get(review, 0) + 1
+        self.reviews[feature.id()] = review
         self.layer.triggerRepaint()
         self._show_progress()
-        if self.index < len(self.order) - 1:
-            self.next()
-        else:
-            self.go(self.index)
+        pending = self._pending_after(self.index)
+        self.go(pending if pending is not None else self.index + 1)
 
     def _show_progress(self) -> None:
+        self.counts = {}
+        for review in self.reviews.values():
+            self.counts[review] = self.counts.get(review, 0) + 1
         total = sum(self.counts.values())
         done = total - self.counts.get("unreviewed", 0)
         self.progress.setText(tr("{0} of {1} reviewed · {2} accepted · {3} rejected · {4} relabelled").format(
@@ -199,6 +271,13 @@ class ReviewDock(BaseDock):
         path = path or self.export_path.filePath()
         if self.layer is None or not path:
             self.error(tr("Choose a reviewed detections layer and the labels file to write."))
+            return 0
+        if self.layer.isEditable() and self.layer.isModified():
+            self.error(tr("Save the edits of “{0}” first: the labels are exported from the file.")
+                       .format(self.layer.name()))
+            return 0
+        if Path(path).resolve() == Path(self.layer.source().split("|")[0]).resolve():
+            self.error(tr("{0} is the detections file itself: choose another labels file.").format(path))
             return 0
         fields = QgsFields()
         fields.append(QgsField("class", QVariant.String))

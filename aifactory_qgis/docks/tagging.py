@@ -6,6 +6,7 @@ round refuses to start, and its one-line reason reaches the message bar."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from qgis.core import NULL, QgsFeatureRequest, QgsMapLayerProxyModel, QgsProject, QgsVectorLayer
@@ -29,6 +30,7 @@ class TaggingDock(BaseDock):
         self.tiles: QgsVectorLayer | None = None
         self.order: list[int] = []
         self.index = -1
+        self._watched: QgsVectorLayer | None = None  # the tiles layer whose signals are connected
         box = QGroupBox(tr("Tiles to tag"), self)
         form = QFormLayout(box)
         self.tiles_file = QgsFileWidget(box)
@@ -90,6 +92,7 @@ class TaggingDock(BaseDock):
         return layer
 
     def set_tiles(self, layer) -> None:
+        self._watch(None)
         self.tiles, self.order, self.index = None, [], -1
         self.current.setText(tr("no tile"))
         self.counts.setText("")
@@ -100,6 +103,7 @@ class TaggingDock(BaseDock):
                        .format(layer.name()))
             return
         self.tiles = layer
+        self._watch(layer)
         has_rank = not missing_fields(layer, "rank")
         request = QgsFeatureRequest().setFlags(QgsFeatureRequest.NoGeometry)
         rows = [((f["rank"] if has_rank and f["rank"] != NULL else f.id()), f.id()) for f in layer.getFeatures(request)]
@@ -108,9 +112,35 @@ class TaggingDock(BaseDock):
         pending = [i for i, fid in enumerate(self.order) if self._status(fid) == "to_tag"]
         self.go(pending[0] if pending else 0)
 
+    def _watch(self, layer: QgsVectorLayer | None) -> None:
+        """Follow the tiles layer: a new filter or a discarded edit session reloads the list, and a layer
+        removed from the project is let go of (its C++ object is about to be deleted)."""
+        watched = self._watched
+        if watched is not None:
+            for signal, slot in ((watched.subsetStringChanged, self._reload), (watched.afterRollBack, self._reload),
+                                 (watched.willBeDeleted, self._layer_gone)):
+                with contextlib.suppress(TypeError, RuntimeError):  # not connected, or the layer is gone
+                    signal.disconnect(slot)
+        self._watched = layer
+        if layer is not None:
+            layer.subsetStringChanged.connect(self._reload)
+            layer.afterRollBack.connect(self._reload)
+            layer.willBeDeleted.connect(self._layer_gone)
+
+    def _reload(self) -> None:
+        self.set_tiles(self.tiles)
+
+    def _layer_gone(self) -> None:
+        self._watched = None
+        self.set_tiles(None)
+
     def _status(self, fid: int) -> str:
+        """The tile's status ("" for a tile deleted since the list was read)."""
         assert self.tiles is not None
-        value = self.tiles.getFeature(fid)["status"]
+        feature = self.tiles.getFeature(fid)
+        if not feature.isValid():
+            return ""
+        value = feature["status"]
         return str(value) if value not in (NULL, None, "") else "to_tag"
 
     def _count(self) -> None:
@@ -119,7 +149,8 @@ class TaggingDock(BaseDock):
         counts = dict.fromkeys(STATUSES, 0)
         for fid in self.order:
             status = self._status(fid)
-            counts[status] = counts.get(status, 0) + 1
+            if status:
+                counts[status] = counts.get(status, 0) + 1
         self.counts.setText(tr("{0} to tag · {1} tagged · {2} skipped").format(
             counts["to_tag"], counts["tagged"], counts["skipped"]))
 
@@ -128,6 +159,13 @@ class TaggingDock(BaseDock):
             return
         self.index = max(0, min(index, len(self.order) - 1))
         tile = self.tiles.getFeature(self.order[self.index])
+        if not tile.isValid():  # deleted in an edit session since the list was read: drop it
+            del self.order[self.index]
+            self._count()
+            if not self.order:
+                self.current.setText(tr("no tile"))
+            self.go(self.index)
+            return
         self.current.setText(tr("tile {0}/{1} · {2}").format(self.index + 1, len(self.order), self._status(tile.id())))
         zoom_to_feature(self.iface.mapCanvas(), self.tiles, tile)
         annotations = self.annotations.currentLayer()
@@ -152,14 +190,21 @@ class TaggingDock(BaseDock):
 
     def mark(self, status: str) -> None:
         """Write ``status`` on the current tile (saving the annotations drawn on it) and move on."""
-        if self.tiles is None or self.index < 0:
+        if self.tiles is None or not 0 <= self.index < len(self.order):
+            return
+        fid = self.order[self.index]
+        if not self._status(fid):
+            self.go(self.index)  # the tile was deleted: drop it and show the next one
+            return
+        if self.tiles.readOnly():
+            self.error(tr("Layer “{0}” is read-only in this project: the status is not written.")
+                       .format(self.tiles.name()))
             return
         annotations = self.annotations.currentLayer()
         if status == "tagged" and annotations is not None and annotations.isEditable() \
                 and not annotations.commitChanges(False):
             self.error(tr("Could not save the annotations: {0}").format("; ".join(annotations.commitErrors())))
             return
-        fid = self.order[self.index]
         index = self.tiles.fields().indexOf("status")
         if self.tiles.isEditable():
             self.tiles.changeAttributeValue(fid, index, status)

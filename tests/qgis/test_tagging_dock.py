@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from osgeo import ogr
 from plugin_helpers import wait_for
-from qgis.core import Qgis, QgsVectorLayer
+from qgis.core import Qgis, QgsProject, QgsVectorLayer
 
 
 def write_tiles(path, raster_layer, n: int = 4) -> None:
@@ -53,6 +53,38 @@ def test_walk_tiles_mark_status_and_launch_next_round(qgis_app, qgis_iface, proj
 
     assert dock.next_round() is None  # no round config chosen yet
     assert any("al round config" in m for m in qgis_iface.messageBar().get_messages(Qgis.Critical))
+
+
+
+def test_filter_deleted_tile_read_only_and_removed_layer(qgis_app, qgis_iface, project_layers, plugin, tmp_path):
+    """A filter set after the tiles were chosen reloads the walk; a tile deleted in an edit session, a layer
+    flagged read-only and a layer removed from the project give no Python exception."""
+    write_tiles(tmp_path / "tiles.gpkg", project_layers[0])
+    dock = plugin.docks["tagging"]
+    dock.tiles_file.setFilePath(str(tmp_path / "tiles.gpkg"))
+    tiles = dock.tiles
+    assert tiles.setSubsetString('"rank" > 2')
+    assert [tiles.getFeature(fid)["rank"] for fid in dock.order] == [3, 4]
+    dock.tagged()
+    status = {f["rank"]: f["status"] for f in QgsVectorLayer(str(tmp_path / "tiles.gpkg"), "x", "ogr").getFeatures()}
+    assert status == {1: "to_tag", 2: "to_tag", 3: "tagged", 4: "to_tag"}
+    assert dock.counts.text() == "1 to tag · 1 tagged · 0 skipped"
+
+    assert tiles.setSubsetString("") and len(dock.order) == 4
+    assert tiles.startEditing() and tiles.deleteFeature(dock.order[1])
+    dock.go(1)
+    assert len(dock.order) == 3 and dock.counts.text() == "2 to tag · 1 tagged · 0 skipped"
+    dock.skipped()
+    tiles.rollBack()
+    assert len(dock.order) == 4
+
+    tiles.setReadOnly(True)
+    dock.tagged()
+    assert any("read-only" in m for m in qgis_iface.messageBar().get_messages(Qgis.Critical))
+    QgsProject.instance().removeMapLayer(tiles.id())
+    assert dock.tiles is None
+    dock.tagged()
+    dock.next()
 
 
 ROUND = """rasters: [{raster}]
