@@ -484,6 +484,18 @@
       <translation type="unfinished" />
     </message>
     <message>
+      <source>Layer “{0}” is read-only in this project: the review is not written.</source>
+      <translation type="unfinished" />
+    </message>
+    <message>
+      <source>Save the edits of “{0}” first: the labels are exported from the file.</source>
+      <translation type="unfinished" />
+    </message>
+    <message>
+      <source>{0} is the detections file itself: choose another labels file.</source>
+      <translation type="unfinished" />
+    </message>
+    <message>
       <source>Could not write the review to “{0}” (read-only file?)</source>
       <translation type="unfinished" />
     </message>
@@ -669,6 +681,10 @@
     </message>
     <message>
       <source>Layer “{0}” has no “status” field: load the tiles written by aifactory al select.</source>
+      <translation type="unfinished" />
+    </message>
+    <message>
+      <source>Layer “{0}” is read-only in this project: the status is not written.</source>
       <translation type="unfinished" />
     </message>
     <message>
