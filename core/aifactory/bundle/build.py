@@ -28,11 +28,12 @@ from aifactory.bundle.export import (
     verify,
 )
 from aifactory.bundle.format import LABEL_KEYS, META_NAME, ONNX_NAME, BundleMeta, OnnxInfo, extract_bundle
+from aifactory.bundle.runtime import PREDICTED_TASKS
 from aifactory.catalog.hierarchy import tree
 from aifactory.errors import ConfigError, InputError
 from aifactory.io.atomic import atomic_path
 from aifactory.io.hashing import sha256_file
-from aifactory.io.output_paths import LISTING_NAME, absolute, check_folder_output
+from aifactory.io.output_paths import LISTING_NAME, absolute, check_file_output, check_folder_output
 from aifactory.models.card import ModelCard, read_card
 from aifactory.progress import reporter
 
@@ -90,6 +91,7 @@ def build_bundle(run_dir: str | Path, out: str | Path, *, operating_point: str |
     rep = reporter()
     if out.suffix.lower() != ".zip":
         raise ConfigError(f"-o {out}: a bundle is a .zip file")
+    check_file_output(absolute(out))  # a folder of that name: refused now, not after the (slow) export
     if docker is not None:  # refused after the export, the bundle itself was left: both are checked first
         check_folder_output(absolute(docker))
     if not run_dir.is_dir():
@@ -125,6 +127,9 @@ def build_bundle(run_dir: str | Path, out: str | Path, *, operating_point: str |
             training={k: v for k, v in extra.items() if k not in LABEL_KEYS})
         rep.progress("bundle", 0.8, "writing the zip")
         write_zip(out, meta, onnx_path, run_dir, report_dir)
+    if card.task not in PREDICTED_TASKS:
+        rep.warning(f"{out}: `aifactory predict --model` and the Docker image run {', '.join(PREDICTED_TASKS)} "
+                    f"bundles only: this {card.task} bundle's ONNX network is for a runtime of your own")
     if docker is not None:
         extract_bundle(out, docker)
         rep.artifact("docker_context", docker)

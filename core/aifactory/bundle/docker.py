@@ -22,6 +22,7 @@ from pathlib import Path
 
 import aifactory
 from aifactory.bundle.format import BundleMeta
+from aifactory.bundle.runtime import PREDICTED_TASKS
 
 #: distributions the torch-free prediction path imports (the image installs these and their requirements);
 #: pytz and six too: pandas uses pytz when it is installed, python-dateutil imports six (a test checks the list)
@@ -67,7 +68,7 @@ def dockerfile(meta: BundleMeta) -> str:
     """The Dockerfile of a bundle (its comments say what the model is and how to run it)."""
     python = f"{sys.version_info.major}.{sys.version_info.minor}"
     classes = ", ".join(meta.classes[1:]) if len(meta.classes) > 1 else meta.classes[0]
-    return f"""\
+    return unsupported_note(meta) + f"""\
 # AI Factory model bundle {meta.run!r}: {meta.model.architecture} ({meta.model.task}), classes: {classes};
 # tile {meta.tile_size} px, bands {meta.bands}, GSD {meta.gsd if meta.gsd is not None else 'any'}.
 # Build from the unzipped bundle:   unzip model.zip -d ctx && docker build -t NAME ctx
@@ -84,6 +85,16 @@ RUN chmod 755 /opt/aifactory/entrypoint.sh
 WORKDIR /data
 ENTRYPOINT ["/opt/aifactory/entrypoint.sh"]
 """
+
+
+def unsupported_note(meta: BundleMeta) -> str:
+    """A warning atop the Dockerfile of a bundle whose task the entrypoint cannot predict: without it, the image
+    builds and only fails when it is run, with a message that does not say the bundle was the wrong kind."""
+    if meta.model.task in PREDICTED_TASKS:
+        return ""
+    return (f"# WARNING: this image cannot predict yet: its entrypoint (aifactory predict) runs "
+            f"{', '.join(PREDICTED_TASKS)} bundles only,\n# and this model is a {meta.model.task} model; use "
+            f"{meta.model.file} with a runtime of your own.\n")
 
 
 def docker_texts(meta: BundleMeta) -> dict[str, str]:

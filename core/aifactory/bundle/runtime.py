@@ -22,6 +22,8 @@ from aifactory.errors import ConfigError, InputError
 from aifactory.prediction.model_source import check_card
 
 LOGITS = "logits"
+#: the tasks this predictor runs: the others export (heatmap, contact) but their decoding is torch code for now
+PREDICTED_TASKS = ("segmentation",)
 
 
 def probabilities(logits: np.ndarray) -> np.ndarray:
@@ -65,7 +67,7 @@ class OnnxModel:
         path = Path(path)
         self.meta = read_meta(path)
         card = self.meta.card()
-        check_card(card, str(path))
+        check_card(card, str(path), PREDICTED_TASKS)
         if LOGITS not in self.meta.model.outputs:
             raise InputError(f"{path}: the network has no {LOGITS!r} output (outputs: {self.meta.model.outputs})")
         network, chosen = read_onnx(path, self.meta), providers(device)
