@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from qgis.core import Qgis
+import contextlib
+
+from qgis.core import Qgis, QgsVectorLayer
 from qgis.gui import QgsDockWidget
 from qgis.PyQt.QtWidgets import QComboBox, QLabel, QScrollArea, QVBoxLayout, QWidget
 
@@ -39,3 +41,32 @@ class BaseDock(QgsDockWidget):
 
     def info(self, text: str) -> None:
         notify(self.iface, text, Qgis.Info)
+
+    # -- a layer the dock works on -------------------------------------------------------------------
+    _watched: QgsVectorLayer | None = None  # the layer whose signals are connected
+
+    def watch_layer(self, layer: QgsVectorLayer | None) -> None:
+        """Follow ``layer`` (None: stop following the last one): a new filter (the RPS slider) or a discarded
+        edit session calls :meth:`layer_changed`, and a layer removed from the project calls
+        :meth:`layer_gone` (its C++ object is about to be deleted: the dock must let go of it)."""
+        watched = self._watched
+        if watched is not None:
+            for signal, slot in ((watched.subsetStringChanged, self.layer_changed),
+                                 (watched.afterRollBack, self.layer_changed), (watched.willBeDeleted, self._gone)):
+                with contextlib.suppress(TypeError, RuntimeError):  # not connected, or the layer is gone
+                    signal.disconnect(slot)
+        self._watched = layer
+        if layer is not None:
+            layer.subsetStringChanged.connect(self.layer_changed)
+            layer.afterRollBack.connect(self.layer_changed)
+            layer.willBeDeleted.connect(self._gone)
+
+    def _gone(self) -> None:
+        self._watched = None
+        self.layer_gone()
+
+    def layer_changed(self) -> None:
+        """The followed layer's filter changed or its edits were discarded: read it again."""
+
+    def layer_gone(self) -> None:
+        """The followed layer is about to be deleted."""

@@ -10,7 +10,6 @@ so the RPS dock's threshold also decides what is reviewed: moving the slider rel
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 
@@ -63,7 +62,6 @@ class ReviewDock(BaseDock):
         self.index = -1
         self.counts: dict[str, int] = {}
         self.reviews: dict[int, str] = {}  # feature id → its review, as last read or written
-        self._watched: QgsVectorLayer | None = None  # the layer whose signals are connected
         box = QGroupBox(tr("Detections to review"), self)
         form = QFormLayout(box)
         self.detections = QgsMapLayerComboBox(box)
@@ -116,7 +114,7 @@ class ReviewDock(BaseDock):
     def _fill(self, layer, keep: int | None) -> None:
         """Read the detections of ``layer`` in the chosen order; show ``keep`` (a feature id, without zooming)
         if it is still listed, else zoom to the first unreviewed detection."""
-        self._watch(None)
+        self.watch_layer(None)
         self.layer, self.order, self.index, self.counts, self.reviews = None, [], -1, {}, {}
         self.current.setText(tr("no detection"))
         self.progress.setText("")
@@ -128,7 +126,7 @@ class ReviewDock(BaseDock):
                           "aifactory predict.").format(layer.name(), ", ".join(missing)))
             return
         self.layer = layer
-        self._watch(layer)
+        self.watch_layer(layer)
         request = QgsFeatureRequest().setFlags(QgsFeatureRequest.NoGeometry)
         request.setSubsetOfAttributes(["score", "class", "review"], layer.fields())
         rows = []
@@ -147,29 +145,13 @@ class ReviewDock(BaseDock):
         pending = self._pending_after(-1)
         self.go(pending if pending is not None else 0)
 
-    def _reload(self) -> None:
+    def layer_changed(self) -> None:
         """Read the list again (new filter, discarded edits) without moving the map while the detection
         shown is still in it: dragging the RPS slider must not make the canvas jump."""
         shown = self.order[self.index] if self.layer is not None and 0 <= self.index < len(self.order) else None
         self._fill(self.layer, shown)
 
-    def _watch(self, layer: QgsVectorLayer | None) -> None:
-        """Follow the layer: a new filter (RPS slider) or a discarded edit session reloads the list, and a
-        layer removed from the project is let go of (its C++ object is about to be deleted)."""
-        watched = self._watched
-        if watched is not None:
-            for signal, slot in ((watched.subsetStringChanged, self._reload), (watched.afterRollBack, self._reload),
-                                 (watched.willBeDeleted, self._layer_gone)):
-                with contextlib.suppress(TypeError, RuntimeError):  # not connected, or the layer is gone
-                    signal.disconnect(slot)
-        self._watched = layer
-        if layer is not None:
-            layer.subsetStringChanged.connect(self._reload)
-            layer.afterRollBack.connect(self._reload)
-            layer.willBeDeleted.connect(self._layer_gone)
-
-    def _layer_gone(self) -> None:
-        self._watched = None
+    def layer_gone(self) -> None:
         self.set_layer(None)
 
     # -- navigation --------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ round refuses to start, and its one-line reason reaches the message bar."""
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 from qgis.core import NULL, QgsFeatureRequest, QgsMapLayerProxyModel, QgsProject, QgsVectorLayer
@@ -30,7 +29,6 @@ class TaggingDock(BaseDock):
         self.tiles: QgsVectorLayer | None = None
         self.order: list[int] = []
         self.index = -1
-        self._watched: QgsVectorLayer | None = None  # the tiles layer whose signals are connected
         box = QGroupBox(tr("Tiles to tag"), self)
         form = QFormLayout(box)
         self.tiles_file = QgsFileWidget(box)
@@ -92,7 +90,7 @@ class TaggingDock(BaseDock):
         return layer
 
     def set_tiles(self, layer) -> None:
-        self._watch(None)
+        self.watch_layer(None)
         self.tiles, self.order, self.index = None, [], -1
         self.current.setText(tr("no tile"))
         self.counts.setText("")
@@ -103,7 +101,7 @@ class TaggingDock(BaseDock):
                        .format(layer.name()))
             return
         self.tiles = layer
-        self._watch(layer)
+        self.watch_layer(layer)
         has_rank = not missing_fields(layer, "rank")
         request = QgsFeatureRequest().setFlags(QgsFeatureRequest.NoGeometry)
         rows = [((f["rank"] if has_rank and f["rank"] != NULL else f.id()), f.id()) for f in layer.getFeatures(request)]
@@ -112,26 +110,10 @@ class TaggingDock(BaseDock):
         pending = [i for i, fid in enumerate(self.order) if self._status(fid) == "to_tag"]
         self.go(pending[0] if pending else 0)
 
-    def _watch(self, layer: QgsVectorLayer | None) -> None:
-        """Follow the tiles layer: a new filter or a discarded edit session reloads the list, and a layer
-        removed from the project is let go of (its C++ object is about to be deleted)."""
-        watched = self._watched
-        if watched is not None:
-            for signal, slot in ((watched.subsetStringChanged, self._reload), (watched.afterRollBack, self._reload),
-                                 (watched.willBeDeleted, self._layer_gone)):
-                with contextlib.suppress(TypeError, RuntimeError):  # not connected, or the layer is gone
-                    signal.disconnect(slot)
-        self._watched = layer
-        if layer is not None:
-            layer.subsetStringChanged.connect(self._reload)
-            layer.afterRollBack.connect(self._reload)
-            layer.willBeDeleted.connect(self._layer_gone)
-
-    def _reload(self) -> None:
+    def layer_changed(self) -> None:
         self.set_tiles(self.tiles)
 
-    def _layer_gone(self) -> None:
-        self._watched = None
+    def layer_gone(self) -> None:
         self.set_tiles(None)
 
     def _status(self, fid: int) -> str:
