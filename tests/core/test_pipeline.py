@@ -100,6 +100,46 @@ def test_resume_after_failure(tmp_path):
     assert actions(load_pipeline(path)) == {"scene": "skip", "gate": "skip"}
 
 
+def test_from_starts_a_killed_task_over_instead_of_resuming_it(tmp_path):
+    path = write(tmp_path / "p.yaml", "tasks:\n  scene: {task: synth, params: {width: 32, height: 32}}\n")
+    run(load_pipeline(path))
+    state_file = tmp_path / "runs" / "pipeline" / ".pipeline-state.json"
+    state = json.loads(state_file.read_text())
+    state["scene"]["status"] = "running"  # what a run killed inside the task leaves
+    leftover = tmp_path / "runs" / "pipeline" / "scene" / "checkpoint.txt"  # what that attempt left to resume
+    leftover.write_text("half done\n")
+    state_file.write_text(json.dumps(state))
+    run(load_pipeline(path))  # a plain re-run resumes the attempt: its folder is kept
+    assert leftover.exists()
+    state_file.write_text(json.dumps(state))
+    run(load_pipeline(path), from_task="scene")  # --from redoes it: a fresh folder
+    assert not leftover.exists()
+
+
+def test_a_task_skipped_under_other_code_says_which(tmp_path):
+    from aifactory.coderef import current_code
+    from aifactory.progress import CallbackReporter, use_reporter
+
+    path = write(tmp_path / "p.yaml", "tasks:\n  scene: {task: synth, params: {width: 32, height: 32}}\n")
+    run(load_pipeline(path))
+    state_file = tmp_path / "runs" / "pipeline" / ".pipeline-state.json"
+    state = json.loads(state_file.read_text())
+    assert state["scene"]["code"] == current_code().commit
+    events: list[dict] = []
+    with use_reporter(CallbackReporter(events.append)):
+        run(load_pipeline(path))
+    logs = [e["message"] for e in events if e["event"] == "log"]
+    assert "scene: skipped (unchanged)" in logs
+    state["scene"]["code"] = "0123456789abcdef0123-dirty"
+    state_file.write_text(json.dumps(state))
+    events.clear()
+    with use_reporter(CallbackReporter(events.append)):
+        run(load_pipeline(path))
+    logs = [e["message"] for e in events if e["event"] == "log"]
+    assert any(m.startswith("scene: skipped (unchanged; made by code 0123456789ab-dirty, now ")
+               and m.endswith(": --from scene redoes it)") for m in logs), logs
+
+
 def test_changed_external_file_reruns_task(tmp_path):
     from aifactory.io.synthetic import SceneSpec, generate_scene
 

@@ -6,8 +6,12 @@ on, the content of every existing file or folder it names outside the run folder
 version. A task whose key matches the one recorded in the run's state and whose outputs still exist is
 skipped; so a re-run skips everything, an edit re-runs the edited task and everything downstream, and a run
 that failed resumes at the task that failed — with ``context.resume`` set, so that a task able to continue
-(training, from its last checkpoint) does so instead of starting over. State is saved atomically after
-every task.
+(training, from its last checkpoint) does so instead of starting over; ``--from TASK`` starts that task
+over. State is saved atomically after every task.
+
+The code is in the key by its version only, not by its git commit: a commit that touches a README or a test
+would otherwise re-run a whole training. Each task records the commit it ran with instead, and a task skipped
+under other code says so (with the ``--from`` that redoes it).
 
 Why stamps and contents:
 
@@ -40,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from aifactory import __version__
+from aifactory.coderef import current_code
 from aifactory.config import validate
 from aifactory.errors import AIFactoryError, ConfigError, InputError
 from aifactory.io.atomic import remove_path, write_text_atomic
@@ -72,6 +77,9 @@ class TaskContext:
         """A path from the pipeline file, relative to the file's folder."""
         path = Path(path).expanduser()
         return path if path.is_absolute() else (self.base_dir / path)
+
+
+FROM_REASON = "--from"
 
 
 @dataclass
@@ -222,7 +230,7 @@ def plan(pipeline: Pipeline, from_task: str | None = None,
         recorded = state.get(name, {})
         rerun_upstream = sorted(task.depends_on & running)
         if name in forced:
-            step = TaskPlan(name, "run", "--from", key)
+            step = TaskPlan(name, "run", FROM_REASON, key)
         elif recorded.get("status") != "done":
             step = TaskPlan(name, "run", "not run yet" if not recorded else recorded.get("status", "?"), key)
         elif rerun_upstream:
@@ -277,13 +285,14 @@ def _run(pipeline: Pipeline, from_task: str | None) -> dict[str, dict[str, Any]]
     _refuse_foreign_task_folders(pipeline, plans, state)
     outputs: dict[str, dict[str, Any]] = {}
     rep = reporter()
+    code = _code_commit()
     for index, step in enumerate(plans):
         task = pipeline.tasks[step.name]
         rep.progress("pipeline", index / len(plans), f"{step.name} ({task.kind})")
         if step.action == "skip":
             outputs[step.name] = state[step.name]["outputs"]
             stamps[step.name] = state[step.name].get("stamp")
-            rep.log(f"{step.name}: skipped ({step.reason})")
+            rep.log(f"{step.name}: skipped ({step.reason}{_other_code(step.name, state[step.name].get('code'), code)})")
             continue
         rep.log(f"{step.name}: running {task.kind} ({step.reason})")
         entry = TASKS.get(task.kind)
@@ -292,7 +301,9 @@ def _run(pipeline: Pipeline, from_task: str | None) -> dict[str, dict[str, Any]]
         before = _fingerprints(task.raw_params, pipeline.base_dir, pipeline.workdir, memo)
         key = task_key(pipeline, step.name, stamps, before)  # the upstream tasks that ran have their stamps now
         previous = state.get(step.name, {})
-        resume = previous.get("status") in ("failed", "running") and previous.get("key") == key
+        # ``--from`` asks for the task to be redone: a failed attempt's checkpoint is not continued then
+        resume = (step.reason != FROM_REASON and previous.get("status") in ("failed", "running")
+                  and previous.get("key") == key)
         context = TaskContext(step.name, pipeline.workdir / step.name, pipeline.base_dir, resume=resume)
         if not resume:  # a fresh run starts from an empty task folder (no stale outputs)
             remove_path(context.workdir)
@@ -322,13 +333,33 @@ def _run(pipeline: Pipeline, from_task: str | None) -> dict[str, dict[str, Any]]
             key = task_key(pipeline, step.name, stamps, before + created)
         stamps[step.name] = uuid.uuid4().hex
         state[step.name] = {"status": "done", "key": key, "stamp": stamps[step.name], "outputs": produced,
-                            "listing": _listing(produced), "started": started, "finished": time.time()}
+                            "listing": _listing(produced), "started": started, "finished": time.time(),
+                            "code": code}
         _save(pipeline, state, memo)
         for value in produced.values():
             if isinstance(value, str) and Path(value).is_file():
                 rep.artifact(step.name, value)
     rep.progress("pipeline", 1.0, "done")
     return outputs
+
+
+def _code_commit() -> str | None:
+    """The commit this process runs (``-dirty`` with uncommitted changes), None outside a git checkout."""
+    try:
+        return current_code().commit
+    except InputError:  # a checkout git cannot read (no commit yet): nothing to compare with
+        return None
+
+
+def _other_code(name: str, recorded: str | None, current: str | None) -> str:
+    """``; made by code X, now Y: --from NAME redoes it`` when a skipped task ran under another commit."""
+    if not recorded or not current or recorded == current:
+        return ""
+
+    def short(commit: str) -> str:
+        return commit[:12] + ("-dirty" if commit.endswith("-dirty") else "")
+
+    return f"; made by code {short(recorded)}, now {short(current)}: --from {name} redoes it"
 
 
 def _refuse_foreign_task_folders(pipeline: Pipeline, plans: list[TaskPlan], state: dict[str, Any]) -> None:
