@@ -148,6 +148,37 @@ def test_dpt_takes_bricks_on_its_decoder_only_and_they_are_used():
     assert added and all(p.grad is not None for p in added)
 
 
+@pytest.mark.parametrize("name", ARCHITECTURES.names())
+def test_every_brick_attached_is_used(name):
+    """A skip brick on a feature the decoder never reads (DeepLab v3+, FPN, PAN, UPerNet skip some) had
+    weights that never trained; each architecture that takes skip bricks now gets them only where they run."""
+    try:
+        model = build(name, bricks=[{"name": "se", "where": "skips"}, {"name": "eca", "where": "bottleneck"}])
+    except ConfigError:  # no skips (pspnet, deeplabv3), a ViT encoder (dpt), a detector: refused elsewhere
+        return
+    size = max(64, min_tile(name))
+    out = model(torch.randn(BATCH, BANDS, size, size))
+    outputs = out.values() if isinstance(out, dict) else [out]
+    sum(o.float().mean() for o in outputs).backward()
+    added = brick_parameters(model)
+    assert added and all(p.grad is not None for p in added), \
+        [n for n, p in model.named_parameters() if ".bricks." in f".{n}" and p.grad is None]
+
+
+def test_a_run_saved_with_bricks_that_never_ran_still_loads(tmp_path):
+    """Runs made before skip bricks went only where the decoder reads hold the dead bricks' weights."""
+    bricks = [{"name": "se", "where": "skips"}]
+    model = build("deeplabv3plus", bricks=bricks)
+    state = model.state_dict()
+    dead = {f"encoder.bricks.1.0.{k}": v.clone() for k, v in model.encoder.bricks["2"][0].state_dict().items()}
+    torch.save({**state, **dead}, tmp_path / "model.pt")
+    twin = build("deeplabv3plus", bricks=bricks)
+    assert load_weights(twin, tmp_path / "model.pt") == []
+    torch.save({**state, "decoder.extra.weight": torch.zeros(1)}, tmp_path / "other.pt")
+    with pytest.raises(InputError, match="1 unexpected or mis-shaped"):  # anything else still refused
+        load_weights(twin, tmp_path / "other.pt")
+
+
 def test_batch_norm_after_global_pooling_is_found_where_a_batch_of_one_fails():
     """What the trainer refuses batch_size 1 for (test_training: batch_size 1)."""
     deeplab = build("deeplabv3")

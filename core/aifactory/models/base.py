@@ -87,6 +87,10 @@ def pooled_batch_norm(model: nn.Module) -> str | None:
     return None
 
 
+#: in the state_dict key of a brick on an encoder feature (see load_weights)
+ENCODER_BRICK_KEY = ".encoder.bricks."
+
+
 def load_weights(model: nn.Module, path: str | Path, strict: bool = True) -> list[str]:
     """Load a local state_dict (``weights_only=True``: no code runs) into ``model``.
 
@@ -106,6 +110,9 @@ def load_weights(model: nn.Module, path: str | Path, strict: bool = True) -> lis
     if not isinstance(state, dict):
         raise InputError(f"{path}: not a state_dict")
     own = model.state_dict()
+    # runs made before bricks went only on the features a decoder reads (models.bricks.DECODER_READS) hold
+    # weights of bricks that never ran: dropping them changes no output
+    state = {k: v for k, v in state.items() if k in own or ENCODER_BRICK_KEY not in f".{k}"}
     skipped = [k for k, v in state.items() if k not in own or own[k].shape != v.shape]
     missing = [k for k in own if k not in state]
     if len(skipped) == len(state) and state:

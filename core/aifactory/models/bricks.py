@@ -39,6 +39,17 @@ from aifactory.models.base import BrickSpec
 
 #: smp decoders that read only the deepest encoder feature (no skip connections).
 SKIPLESS_DECODERS = ("PSPDecoder", "DeepLabV3Decoder")
+#: smp decoders that read only some of the encoder's features: ``n`` features → the indices their forward reads
+#: (smp 0.6: DeepLab v3+ its stride-4 feature and the deepest, FPN the last four, PAN and UPerNet all but the
+#: first two). A skip brick elsewhere would never run: weights that train to nothing and bloat the checkpoint.
+#: ``test_models`` checks that every brick attached to each decoder gets a gradient, so a new smp that reads
+#: other features fails there.
+DECODER_READS: dict[str, Callable[[int], set[int]]] = {
+    "DeepLabV3PlusDecoder": lambda n: {2, n - 1},
+    "FPNDecoder": lambda n: set(range(n - 4, n)),
+    "PANDecoder": lambda n: set(range(2, n)),
+    "UPerNetDecoder": lambda n: set(range(2, n)),
+}
 #: smp decoders that already contain an ASPP module.
 ASPP_DECODERS = ("DeepLabV3Decoder", "DeepLabV3PlusDecoder")
 #: smp decoders fed by a ViT encoder: its output is ``(token maps, class tokens)``, not a feature pyramid, so
@@ -103,7 +114,8 @@ def attach(model: nn.Module, slot: Slot, factory: Callable[[int, int], nn.Module
                           f"yields token maps, not a feature pyramid (only the decoder slot fits it)")
     channels = list(encoder.out_channels)
     last = len(channels) - 1
-    indices = [last] if slot == "bottleneck" else [i for i in range(last - 1, 0, -1) if channels[i] > 0]
+    reads = DECODER_READS.get(decoder_kind, lambda n: set(range(n)))(len(channels))
+    indices = [last] if slot == "bottleneck" else [i for i in range(last - 1, 0, -1) if channels[i] > 0 and i in reads]
     if not hasattr(encoder, "bricks"):
         encoder.bricks = nn.ModuleDict()
         encoder.register_forward_hook(_encoder_hook)
