@@ -13,7 +13,8 @@ from aifactory.cli import with_events
 @click.argument("pipeline_file", type=click.Path(path_type=Path))
 @click.option("-o", "--workdir", type=click.Path(path_type=Path), help="Run folder (default: the file's workdir).")
 @click.option("--dry-run", is_flag=True, help="Print the plan (run/skip per task) and stop.")
-@click.option("--from", "from_task", metavar="TASK", help="Re-run TASK and everything downstream of it.")
+@click.option("--from", "from_task", metavar="TASK",
+              help="Start TASK over (no resume of a failed attempt) and re-run everything downstream of it.")
 @with_events
 def run_command(pipeline_file: Path, workdir: Path | None, dry_run: bool, from_task: str | None) -> None:
     """Run a YAML pipeline: tasks wired by ${task.output} references, unchanged tasks skipped."""
