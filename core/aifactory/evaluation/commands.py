@@ -9,9 +9,16 @@ from typing import Any
 
 import click
 
+from aifactory.catalog.hierarchy import MAX_LEVEL  # the class hierarchy's depth, for --level (no heavy imports)
 from aifactory.cli import echo_json, with_events
 from aifactory.io.output_paths import absolute, check_file_output, folder_output
 from aifactory.progress import reporter
+
+#: ``--level`` of evaluate and rps: both sides' classes cut to their first N levels of the hierarchy before matching.
+LEVEL_OPTION = click.option(
+    "--level", type=click.IntRange(1, MAX_LEVEL), metavar="N",
+    help=f"Cut truth and predicted classes to their first N hierarchy levels (1–{MAX_LEVEL}) before matching, e.g. "
+         "truth annotated deeper than the model's classes.")
 
 TABLE_COLUMNS = ("n_truth", "n_pred", "tp", "fp", "fn", "precision", "recall", "f1", "ap50", "ap")
 
@@ -83,11 +90,12 @@ def _common_vector_options(func: Any) -> Any:
 @click.option("--report", "report_dir", type=click.Path(path_type=Path),
               help="Write an HTML report with curves, confusion matrix and thumbnails into this folder.")
 @click.option("--raster", type=click.Path(path_type=Path), help="Imagery under the report's thumbnails.")
+@LEVEL_OPTION
 @with_events
 def evaluate(pred_path: Path, truth_path: Path, iou: float, min_area: float, by: str | None, min_score: float,
              pred_layer: str | None, truth_layer: str | None, pred_crs: str | None, truth_crs: str | None,
              class_field: str, score_field: str, classes: str | None, threshold: float | None, json_path: Path | None,
-             report_dir: Path | None, raster: Path | None) -> None:
+             report_dir: Path | None, raster: Path | None, level: int | None) -> None:
     """Object metrics (P/R/F1, mAP) of PRED against TRUTH, or pixel metrics when PRED is a raster."""
     from aifactory.evaluation.pixels import RASTER_SUFFIXES, evaluate_pixels
     from aifactory.evaluation.report import check_imagery, write_report
@@ -103,7 +111,7 @@ def evaluate(pred_path: Path, truth_path: Path, iou: float, min_area: float, by:
             truth = _load(truth_path, truth_layer, truth_crs)
         result = evaluate_pixels(pred_path, truth, class_field=class_field, threshold=threshold,
                                  classes=[c.strip() for c in classes.split(",")] if classes else None,
-                                 truth_source=str(truth_path))
+                                 truth_source=str(truth_path), level=level)
         data = result.to_dict()
         print_table([[name, *(v[c] for c in ("support", "predicted", "iou", "precision", "recall", "f1"))]
                      for name, v in data["classes"].items()],
@@ -120,7 +128,7 @@ def evaluate(pred_path: Path, truth_path: Path, iou: float, min_area: float, by:
             by = None
         result = evaluate_objects(pred, truth, iou=iou, min_area=min_area, by=by, class_field=class_field,
                                   score_field=score_field, min_score=min_score, pred_source=str(pred_path),
-                                  truth_source=str(truth_path))
+                                  truth_source=str(truth_path), level=level)
         data = result.to_dict()
         rows = [["all", *(data["overall"][c] for c in TABLE_COLUMNS)]]
         rows += [[f"class {name}", *(v[c] for c in TABLE_COLUMNS)] for name, v in data["classes"].items()]
@@ -148,6 +156,7 @@ def evaluate(pred_path: Path, truth_path: Path, iou: float, min_area: float, by:
 @click.option("--geofence", type=click.Path(path_type=Path),
               help="Polygons (zones): count only objects inside, and give an operating point per zone.")
 @click.option("--iou", default=0.5, show_default=True, help="IoU for a match.")
+@LEVEL_OPTION
 @_common_vector_options
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Output folder.")
 @with_events
@@ -181,7 +190,8 @@ def rps(config_path: Path | None, **flags: Any) -> None:
     output = Path(str(config.output))
     op = run_rps(pred, truth, grid, output, iou=config.iou, target_precision=config.target_precision,
                  by_class=config.by_class, geofence=zones, class_field=config.class_field,
-                 score_field=config.score_field, pred_source=str(config.pred), truth_source=str(config.truth))
+                 score_field=config.score_field, pred_source=str(config.pred), truth_source=str(config.truth),
+                 level=config.level)
     click.echo(f"operating point ({op['criterion']}): score ≥ {op['score']:g}, min_area {op['min_area']:g}, "
                f"nms_iou {op['nms_iou'] if op['nms_iou'] is not None else 'none'}"
                + "".join(f", {k} {v:g}" for k, v in op["postprocess"].items())

@@ -11,8 +11,10 @@ in [0, 1] (read by :func:`aifactory.postprocess.base.score_values`, the one side
 reads the same field by the same rule), a class or score field named but absent.
 
 Matching is per group (``by``: image, AOI) and per class, greedy by score at IoU ≥ ``iou``
-(:mod:`aifactory.evaluation.matching` states the tie rules). Counts (TP/FP/FN, P/R/F1) use the
-detections with score ≥ ``min_score``; AP integrates over every threshold, so it uses all detections.
+(:mod:`aifactory.evaluation.matching` states the tie rules). Classes compare exactly, or both cut to
+their first ``level`` levels of the class hierarchy (:mod:`aifactory.evaluation.levels`). Counts (TP/FP/FN,
+P/R/F1) use the detections with score ≥ ``min_score``; AP integrates over every threshold, so it uses all
+detections.
 AP is COCO's (per class, then the mean over classes that have truth) with no cap on detections per
 image. Empty sets follow :mod:`aifactory.evaluation.metrics`.
 """
@@ -31,6 +33,7 @@ from pyproj import CRS
 from pyproj.exceptions import CRSError
 
 from aifactory.errors import InputError
+from aifactory.evaluation.levels import check_level, cut_classes, level_hint
 from aifactory.evaluation.matching import Pairs, greedy_match, overlapping_pairs, rank_order
 from aifactory.evaluation.metrics import (
     IOU_THRESHOLDS,
@@ -62,6 +65,8 @@ class Prepared:
     truth: gpd.GeoDataFrame
     crs: CRS | None
     inputs: dict[str, Any]
+    #: the predictions' classes before the level cut: NMS groups by them, as the ``nms`` op does on raw detections
+    pred_class_full: np.ndarray | None = None
 
 
 def load_objects(path: str, layer: str | None = None, crs: Any = None, prefer_layer: str | None = None
@@ -178,8 +183,13 @@ def _align(pred: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, pred_src: str, truth
 
 def prepare(pred: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, *, min_area: float = 0.0, by: str | None = None,
             class_field: str = "class", score_field: str = "score", pred_source: str = "predictions",
-            truth_source: str = "truth") -> Prepared:
-    """Repair, align, read the class/score/group fields and apply the minimum area to both sides."""
+            truth_source: str = "truth", level: int | None = None) -> Prepared:
+    """Repair, align, read the class/score/group fields and apply the minimum area to both sides.
+
+    ``level`` cuts both sides' classes to their first levels (:mod:`aifactory.evaluation.levels`), and the groups
+    too when they are the class field (``by`` = ``class_field``).
+    """
+    level = check_level(level)
     for frame, src in ((pred, pred_source), (truth, truth_source)):
         if not isinstance(frame, gpd.GeoDataFrame):
             raise InputError(f"{src}: expected a GeoDataFrame, got {type(frame).__name__}")
@@ -200,15 +210,18 @@ def prepare(pred: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, *, min_area: float 
     classes_p = _field(pred, truth, class_field, pred_source, truth_source, "class", single)
     classes_t = _field(truth, pred, class_field, truth_source, pred_source, "class", single)
     if by is not None:
-        groups_p = _field(pred, truth, by, pred_source, truth_source, "group", None)
-        groups_t = _field(truth, pred, by, truth_source, pred_source, "group", None)
+        groups_p = _field(pred, truth, by, pred_source, truth_source, "group", None).to_numpy()
+        groups_t = _field(truth, pred, by, truth_source, pred_source, "group", None).to_numpy()
+        if by == class_field:
+            groups_p, groups_t = cut_classes(groups_p, level), cut_classes(groups_t, level)
     else:
-        groups_p = pd.Series("all", index=pred.index, dtype=object)
-        groups_t = pd.Series("all", index=truth.index, dtype=object)
+        groups_p = np.full(len(pred), "all", dtype=object)
+        groups_t = np.full(len(truth), "all", dtype=object)
+    full_p = classes_p.to_numpy()
 
-    out_p = gpd.GeoDataFrame({"class": classes_p.to_numpy(), "score": scores,
-                              "group": groups_p.to_numpy()}, geometry=pred.geometry.to_numpy(), crs=crs)
-    out_t = gpd.GeoDataFrame({"class": classes_t.to_numpy(), "group": groups_t.to_numpy()},
+    out_p = gpd.GeoDataFrame({"class": cut_classes(full_p, level), "score": scores, "group": groups_p},
+                             geometry=pred.geometry.to_numpy(), crs=crs)
+    out_t = gpd.GeoDataFrame({"class": cut_classes(classes_t, level), "group": groups_t},
                              geometry=truth.geometry.to_numpy(), crs=crs)
     small_p = shapely.area(out_p.geometry.array) < min_area
     small_t = shapely.area(out_t.geometry.array) < min_area
@@ -219,7 +232,7 @@ def prepare(pred: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, *, min_area: float 
         "crs": crs.to_string() if crs is not None else None,
     }
     return Prepared(out_p.loc[~small_p].reset_index(drop=True), out_t.loc[~small_t].reset_index(drop=True),
-                    crs, inputs)
+                    crs, inputs, full_p[~small_p])
 
 
 def _scores(pred: gpd.GeoDataFrame, score_field: str, source: str) -> np.ndarray:
@@ -262,6 +275,8 @@ class EvaluationResult:
     pred: gpd.GeoDataFrame
     truth: gpd.GeoDataFrame
     inputs: dict[str, Any] = field(default_factory=dict)
+    #: the hierarchy level both sides' classes were cut to (None: compared as given)
+    level: int | None = None
 
     def curve(self, cls: str | None = None) -> PRCurve:
         """PR curve at the result's IoU over all detections (of class ``cls`` if given)."""
@@ -272,7 +287,8 @@ class EvaluationResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "params": {"iou": self.iou, "min_area": self.min_area, "min_score": self.min_score, "by": self.by},
+            "params": {"iou": self.iou, "min_area": self.min_area, "min_score": self.min_score, "by": self.by,
+                       "level": self.level},
             "overall": self.overall, "classes": self.classes, "groups": self.groups,
             "confusion": self.confusion.to_dict(), "inputs": self.inputs,
         }
@@ -319,23 +335,36 @@ def match_objects(prep: Prepared, iou: float) -> np.ndarray:
     return _Matcher(prep).match(iou)[0]
 
 
-def _check_params(iou: float, min_score: float) -> None:
+def _check_params(iou: float, min_score: float, level: int | None = None) -> None:
     if not 0 < iou <= 1:
         raise InputError(f"iou must be in (0, 1], got {iou}")
     if not np.isfinite(min_score):
         raise InputError(f"min_score must be a number, got {min_score}")
+    check_level(level)
+
+
+def warn_level_mismatch(prep: Prepared) -> None:
+    """Warn when no class matches across the two sides but a hierarchy level would match some (exact classes may
+    be intended, so this is no error)."""
+    hint = level_hint(prep.pred["class"].unique(), prep.truth["class"].unique())
+    if hint is not None:
+        reporter().warning(hint)
 
 
 def evaluate_objects(pred: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, iou: float = 0.5, min_area: float = 0,
                      by: str | None = None, class_field: str = "class", score_field: str = "score",
                      min_score: float = 0, *, pred_source: str = "predictions",
-                     truth_source: str = "truth") -> EvaluationResult:
-    """Evaluate predicted objects against truth objects (see the module docstring for the rules)."""
-    _check_params(iou, min_score)
+                     truth_source: str = "truth", level: int | None = None) -> EvaluationResult:
+    """Evaluate predicted objects against truth objects (see the module docstring for the rules).
+
+    ``level`` (1..4) cuts both sides' classes to their first levels before matching.
+    """
+    _check_params(iou, min_score, level)
     rep = reporter()
     rep.progress("evaluate", 0.0, "preparing")
     prep = prepare(pred, truth, min_area=min_area, by=by, class_field=class_field, score_field=score_field,
-                   pred_source=pred_source, truth_source=truth_source)
+                   pred_source=pred_source, truth_source=truth_source, level=level)
+    warn_level_mismatch(prep)
     matcher = _Matcher(prep)
     rep.progress("evaluate", 0.2, f"{matcher.n_pred} predictions, {matcher.n_truth} truth objects")
     flags = {}
@@ -398,7 +427,7 @@ def evaluate_objects(pred: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, iou: float
     rep.progress("evaluate", 1.0, f"F1 {overall['f1']:.3f}")
     return EvaluationResult(iou=float(iou), min_area=float(min_area), min_score=float(min_score), by=by,
                             overall=overall, classes=classes, groups=groups, confusion=confusion,
-                            pred=pred_out, truth=truth_out, inputs=prep.inputs)
+                            pred=pred_out, truth=truth_out, inputs=prep.inputs, level=check_level(level))
 
 
 def _confusion(matcher: _Matcher, iou: float, counted: np.ndarray, p_class: np.ndarray, t_class: np.ndarray,
@@ -422,12 +451,14 @@ def _confusion(matcher: _Matcher, iou: float, counted: np.ndarray, p_class: np.n
 
 
 def pr_curve(pred: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, iou: float = 0.5, *, min_area: float = 0,
-             class_field: str = "class", score_field: str = "score", by: str | None = None) -> PRCurve:
+             class_field: str = "class", score_field: str = "score", by: str | None = None,
+             level: int | None = None) -> PRCurve:
     """Precision, recall and F1 at every distinct score (descending), all classes pooled.
 
     Returns a :class:`PRCurve` named tuple: ``scores, precision, recall, f1, tp, fp, n_truth``.
     """
-    _check_params(iou, 0.0)
-    prep = prepare(pred, truth, min_area=min_area, by=by, class_field=class_field, score_field=score_field)
+    _check_params(iou, 0.0, level)
+    prep = prepare(pred, truth, min_area=min_area, by=by, class_field=class_field, score_field=score_field,
+                   level=level)
     matched = match_objects(prep, iou)
     return curve_from_flags(prep.pred["score"].to_numpy(), matched >= 0, len(prep.truth))

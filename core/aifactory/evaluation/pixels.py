@@ -21,6 +21,10 @@ integer band whose indices do not exceed the named classes (or 254 without names
 on the prediction's grid: same size, transform and CRS. Both are proved readable first (a truncated file).
 ``kind="auto"`` takes a raster of several bands, or one that predict wrote (tagged with its classes, a one-class
 model's scores have one band), for scores.
+
+With ``level`` (:mod:`aifactory.evaluation.levels`) the prediction's class names and the truth's are cut to that
+level of the class hierarchy: a pixel keeps the class of its best band, cut, and classes that become one after the
+cut share their counts (the confusion matrix summed over them, as if both sides had been relabelled).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from rasterio.features import rasterize
 from rasterio.windows import Window
 
 from aifactory.errors import InputError
+from aifactory.evaluation.levels import check_level, cut_classes, level_hint
 from aifactory.evaluation.metrics import f1, precision, recall
 from aifactory.evaluation.objects import CLASS_FIELD, bounds_overlap, extent_text
 from aifactory.io.raster import (
@@ -110,14 +115,17 @@ def _names(descriptions: tuple[str | None, ...], count: int, classes: list[str] 
     return [BACKGROUND, *names]
 
 
-def _truth_codes(truth: gpd.GeoDataFrame, class_field: str, labels: list[str], source: str) -> np.ndarray:
-    """Index of each truth object's class; classes the prediction does not know get new labels."""
+def _truth_codes(truth: gpd.GeoDataFrame, class_field: str, labels: list[str], source: str,
+                 level: int | None = None) -> np.ndarray:
+    """Index of each truth object's class (cut to ``level``); classes the prediction does not know get new labels."""
     if class_field not in truth.columns:
         if len(labels) <= 2 and class_field == CLASS_FIELD:
             labels[1:] = labels[1:] or ["object"]
             return np.ones(len(truth), dtype="int64")
         raise InputError(f"{source}: no class field {class_field!r} to tell the {len(labels) - 1} classes apart")
-    names = truth[class_field].astype(str).to_numpy()
+    names = cut_classes(truth[class_field].astype(str), level)
+    if (hint := level_hint(labels[1:], names)) is not None:
+        reporter().warning(hint)
     for name in sorted(set(names) - set(labels)):
         reporter().warning(f"{source}: class {name!r} is not among the predicted classes; its pixels count as "
                            "missed")
@@ -127,7 +135,7 @@ def _truth_codes(truth: gpd.GeoDataFrame, class_field: str, labels: list[str], s
 
 
 def _vector_truth(frame: gpd.GeoDataFrame, ds: Any, labels: list[str], class_field: str, named: bool,
-                  source: str) -> tuple[np.ndarray, np.ndarray, shapely.STRtree]:
+                  source: str, level: int | None = None) -> tuple[np.ndarray, np.ndarray, shapely.STRtree]:
     """Truth objects in the raster's CRS with their class indices, indexed for the windows that burn them."""
     frame = align_to_crs(frame, ds.crs, source)
     left, bottom, right, top = ds.bounds
@@ -139,7 +147,7 @@ def _vector_truth(frame: gpd.GeoDataFrame, ds: Any, labels: list[str], class_fie
     if not named and class_field in frame.columns and frame[class_field].nunique() > 1:
         raise InputError(f"{ds.name}: class raster without class names; pass classes=[...] (--classes) "
                          "to map its indices to the truth's classes")
-    codes = _truth_codes(frame, class_field, labels, source)
+    codes = _truth_codes(frame, class_field, labels, source, level)
     # burn order where truth objects overlap: large first (small ones stay visible), as datasets render the
     # training masks, the same in every window
     geoms = frame.geometry.to_numpy()
@@ -163,13 +171,15 @@ def _predicted(data: np.ndarray, is_scores: bool, has_background: bool, threshol
 def evaluate_pixels(pred: str | Path, truth: str | Path | gpd.GeoDataFrame, *, class_field: str = "class",
                     classes: list[str] | None = None, threshold: float | None = None,
                     kind: Literal["auto", "scores", "classes"] = "auto", tile: int = 1024,
-                    truth_source: str | None = None) -> PixelResult:
+                    truth_source: str | None = None, level: int | None = None) -> PixelResult:
     """Confusion matrix of a prediction raster against vector or raster truth, streamed by windows.
 
-    ``truth_source`` names the truth in messages (default: its path, or ``truth`` for a frame).
+    ``truth_source`` names the truth in messages (default: its path, or ``truth`` for a frame); ``level`` cuts both
+    sides' class names to that hierarchy level.
     """
     if threshold is not None and not 0 <= threshold <= 1:
         raise InputError(f"threshold must be in [0, 1], got {threshold}")
+    level = check_level(level)
     with open_raster(pred) as ds:
         check_readable(ds)
         is_scores = kind == "scores" or (kind == "auto" and (ds.count > 1 or SCORES_CLASSES_TAG in ds.tags()))
@@ -178,12 +188,14 @@ def evaluate_pixels(pred: str | Path, truth: str | Path | gpd.GeoDataFrame, *, c
         labels = _names(descriptions, ds.count if is_scores else 0, classes)
         _check_prediction(ds, is_scores, len(labels) - 1 + has_background, pred)
         top_index = len(labels) - 1 if classes and not is_scores else MAX_CLASS_INDEX
+        labels = list(cut_classes(labels, level))  # indices keep their place; same names are summed at the end
         source = truth_source or ("truth" if isinstance(truth, gpd.GeoDataFrame) else str(truth))
         truth_ds_path: Path | None = None
         truth_frame = None
         if isinstance(truth, gpd.GeoDataFrame) or Path(truth).suffix.lower() not in RASTER_SUFFIXES:
             frame = truth if isinstance(truth, gpd.GeoDataFrame) else read_vector(truth)
-            truth_frame = _vector_truth(frame, ds, labels, class_field, is_scores or classes is not None, source)
+            truth_frame = _vector_truth(frame, ds, labels, class_field, is_scores or classes is not None, source,
+                                        level)
         else:
             truth_ds_path = Path(truth)
         counts: dict[int, int] = {}
@@ -273,4 +285,12 @@ def _result(counts: dict[int, int], labels: list[str]) -> PixelResult:
     matrix = np.zeros((len(labels), len(labels)), dtype="int64")
     for t, p, c in pairs:
         matrix[t, p] += c
+    # labels the level cut made equal: one class, their rows and columns summed (a relabelling of both sides)
+    merged, index = np.unique(np.array(labels, dtype=object), return_index=True)
+    if len(merged) < len(labels):
+        names = [labels[i] for i in sorted(index)]
+        into = np.array([names.index(name) for name in labels], dtype="int64")
+        folded = np.zeros((len(names), len(names)), dtype="int64")
+        np.add.at(folded, (into[:, None], into[None, :]), matrix)
+        labels, matrix = names, folded
     return PixelResult(labels, matrix)

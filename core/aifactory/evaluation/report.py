@@ -122,6 +122,7 @@ def _object_body(result: EvaluationResult, out: Path, raster: str | Path | None,
     rep = reporter()
     params = (f"IoU ≥ {result.iou:g}, minimum area {result.min_area:g}, minimum score {result.min_score:g}"
               + (f", grouped by <code>{html.escape(result.by)}</code>" if result.by else "")
+              + (f", classes cut to level {result.level}" if result.level is not None else "")
               + f", CRS {html.escape(str(result.inputs.get('crs') or 'none (pixel space)'))}")
     parts = [f"<p>{params}</p>", "<h2>Overall</h2>", _table({"all": result.overall}, "")]
     parts += ["<h2>Per class</h2>", _table(result.classes, "class")]

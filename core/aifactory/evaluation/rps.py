@@ -34,9 +34,14 @@ geographic detections, the chosen point would keep almost nothing once applied.
       "per_class": {"<class>": {"score", "min_area", "nms_iou", "postprocess", "precision", "recall",
                                 "f1", "tp", "fp", "fn"}},
       "per_geofence": {"<zone>": {the fields above, per_class included}},   # only with a geofence
-      "by_class": false                 # true: per_class holds each class's own best parameters;
+      "by_class": false,                # true: per_class holds each class's own best parameters;
                                         # false: the global parameters and each class's metrics there
+      "level": 2 | null                 # classes cut to this hierarchy level before matching (--level)
     }
+
+With ``level`` (:mod:`aifactory.evaluation.levels`), matching, the per-class rows and ``per_class`` use the classes
+cut to that level, while NMS still groups detections by their own classes: the ``nms`` op that applies the point
+to raw detections knows no level.
 
 ``aifactory rps --config FILE`` reads the same options from YAML (:class:`RpsConfig`; see
 ``resources/examples/rps_buildings.yaml``); flags given on the command line win over the file.
@@ -66,9 +71,10 @@ from pydantic import Field
 from aifactory.config import StrictModel, load_config, validate
 from aifactory.errors import ConfigError, InputError
 from aifactory.evaluation import plots
+from aifactory.evaluation.levels import MAX_LEVEL, check_level
 from aifactory.evaluation.matching import greedy_match, nms_keep, overlapping_pairs, rank_order, self_pairs
 from aifactory.evaluation.metrics import PRCurve, counts_at, curve_from_flags, vectorized_prf
-from aifactory.evaluation.objects import prepare
+from aifactory.evaluation.objects import prepare, warn_level_mismatch
 from aifactory.io.atomic import atomic_path
 from aifactory.io.vector import align_to_crs
 from aifactory.postprocess import OPS, apply_chain
@@ -162,6 +168,8 @@ class RpsConfig(StrictModel):
     iou: float = Field(0.5, gt=0, le=1, description="IoU for a match")
     target_precision: float | None = Field(None, ge=0, le=1, description="max recall at this precision")
     by_class: bool = Field(False, description="each class's own best parameters too")
+    level: int | None = Field(None, ge=1, le=MAX_LEVEL, description="cut truth and predicted classes to this hierarchy "
+                                                           "level before matching")
     geofence: str | None = Field(None, description="zones: count only objects inside, a point per zone")
     class_field: str = "class"
     score_field: str = "score"
@@ -280,8 +288,12 @@ def zone_names(zones: gpd.GeoDataFrame) -> list[str]:
 
 def _curves(prep_pred: gpd.GeoDataFrame, prep_truth: gpd.GeoDataFrame, areas: np.ndarray,
             grid: dict[str, list[float]], iou: float, pred_zone: dict[str, np.ndarray],
-            truth_zone: dict[str, np.ndarray], tick: Callable[[float], None]) -> list[tuple[dict[str, Any], PRCurve]]:
+            truth_zone: dict[str, np.ndarray], tick: Callable[[float], None], nms_class: np.ndarray | None = None
+            ) -> list[tuple[dict[str, Any], PRCurve]]:
     """PR curves for each (zone, class, nms_iou, min_area): one greedy match per (zone, nms_iou, min_area).
+
+    ``nms_class`` are the classes NMS groups by (default: the matched ones), the detections' own when the matched
+    classes were cut to a level.
 
     Each zone is matched on its own objects, as if both layers were clipped to it: a detection inside a zone
     matched to a truth object outside it would count a TP that the zone's truth does not hold (FN = truth − TP
@@ -298,7 +310,8 @@ def _curves(prep_pred: gpd.GeoDataFrame, prep_truth: gpd.GeoDataFrame, areas: np
     rank = np.empty(n_p, dtype="int64")
     rank[order] = np.arange(n_p)
     nms_values: list[float | None] = list(grid.get("nms_iou", [])) or [None]
-    nms_pairs = self_pairs(geoms_p, code_p) if nms_values != [None] else None
+    nms_code = code_p if nms_class is None else pd.factorize(nms_class, sort=True)[0]
+    nms_pairs = self_pairs(geoms_p, nms_code) if nms_values != [None] else None
     out = []
     areas_values = grid.get("min_area", [0.0])
     for k, nms in enumerate(nms_values):
@@ -321,14 +334,15 @@ def _curves(prep_pred: gpd.GeoDataFrame, prep_truth: gpd.GeoDataFrame, areas: np
 
 def sweep(pred: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, grid: dict[str, list[float]], *, iou: float = 0.5,
           class_field: str = "class", score_field: str = "score", geofence: gpd.GeoDataFrame | None = None,
-          pred_source: str = "predictions", truth_source: str = "truth") -> pd.DataFrame:
+          pred_source: str = "predictions", truth_source: str = "truth", level: int | None = None) -> pd.DataFrame:
     """Every point of the grid (per zone and class) as a table; see the module docstring for the columns.
 
     The raw detections are prepared (checked) once before any chain runs: inputs that cannot be compared
-    fail at once, naming ``pred_source``/``truth_source``.
+    fail at once, naming ``pred_source``/``truth_source``. ``level`` cuts both sides' classes before matching.
     """
     if not 0 < iou <= 1:
         raise InputError(f"iou must be in (0, 1], got {iou}")
+    check_level(level)
     if geofence is not None:
         check_zones(geofence, "geofence")
     grid = {**grid}
@@ -338,8 +352,9 @@ def sweep(pred: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, grid: dict[str, list[
     rows: list[dict[str, Any]] = []
     thresholds = np.asarray(grid["score"], dtype="float64")
     prepared = functools.partial(prepare, truth=truth, class_field=class_field, score_field=score_field,
-                                 pred_source=pred_source, truth_source=truth_source)
+                                 pred_source=pred_source, truth_source=truth_source, level=level)
     raw_prep = prepared(pred)
+    warn_level_mismatch(raw_prep)
     if pred.crs is not None and pred.crs.is_geographic and any(v > 0 for v in grid.get("min_area", [])):
         rep.warning(f"{pred_source}: in a geographic CRS ({pred.crs.to_string()}): min_area is in degrees², the "
                     "units of its area field")
@@ -352,7 +367,8 @@ def sweep(pred: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, grid: dict[str, list[
         def tick(fraction: float, k: int = k) -> None:
             rep.progress("rps", (k + fraction) / len(chains), f"{len(rows)} points")
 
-        for key, curve in _curves(prep.pred, prep.truth, areas, grid, iou, pred_zone, truth_zone, tick):
+        for key, curve in _curves(prep.pred, prep.truth, areas, grid, iou, pred_zone, truth_zone, tick,
+                                  prep.pred_class_full if level is not None else None):
             counts = np.array([counts_at(curve, s) for s in thresholds])
             p, r, f = vectorized_prf(counts[:, 0], counts[:, 1], counts[:, 2])
             for i, s in enumerate(thresholds):
@@ -420,8 +436,9 @@ def _same_params(points: pd.DataFrame, point: dict[str, Any], post: list[str]) -
 
 
 def choose_operating_point(points: pd.DataFrame, *, target_precision: float | None = None, by_class: bool = False,
-                           iou: float = 0.5) -> dict[str, Any]:
-    """The operating point dict (module docstring schema) from a :func:`sweep` table."""
+                           iou: float = 0.5, level: int | None = None) -> dict[str, Any]:
+    """The operating point dict (module docstring schema) from a :func:`sweep` table (``level``: the one it was
+    swept at, recorded)."""
     post = [c for c in points.columns if "." in c]
 
     def for_zone(zone_points: pd.DataFrame) -> dict[str, Any]:
@@ -445,20 +462,23 @@ def choose_operating_point(points: pd.DataFrame, *, target_precision: float | No
     if zones:
         result["per_geofence"] = {str(z): for_zone(points[points["zone"] == z]) for z in zones}
     result["by_class"] = by_class
+    result["level"] = level
     return result
 
 
 def run_rps(pred: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, grid: dict[str, list[float]], out_dir: str | Path, *,
             iou: float = 0.5, target_precision: float | None = None, by_class: bool = False,
             geofence: gpd.GeoDataFrame | None = None, class_field: str = "class", score_field: str = "score",
-            pred_source: str = "predictions", truth_source: str = "truth") -> dict[str, Any]:
+            pred_source: str = "predictions", truth_source: str = "truth", level: int | None = None
+            ) -> dict[str, Any]:
     """Sweep, choose, and write ``points.csv``, ``operating_point.json``, ``pr_curve.png``, ``f1_curve.png``
     into ``out_dir`` (replaced atomically as a whole). Returns the operating point."""
     if target_precision is not None and not 0 <= target_precision <= 1:
         raise InputError(f"target precision must be in [0, 1], got {target_precision}")
+    level = check_level(level)
     points = sweep(pred, truth, grid, iou=iou, class_field=class_field, score_field=score_field, geofence=geofence,
-                   pred_source=pred_source, truth_source=truth_source)
-    op = choose_operating_point(points, target_precision=target_precision, by_class=by_class, iou=iou)
+                   pred_source=pred_source, truth_source=truth_source, level=level)
+    op = choose_operating_point(points, target_precision=target_precision, by_class=by_class, iou=iou, level=level)
     out_dir = Path(out_dir)
     with atomic_path(out_dir, folder=True) as tmp:
         tmp.mkdir(parents=True)

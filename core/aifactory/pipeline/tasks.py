@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
+from aifactory.catalog.hierarchy import MAX_LEVEL
 from aifactory.config import StrictModel, validate
 from aifactory.datasets.config import DatasetConfig
 from aifactory.io.atomic import write_text_atomic
@@ -245,6 +246,8 @@ class EvaluateTask(StrictModel):
     min_score: float = Field(0.0, ge=0, le=1)
     class_field: str = "class"
     by: str | None = None
+    level: int | None = Field(None, ge=1, le=MAX_LEVEL,
+                              description="cut truth and predicted classes to this hierarchy level before matching")
     raster: str | None = Field(None, description="imagery under the report's thumbnails")
     operating_point: str | None = Field(None, description="operating_point.json: its post-processing, NMS and "
                                                           "minimum area are applied and its score is min_score")
@@ -269,7 +272,7 @@ def evaluate_task(params: EvaluateTask, context: TaskContext) -> dict[str, Any]:
         pred, truth = within_aoi(pred, truth, read_vector(context.resolve(params.aoi)))
     result = evaluate_objects(pred, truth, iou=params.iou, min_area=params.min_area, by=params.by,
                               class_field=params.class_field, min_score=min_score,
-                              pred_source=params.pred, truth_source=params.truth)
+                              pred_source=params.pred, truth_source=params.truth, level=params.level)
     metrics = write_text_atomic(context.workdir / "metrics.json", json.dumps(result.to_dict(), indent=2))
     report = write_report(result, context.workdir / "report",
                           raster=context.resolve(params.raster) if params.raster else None)
@@ -319,6 +322,8 @@ class RpsTask(StrictModel):
     iou: float = Field(0.5, gt=0, le=1)
     target_precision: float | None = Field(None, ge=0, le=1)
     by_class: bool = False
+    level: int | None = Field(None, ge=1, le=MAX_LEVEL,
+                              description="cut truth and predicted classes to this hierarchy level before matching")
 
     def check_nested(self, where: str, base_dir: Path) -> None:
         from aifactory.evaluation import parse_sweeps
@@ -338,7 +343,7 @@ def rps_task(params: RpsTask, context: TaskContext) -> dict[str, Any]:
         pred, truth = within_aoi(pred, truth, read_vector(context.resolve(params.aoi)))
     out = context.workdir / "rps"
     run_rps(pred, truth, parse_sweeps(params.sweep), out, iou=params.iou,
-            target_precision=params.target_precision, by_class=params.by_class)
+            target_precision=params.target_precision, by_class=params.by_class, level=params.level)
     return {"operating_point": out / "operating_point.json", "points": out / "points.csv"}
 
 
