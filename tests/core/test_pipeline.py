@@ -140,6 +140,19 @@ def test_a_task_skipped_under_other_code_says_which(tmp_path):
                and m.endswith(": --from scene redoes it)") for m in logs), logs
 
 
+def test_a_parameter_a_new_version_adds_with_a_default_does_not_rerun(tmp_path):
+    from pydantic import create_model
+
+    path = write(tmp_path / "p.yaml", "tasks:\n  scene: {task: synth, params: {width: 32, height: 32}}\n")
+    run(load_pipeline(path))
+    upgraded = load_pipeline(path)
+    task = upgraded.tasks["scene"]
+    task.params_model = create_model("SynthNext", __base__=task.params_model, tiles=(int, 3))
+    assert actions(upgraded) == {"scene": "skip"}
+    task.raw_params = {**task.raw_params, "tiles": 4}  # set to another value, it is a change
+    assert actions(upgraded) == {"scene": "run"}
+
+
 def test_changed_external_file_reruns_task(tmp_path):
     from aifactory.io.synthetic import SceneSpec, generate_scene
 

@@ -159,7 +159,8 @@ def read_hashes(workdir: Path) -> dict[str, Any]:
 
 
 def _params_for_key(task: Any, pipeline: Pipeline) -> Any:
-    """The task's parameters as validated (defaults filled in, numbers normalised), references kept as written.
+    """The task's parameters as validated (numbers normalised), references kept as written, without the values
+    that equal their default: a parameter a new version adds with a default does not re-run existing workdirs.
 
     Falls back to the raw parameters when they do not validate (the run reports that error itself).
     """
@@ -168,7 +169,7 @@ def _params_for_key(task: Any, pipeline: Pipeline) -> Any:
         model = task.params_model.model_validate(substitute(task.raw_params, placeholders))
     except Exception:
         return task.raw_params
-    return model.model_dump(mode="json")
+    return model.model_dump(mode="json", exclude_defaults=True)
 
 
 def task_key(pipeline: Pipeline, name: str, stamps: dict[str, str | None], files: list[Any]) -> str:
