@@ -13,24 +13,37 @@ Config (YAML; relative paths are relative to the config file)::
         layer: truth
         class_field: class
         image: scene.tif                       # optional: only this image (needed for pixel space)
-    context_layers:                            # optional: polygons with cloud/snow/... fields → tile context;
-      # each polygon counts as its bounding box for now (the catalog stores pixel rectangles): draw rectangles
+    context_layers:                            # optional: polygons with cloud/snow/... fields (percent)
       - path: clouds.gpkg
+        layer: clouds
+        image: scene.tif                       # optional: only this image (needed for pixel space)
     context:
       compute: [vegetation, snow]
       tile_size: 512                           # also compute per tile
+
+Context layers: a polygon's values hold on its area, with its exact geometry (holes, triangles, rings
+included). Each observation gets, per attribute, the value of the first polygon covering its centroid (boundary
+included) that has the attribute: layers in config order, features in file order. That value beats the computed
+tile's and the image's (see :func:`aifactory.catalog.selection.context_value`). A layer is read by chunks of
+:data:`CONTEXT_CHUNK` features, image by image and only around the image, so memory is one chunk plus one
+image's observation centroids whatever the layer's size.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
+import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyogrio
 import shapely
 from pydantic import Field
+from pyproj import CRS
 
 from aifactory.catalog.context import compute_context
 from aifactory.catalog.labels import load_labels, raster_footprint, to_wgs84
@@ -39,8 +52,8 @@ from aifactory.catalog.store import Catalog, ImageRecord, is_postgres, open_cata
 from aifactory.config import CrsText, StrictModel, load_config
 from aifactory.errors import ConfigError, InputError
 from aifactory.io.atomic import atomic_path
-from aifactory.io.raster import RasterInfo, gsd, raster_info
-from aifactory.io.vector import align_to_crs, read_vector
+from aifactory.io.raster import RasterInfo, check_file, gsd, raster_info
+from aifactory.io.vector import UNDEFINED_CRS_PREFIX, read_vector
 from aifactory.progress import reporter
 
 
@@ -133,33 +146,186 @@ def _ingest_labels(catalog: Catalog, entry: LabelEntry, base: Path, records: lis
     return total
 
 
-def _ingest_context_layer(catalog: Catalog, entry: ContextLayer, base: Path,
-                          records: list[tuple[int, ImageRecord, RasterInfo]]) -> None:
-    path = _resolve(entry.path, base)
-    frame = read_vector(path, layer=entry.layer, crs=entry.crs)
-    fields = [f for f in CONTEXT_FIELDS if f in frame.columns]
-    if not fields:
-        raise InputError(f"{path}: a context layer needs at least one of the fields {', '.join(CONTEXT_FIELDS)}")
-    for image_id, record, info in records:
-        if not _matches(entry.image, record, base) or (not info.georeferenced and entry.image is None):
+#: context-layer features read at once (see the module docstring)
+CONTEXT_CHUNK = 20_000
+
+
+class _ContextSource:
+    """One context layer, opened for its fields and CRS, then read by chunks around each image."""
+
+    def __init__(self, entry: ContextLayer, base: Path) -> None:
+        self.entry = entry
+        self.path = _resolve(entry.path, base)
+        self.source = f"{self.path}" + (f" (layer {entry.layer})" if entry.layer else "")
+        self.frame: gpd.GeoDataFrame | None = None
+        self.crs: CRS | None
+        if self.path.suffix.lower() == ".csv":  # no spatial index, no chunked reader: read once
+            self.frame = read_vector(self.path, crs=entry.crs, repair=False)
+            columns = [str(c) for c in self.frame.columns]
+            self.crs = None if self.frame.crs is None else CRS.from_user_input(self.frame.crs)
+        else:
+            check_file(self.path, "vector file")
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    info = pyogrio.read_info(self.path, layer=entry.layer)
+            except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
+                raise InputError(f"{self.path}: cannot read vector data: {str(exc).splitlines()[0]}") from None
+            if info.get("geometry_type") is None:
+                raise InputError(f"{self.source}: layer has no geometry column")
+            columns = [str(c) for c in info["fields"]]
+            crs = CRS.from_user_input(info["crs"]) if info.get("crs") else None
+            if crs is not None and crs.name.lower().startswith(UNDEFINED_CRS_PREFIX):
+                crs = None
+            self.crs = crs if crs is not None or entry.crs is None else CRS.from_user_input(entry.crs)
+        self.fields = [f for f in CONTEXT_FIELDS if f in columns]
+        if not self.fields:
+            raise InputError(f"{self.path}: a context layer needs at least one of the fields "
+                             f"{', '.join(CONTEXT_FIELDS)}")
+        self.repaired: set[int] = set()
+        self.not_polygons: set[int] = set()
+        self.hits = 0
+        self.seen = 0
+        self._warned_crs = False
+
+    def target(self, info: RasterInfo) -> CRS | None:
+        """The image's CRS, after the checks :func:`aifactory.io.vector.align_to_crs` makes (one warning per layer)."""
+        if not info.georeferenced:
+            if self.crs is not None:
+                raise InputError(f"{self.source}: vector data has a CRS ({self.crs.to_string()}) but the raster has "
+                                 "no georeferencing; give pixel coordinates without a CRS")
+            return None
+        target = CRS.from_user_input(info.crs)
+        if self.crs is None and not self._warned_crs:
+            self._warned_crs = True
+            reporter().warning(f"{self.source}: vector data has no CRS; assuming the raster's ({target.to_string()})")
+        return target
+
+    def _bbox(self, target: CRS | None, area: shapely.Geometry) -> tuple[float, float, float, float] | None:
+        """``area`` (image CRS) as a box in the layer's CRS, for the reader's spatial filter; None = no filter."""
+        minx, miny, maxx, maxy = (float(v) for v in shapely.bounds(area))
+        if target is None or self.crs is None or self.crs == target:
+            return minx, miny, maxx, maxy
+        dense = shapely.segmentize(area, max(maxx - minx, maxy - miny, 1e-9) / 64)
+        box = gpd.GeoSeries([dense], crs=target).to_crs(self.crs).total_bounds
+        if not np.isfinite(box).all():
+            return None
+        pad = 0.01 * max(box[2] - box[0], box[3] - box[1])  # reprojected edges bend between the dense vertices
+        return (float(box[0] - pad), float(box[1] - pad), float(box[2] + pad), float(box[3] + pad))
+
+    def _values(self, frame: pd.DataFrame) -> np.ndarray:
+        """The fields as floats (NaN = not given); text that is not a number is one error line."""
+        out = np.empty((len(frame), len(self.fields)))
+        for k, name in enumerate(self.fields):
+            column = frame[name]
+            numbers = pd.to_numeric(column, errors="coerce")
+            bad = numbers.isna() & column.notna()
+            if bad.any():
+                raise InputError(f"{self.source}: field {name!r} holds {column[bad].iloc[0]!r}; context values are "
+                                 "percentages (numbers)")
+            out[:, k] = numbers.to_numpy(dtype="float64")
+        return out
+
+    def chunks(self, info: RasterInfo, area: shapely.Geometry) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(polygons in the image's CRS, their values) for the features around ``area``, in file order."""
+        target = self.target(info)
+        if self.frame is not None:
+            pieces: Iterator[gpd.GeoDataFrame] = (self.frame.iloc[k:k + CONTEXT_CHUNK]
+                                                  for k in range(0, len(self.frame), CONTEXT_CHUNK))
+        else:
+            pieces = self._read(self._bbox(target, area))
+        for piece in pieces:
+            geoms = np.asarray(piece.geometry.array, dtype=object)
+            fids = piece.index.to_numpy()
+            usable = ~(shapely.is_missing(geoms) | shapely.is_empty(geoms))
+            polygonal = np.isin(shapely.get_type_id(geoms), (3, 6, 7))
+            self.not_polygons.update(int(f) for f in fids[usable & ~polygonal])
+            keep = usable & polygonal
+            geoms, values = geoms[keep], self._values(piece.loc[keep])
+            invalid = ~shapely.is_valid(geoms)
+            if invalid.any():
+                self.repaired.update(int(f) for f in fids[keep][invalid])
+                geoms[invalid] = shapely.make_valid(geoms[invalid])
+            if target is not None and self.crs is not None and self.crs != target and len(geoms):
+                geoms = np.asarray(gpd.GeoSeries(geoms, crs=self.crs).to_crs(target).array, dtype=object)
+            yield geoms, values
+
+    def _read(self, bbox: tuple[float, float, float, float] | None) -> Iterator[gpd.GeoDataFrame]:
+        skip = 0
+        while True:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                piece = pyogrio.read_dataframe(self.path, layer=self.entry.layer, columns=self.fields, bbox=bbox,
+                                               skip_features=skip, max_features=CONTEXT_CHUNK, fid_as_index=True)
+            if len(piece):
+                yield piece
+            if len(piece) < CONTEXT_CHUNK:
+                return
+            skip += CONTEXT_CHUNK
+
+    def report(self) -> None:
+        """The warnings of the whole layer, once (a feature seen around several images counts once)."""
+        if self.not_polygons:
+            reporter().warning(f"{self.source}: ignored {len(self.not_polygons)} point or line features (context "
+                               "needs polygons)")
+        if self.repaired:
+            reporter().warning(f"{self.source}: repaired {len(self.repaired)} invalid geometries")
+
+
+def _first_cover(tree: shapely.STRtree, values: dict[str, np.ndarray], geoms: np.ndarray, given: np.ndarray,
+                 fields: list[str]) -> int:
+    """Give each centroid of ``tree`` still without a value the value of the first polygon covering it (the
+    polygons are in file order). Returns how many (centroid, attribute) values were set."""
+    polygon, point = tree.query(geoms, predicate="covers")
+    count = 0
+    for k, name in enumerate(fields):
+        value = given[polygon, k]
+        free = ~np.isnan(value) & np.isnan(values[name][point])
+        p, q, v = polygon[free], point[free], value[free]
+        order = np.lexsort((p, q))  # by centroid, then by polygon: the first row of each centroid wins
+        q, v = q[order], v[order]
+        _, first = np.unique(q, return_index=True)
+        values[name][q[first]] = v[first]
+        count += len(first)
+    return count
+
+
+def _ingest_context(catalog: Catalog, sources: list[_ContextSource], base: Path,
+                    records: list[tuple[int, ImageRecord, RasterInfo]]) -> None:
+    """Per-observation context from the layers, exactly, image by image (see the module docstring)."""
+    if not sources:
+        return
+    for source in sources:
+        if source.entry.image is not None and not any(_matches(source.entry.image, r, base) for _, r, _ in records):
+            raise ConfigError(f"context_layers: {source.path}: image {source.entry.image!r} is not among the "
+                              "catalog's images")
+    for image_id, record, info in reporter().track(records, task="context", message="context layers"):
+        wanted = [s for s in sources if _matches(s.entry.image, record, base)
+                  and (info.georeferenced or s.entry.image is not None)]
+        if not wanted:
             continue
-        local = align_to_crs(frame, info.crs if info.georeferenced else None, str(path))
-        local = local.loc[shapely.intersects(local.geometry.array, record.footprint_native)]
-        tiles = []
-        inverse = ~info.transform
-        for geom, values in zip(local.geometry.array, local[fields].itertuples(index=False), strict=True):
-            minx, miny, maxx, maxy = shapely.bounds(geom)
-            cols, rows = inverse * (np.array([minx, maxx]), np.array([miny, maxy]))
-            c0, c1 = max(0, int(np.floor(cols.min()))), min(info.width, int(np.ceil(cols.max())))
-            r0, r1 = max(0, int(np.floor(rows.min()))), min(info.height, int(np.ceil(rows.max())))
-            if c1 > c0 and r1 > r0:
-                tiles.append({"col_off": c0, "row_off": r0, "width": c1 - c0, "height": r1 - r0,
-                              **{f: None if pd.isna(v) else float(v) for f, v in zip(fields, values, strict=True)}})
-        catalog.add_context_tiles(image_id, tiles)
+        ids, centroids = catalog.observation_centroids(image_id)
+        if not len(ids):
+            for source in wanted:
+                source.target(info)  # the CRS checks still apply
+            continue
+        area = shapely.union(record.footprint_native, shapely.box(*shapely.total_bounds(centroids)))
+        tree = shapely.STRtree(centroids)
+        values = {name: np.full(len(ids), np.nan) for name in CONTEXT_FIELDS}
+        for source in wanted:
+            source.seen += len(ids)
+            for geoms, given in source.chunks(info, area):
+                source.hits += _first_cover(tree, values, geoms, given, source.fields)
+        catalog.set_observation_context(ids, values)
+    for source in sources:
+        source.report()
+        if source.hits == 0 and source.seen:
+            reporter().warning(f"{source.source}: no polygon covers any observation's centroid")
 
 
 def fill_catalog(catalog: Catalog, config: CatalogConfig, base: Path) -> dict[str, int]:
     """Ingest everything the config lists; returns counts of images and observations."""
+    sources = [_ContextSource(entry, base) for entry in config.context_layers]  # a bad layer fails before the work
     records: list[tuple[int, ImageRecord, RasterInfo]] = []
     for entry in reporter().track(config.images, task="images", message="ingesting images"):
         path = _resolve(entry.path, base)
@@ -170,8 +336,7 @@ def fill_catalog(catalog: Catalog, config: CatalogConfig, base: Path) -> dict[st
         records.append((image_id, record, info))
     observations = sum(_ingest_labels(catalog, entry, base, records)
                        for entry in reporter().track(config.labels, task="labels", message="ingesting labels"))
-    for layer in config.context_layers:
-        _ingest_context_layer(catalog, layer, base, records)
+    _ingest_context(catalog, sources, base, records)
     return {"images": len(records), "observations": observations}
 
 

@@ -14,6 +14,17 @@ Geometries are kept twice: ``geom`` in WGS 84 (the spatial column, what QGIS sho
 NULL for pixel-space images) and ``geom_native`` (WKB in the image's own CRS or pixel space, what chips are
 cut from). Bounding boxes in WGS 84 are plain float columns so that a box pre-filter is one indexed SQL
 comparison on both backends.
+
+Context (percent of cloud, snow, vegetation, fog) lives at three grains: per image (``images``), per computed
+tile (``context_tiles``: the regular grid of :func:`aifactory.catalog.context.compute_context`) and per
+observation (``observations``: the value of the context-layer polygon that covers the observation's centroid,
+computed exactly at build time with the polygon's real geometry).
+
+Schema versions (``catalog_info.schema_version``): 1 stored each context-layer polygon as a pixel rectangle in
+``context_tiles`` (its bounding box), so a context selection was wrong around any non-rectangular polygon; 2 adds
+the per-observation context columns and keeps only computed tiles in ``context_tiles``. A schema-1 catalog cannot
+be migrated (its polygons are gone): :class:`aifactory.catalog.store.Catalog` refuses context selections on it and
+asks for a rebuild.
 """
 
 from __future__ import annotations
@@ -32,7 +43,9 @@ from aifactory.io.vector import GPKG_USER_VERSION
 
 SRID = 4326
 CONTEXT_FIELDS = ("cloud", "snow", "vegetation", "fog")
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: the first schema whose context selections are exact (see the module docstring)
+EXACT_CONTEXT_SCHEMA = 2
 
 _ENVELOPE_BYTES = {0: 0, 1: 32, 2: 48, 3: 48, 4: 64}
 
@@ -99,8 +112,8 @@ def _bbox_columns() -> list[sa.Column[Any]]:
     return [sa.Column(name, sa.Float, nullable=True) for name in ("minx", "miny", "maxx", "maxy")]
 
 
-def _context_columns() -> list[sa.Column[Any]]:
-    return [sa.Column(name, sa.Float, nullable=True, comment=f"% of {name}") for name in CONTEXT_FIELDS]
+def _context_columns(where: str = "") -> list[sa.Column[Any]]:
+    return [sa.Column(name, sa.Float, nullable=True, comment=f"% of {name}{where}") for name in CONTEXT_FIELDS]
 
 
 metadata = sa.MetaData()
@@ -135,6 +148,7 @@ observations = sa.Table(
     sa.Column("col", sa.Float, nullable=False, comment="centroid column in the image"),
     sa.Column("row", sa.Float, nullable=False, comment="centroid row in the image"),
     *_bbox_columns(),
+    *_context_columns(" from the context layers at the centroid (NULL: no polygon gives it)"),
     sa.Column("geom_native", sa.LargeBinary, nullable=False),
     sa.Column("geom", Geometry()),
 )
@@ -148,7 +162,7 @@ context_tiles = sa.Table(
     sa.Column("row_off", sa.Integer, nullable=False),
     sa.Column("width", sa.Integer, nullable=False),
     sa.Column("height", sa.Integer, nullable=False),
-    *_context_columns(),
+    *_context_columns(" computed from the pixels"),
 )
 
 catalog_info = sa.Table(

@@ -1,7 +1,8 @@
 """Selections (the Kibana replacement): YAML filters compiled to parameterised SQL.
 
 A selection picks observations by class (a path matches at its own level, so ``vehicle/aircraft`` selects
-every aircraft subtype), context ranges (per tile where the catalog has tile context, else per image),
+every aircraft subtype), context ranges (see :func:`context_value`: the context-layer polygon under the
+observation, else its computed tile, else its image),
 an area of interest, a date range, sensors, a GSD range and image names. Every value reaches the database
 as a bound parameter; nothing is formatted into SQL text.
 
@@ -136,7 +137,10 @@ def _in_range(column: Any, bounds: tuple[Any, Any]) -> Any:
 
 
 def context_value(field: str) -> Any:
-    """The context attribute of an observation: its tile's value if a tile holds it, else its image's."""
+    """The context attribute of an observation, most specific first: the value a context-layer polygon covering
+    its centroid gave it at build time (exact geometry, stored on the observation), else the value computed for
+    the tile holding its centroid, else its image's. Imported values beat computed ones at the same place, as
+    they do for images (:func:`aifactory.catalog.build._image_record`)."""
     tile = context_tiles.alias("tile")
     obs = observations
     per_tile = (sa.select(tile.c[field])
@@ -144,7 +148,7 @@ def context_value(field: str) -> Any:
                        obs.c.col >= tile.c.col_off, obs.c.col < tile.c.col_off + tile.c.width,
                        obs.c.row >= tile.c.row_off, obs.c.row < tile.c.row_off + tile.c.height)
                 .order_by(tile.c.id).limit(1).scalar_subquery())
-    return sa.func.coalesce(per_tile, images.c[field])
+    return sa.func.coalesce(obs.c[field], per_tile, images.c[field])
 
 
 def _class_clause(paths: list[str]) -> Any:

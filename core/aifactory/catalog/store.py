@@ -25,6 +25,7 @@ from sqlalchemy.engine import Engine
 from aifactory.catalog.hierarchy import MAX_LEVEL, cut, prefixes
 from aifactory.catalog.schema import (
     CONTEXT_FIELDS,
+    EXACT_CONTEXT_SCHEMA,
     SCHEMA_VERSION,
     SRID,
     catalog_info,
@@ -71,9 +72,10 @@ def _none_if_nan(value: float) -> float | None:
 class Catalog:
     """A catalog database; use :func:`open_catalog`. Close it (or use ``with``) when done."""
 
-    def __init__(self, engine: Engine, label: str) -> None:
+    def __init__(self, engine: Engine, label: str, schema_version: int = SCHEMA_VERSION) -> None:
         self.engine = engine
         self.label = label
+        self.schema_version = schema_version
 
     @property
     def is_postgis(self) -> bool:
@@ -144,6 +146,35 @@ class Catalog:
             with self.engine.begin() as conn:
                 conn.execute(context_tiles.insert(), [{"image_id": image_id, **tile} for tile in tiles])
 
+    def observation_centroids(self, image_id: int) -> tuple[np.ndarray, np.ndarray]:
+        """Ids and centroids (points in the image's CRS or pixel space) of one image's observations, in id
+        order: what the context layers are tested against. Taken from the stored native geometry, not from the
+        rounded-through-the-transform ``col``/``row``, so that a centroid on a polygon's edge stays on it."""
+        query = (sa.select(observations.c.id, observations.c.geom_native)
+                 .where(observations.c.image_id == image_id).order_by(observations.c.id))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        ids = np.array([row[0] for row in rows], dtype="int64")
+        geoms = shapely.from_wkb([bytes(row[1]) for row in rows]) if rows else np.array([], dtype=object)
+        return ids, shapely.centroid(geoms)
+
+    def set_observation_context(self, ids: np.ndarray, values: Mapping[str, np.ndarray]) -> int:
+        """Store per-observation context (``values``: field → one float per id, NaN = none); returns how many
+        observations got at least one value. Rows without any value are not touched (they stay NULL)."""
+        fields = [name for name in CONTEXT_FIELDS if name in values]
+        if not fields or len(ids) == 0:
+            return 0
+        table = np.column_stack([np.asarray(values[name], dtype="float64") for name in fields])
+        keep = ~np.isnan(table).all(axis=1)
+        rows = [{"oid": int(oid), **{f"v_{name}": _none_if_nan(v) for name, v in zip(fields, row, strict=True)}}
+                for oid, row in zip(ids[keep], table[keep], strict=True)]
+        if rows:
+            update = (observations.update().where(observations.c.id == sa.bindparam("oid"))
+                      .values({name: sa.bindparam(f"v_{name}") for name in fields}))
+            with self.engine.begin() as conn:
+                conn.execute(update, rows)
+        return len(rows)
+
     # ---- reading -------------------------------------------------------------------------------
     def images(self, ids: Sequence[int] | None = None) -> pd.DataFrame:
         """Image rows (without geometry blobs), optionally only ``ids``."""
@@ -156,6 +187,10 @@ class Catalog:
 
     def select(self, selection: Selection, aoi: shapely.Geometry | None = None) -> pd.DataFrame:
         """Selected observations: id, image_id, class_path, source_layer and ``geometry`` (native)."""
+        if selection.context and self.schema_version < EXACT_CONTEXT_SCHEMA:
+            raise InputError(f"catalog {self.label} is schema {self.schema_version}: it counted each context polygon "
+                             "as its bounding box, so selecting by context would be wrong; rebuild it with aifactory "
+                             f"catalog build CONFIG -o {self.label}")
         columns = [observations.c.id, observations.c.image_id, observations.c.class_path,
                    observations.c.source_layer, observations.c.geom_native]
         query = sa.select(*columns).select_from(observations.join(images)).where(*where_clauses(selection, aoi))
@@ -207,14 +242,24 @@ def open_catalog(target: str | Path, create: bool = False) -> Catalog:
     try:
         with engine.begin() as conn:
             if create:
+                old = _schema_version(conn, label)
+                if old is not None and old != SCHEMA_VERSION:  # create_all would keep its tables as they are
+                    raise InputError(f"{label}: holds a schema-{old} catalog; build schema {SCHEMA_VERSION} into an "
+                                     f"empty database, or drop its tables ({', '.join(metadata.tables)}) first")
                 if not catalog.is_postgis:
                     init_geopackage(conn)
                 metadata.create_all(conn)
                 conn.execute(catalog_info.delete())
                 conn.execute(catalog_info.insert(), [{"key": "schema_version", "value": str(SCHEMA_VERSION)},
                                                      {"key": "max_level", "value": str(MAX_LEVEL)}])
-            elif not sa.inspect(conn).has_table("catalog_info"):
-                raise InputError(f"{label}: not an aifactory catalog (no catalog_info table)")
+            else:
+                version = _schema_version(conn, label)
+                if version is None:
+                    raise InputError(f"{label}: not an aifactory catalog (no catalog_info table)")
+                if version > SCHEMA_VERSION:
+                    raise InputError(f"{label}: catalog schema {version} was written by a newer aifactory (this one "
+                                     f"reads up to schema {SCHEMA_VERSION}); upgrade aifactory")
+                catalog.schema_version = version
     except sa.exc.OperationalError as exc:
         engine.dispose()
         raise InputError(f"{label}: cannot open catalog: {str(exc.orig).strip().splitlines()[0]}") from None
@@ -225,3 +270,15 @@ def open_catalog(target: str | Path, create: bool = False) -> Catalog:
         engine.dispose()
         raise
     return catalog
+
+
+def _schema_version(conn: sa.Connection, label: str) -> int | None:
+    """The catalog's schema version; None where there is no catalog. A catalog_info without the key predates
+    versioning (schema 1)."""
+    if not sa.inspect(conn).has_table(catalog_info.name):
+        return None
+    value = conn.execute(sa.select(catalog_info.c.value).where(catalog_info.c.key == "schema_version")).scalar()
+    try:
+        return int(value) if value is not None else 1
+    except ValueError:
+        raise InputError(f"{label}: catalog_info: schema_version {value!r} is not a number") from None
