@@ -204,7 +204,7 @@ def test_layers_in_another_crs_and_as_csv_chunk_by_chunk(scene, tmp_path, monkey
     _all_agree(path, context)
 
 
-@pytest.mark.parametrize("case", ["text_value", "unknown_image", "no_fields"])
+@pytest.mark.parametrize("case", ["text_value", "unknown_image", "no_fields", "fraction", "image_fraction"])
 def test_bad_context_layers_exit_2(cli, scene, tmp_path, case):
     config = yaml.safe_load(scene["config"].read_text())
     for entry in config["images"] + config["labels"]:
@@ -215,6 +215,10 @@ def test_bad_context_layers_exit_2(cli, scene, tmp_path, case):
         frame.loc[frame.index[2], "cloud"] = "high"
     if case == "no_fields":
         frame = frame.rename(columns={"cloud": "nuages", "snow": "neige"})
+    if case == "fraction":
+        frame.loc[frame.index[1], "snow"] = 130.0
+    if case == "image_fraction":
+        config["images"][0]["context"] = {"cloud": 1.5e2}
     write_vector(frame, tmp_path / "ctx.gpkg", layer="ctx")
     config["context_layers"] = [{"path": str(tmp_path / "ctx.gpkg"),
                                  **({"image": "elsewhere"} if case == "unknown_image" else {})}]
@@ -223,7 +227,9 @@ def test_bad_context_layers_exit_2(cli, scene, tmp_path, case):
     assert result.returncode == 2, result.stderr
     lines = [line for line in result.stderr.strip().splitlines() if line.startswith("aifactory: error")]
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    assert {"text_value": "'high'", "unknown_image": "'elsewhere'", "no_fields": "needs at least one"}[case] in lines[0]
+    assert {"text_value": "'high'", "unknown_image": "'elsewhere'", "no_fields": "needs at least one",
+            "fraction": "'snow' holds 130; context values are percentages from 0 to 100",
+            "image_fraction": "less than or equal to 100"}[case] in lines[0]
     assert not (tmp_path / "c.gpkg").exists()
 
 

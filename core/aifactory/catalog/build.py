@@ -35,7 +35,7 @@ import datetime as dt
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import geopandas as gpd
 import numpy as np
@@ -56,6 +56,9 @@ from aifactory.io.raster import RasterInfo, check_file, gsd, raster_info
 from aifactory.io.vector import UNDEFINED_CRS_PREFIX, read_vector
 from aifactory.progress import reporter
 
+#: a context value: a percentage (0.8 meant as a fraction would select as 0.8 %, so out of range is refused)
+Percent = Annotated[float, Field(ge=0, le=100)]
+
 
 class ImageEntry(StrictModel):
     path: Path
@@ -63,7 +66,7 @@ class ImageEntry(StrictModel):
     sensor: str | None = None
     date: dt.date | None = None
     band_names: list[str] = Field(default_factory=list, description="defaults to the raster's band descriptions")
-    context: dict[Literal["cloud", "snow", "vegetation", "fog"], float] = Field(default_factory=dict)
+    context: dict[Literal["cloud", "snow", "vegetation", "fog"], Percent] = Field(default_factory=dict)
 
 
 class LabelEntry(StrictModel):
@@ -223,6 +226,10 @@ class _ContextSource:
             if bad.any():
                 raise InputError(f"{self.source}: field {name!r} holds {column[bad].iloc[0]!r}; context values are "
                                  "percentages (numbers)")
+            outside = (numbers < 0) | (numbers > 100)
+            if outside.any():
+                raise InputError(f"{self.source}: field {name!r} holds {numbers[outside].iloc[0]:g}; context values "
+                                 "are percentages from 0 to 100")
             out[:, k] = numbers.to_numpy(dtype="float64")
         return out
 
