@@ -78,9 +78,11 @@ def evaluate(pred: str, truth: str, json_out: str) -> list[str]:
 
 
 def rps(pred: str, truth: str, output: str, sweeps: Sequence[str] = (DEFAULT_SWEEP,),
-        truth_layer: str | None = None) -> list[str]:
+        truth_layer: str | None = None, score_field: str = "score") -> list[str]:
     """``points.csv`` + ``operating_point.json`` in OUTPUT (one ``--sweep`` per swept parameter)."""
     args = ["rps", "--pred", pred, "--truth", truth, *(["--truth-layer", truth_layer] if truth_layer else [])]
+    if score_field != "score":
+        args += ["--score-field", score_field]
     for sweep in sweeps:
         args += ["--sweep", sweep]
     return [*args, "-o", output, *EVENTS]

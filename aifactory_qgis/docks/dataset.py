@@ -200,6 +200,10 @@ class DatasetDock(BaseDock):
         elif not self.class_field.currentField():
             problems.append(tr("Choose the class field."))
         for layer in annotations:
+            if layer.subsetString():  # the worker reads the whole file: a silent filter would change the dataset
+                problems.append(tr("Layer “{0}” is filtered ({1}) but the dataset would be made from all its "
+                                   "features: clear the filter, or save the filtered features as a file of their "
+                                   "own (Export ▸ Save Features As…).").format(layer.name(), layer.subsetString()))
             for raster in rasters:
                 problem = crs_mismatch(layer, raster)
                 if problem:
@@ -241,13 +245,15 @@ class DatasetDock(BaseDock):
 
     def preview(self) -> None:
         """Start ``dataset preview`` for the current choices (replacing a preview still running)."""
+        if self.preview_call is not None:  # its answer is for choices that no longer hold
+            self.preview_call.abort()
+            self.preview_call = None
         problems = self.problems()
         if problems:
             self.status.setText(" ".join(problems))
+            self.counts = {}
             self.chart.set_counts({}, tr("Nothing to preview"))
             return
-        if self.preview_call is not None:
-            self.preview_call.abort()
         path = self.write_config(self.manager.settings.work_dir() / "preview")
         self.status.setText(tr("counting…"))
         self.preview_call = WorkerCall(self.manager.settings.worker_python(), worker.dataset_preview(str(path)),
@@ -257,12 +263,16 @@ class DatasetDock(BaseDock):
 
     def _previewed(self, ok: bool, out: str, error: str) -> None:
         self.preview_call = None
-        if not ok:
-            self.status.setText(tr("Preview failed: {0}").format(error))
+        if not ok:  # the counts shown were for other choices: they go
+            self.counts = {}
+            self.chart.set_counts({}, tr("Nothing to preview"))
+            self.status.setText(tr("Preview failed: {0}").format(error.removeprefix("aifactory: error: ")))
             return
         try:
             self.counts, chips = configs.preview_counts(json.loads(out))
         except (ValueError, KeyError, TypeError) as exc:
+            self.counts = {}
+            self.chart.set_counts({}, tr("Nothing to preview"))
             self.status.setText(tr("Preview answer not understood: {0}").format(exc))
             return
         total = sum(sum(row.values()) for row in self.counts.values())

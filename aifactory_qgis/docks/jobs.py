@@ -1,7 +1,8 @@
 """Jobs dock: launch training, prediction or a pipeline (locally or on a Ray cluster), follow it, cancel
 it, browse the history. Any dock's job (dataset build, RPS, next AL round) shows up here too, and the dock
 comes forward when a job starts. The monitor shows the latest job; selecting a running job in the history
-shows that one instead, and Cancel stops the job shown."""
+shows that one instead, and Cancel stops the job shown. "Run again" starts the selected job's command once
+more (same folder, machine and resources) as a new job."""
 
 from __future__ import annotations
 
@@ -201,8 +202,14 @@ class JobsDock(BaseDock):
         self.history.currentItemChanged.connect(self._show_record)
         self.load_button = QPushButton(tr("Load outputs"), history)
         self.load_button.clicked.connect(self._load_record)
+        self.rerun_button = QPushButton(tr("Run again"), history)
+        self.rerun_button.setToolTip(tr("Start the selected job's command again, as a new job"))
+        self.rerun_button.clicked.connect(lambda: self.rerun())
         layout.addRow(self.history)
-        layout.addRow(self.load_button)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.load_button)
+        buttons.addWidget(self.rerun_button)
+        layout.addRow(buttons)
         self.body.addWidget(history)
 
     def cancel(self) -> None:
@@ -282,6 +289,17 @@ class JobsDock(BaseDock):
         elif record is not None and (self.job is None or self.job.done):
             self.title.setText(record.title)
             self.step.setText(f"{record.status}: {record.message}" if record.message else record.status)
+
+    def rerun(self) -> Job | None:
+        """Submit the selected history record's command again; a job still running is not started twice."""
+        record = self._record()
+        if record is None:
+            self.error(tr("Select a job in the history first."))
+            return None
+        if any(job.spec.id == record.id for job in self.manager.jobs):
+            self.error(tr("“{0}” is still running: cancel it first, or wait for it to end.").format(record.title))
+            return None
+        return self.manager.submit(record.to_spec())
 
     def _load_record(self) -> None:
         record = self._record()

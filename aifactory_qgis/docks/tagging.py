@@ -14,9 +14,10 @@ from qgis.PyQt.QtGui import QKeySequence
 from qgis.PyQt.QtWidgets import QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton
 
 from .. import worker
+from ..files import source_layer_name, source_path
 from ..jobs.spec import JobSpec
 from ..qt import QShortcut
-from ..ui import crs_mismatch, missing_fields, tr
+from ..ui import crs_mismatch, missing_fields, project_layers, tr
 from .base import BaseDock
 from .navigation import start_digitizing, zoom_to_feature
 
@@ -77,8 +78,16 @@ class TaggingDock(BaseDock):
         manager.jobFinished.connect(self._round_finished)
 
     def open_tiles(self, path: str) -> QgsVectorLayer | None:
+        """Walk the tiles of ``path``: the project's layer of that file if there is one (choosing the same file
+        again must not stack copies of it in the legend), else a new layer."""
         if not path:
             return None
+        wanted = Path(path).resolve()
+        for known in project_layers(QgsVectorLayer):
+            if known.providerType() == "ogr" and source_layer_name(known.source()) in (None, "tiles") \
+                    and Path(source_path(known.source())).resolve() == wanted:
+                self.tiles_combo.setLayer(known)
+                return known
         layer = QgsVectorLayer(f"{path}|layername=tiles", tr("AL tiles"), "ogr")
         if not layer.isValid():
             layer = QgsVectorLayer(path, tr("AL tiles"), "ogr")

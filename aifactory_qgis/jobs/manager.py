@@ -52,7 +52,7 @@ class JobManager(QObject):
         outputs = list(job.spec.outputs)
         base = Path(job.spec.cwd or ".")  # the worker reports paths as given, maybe relative to its cwd
         outputs += [str(base / a["path"]) for a in job.state.artifacts if a["kind"] in LOADABLE_ARTIFACTS]
-        record.outputs = outputs
+        record.outputs = list(dict.fromkeys(outputs))  # a re-run starts from these: no duplicates piling up
         self.history.upsert(record)
         if job.status == "ok":
             added = add_outputs(outputs)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from collections import deque
 from pathlib import Path
 from typing import ClassVar
@@ -149,7 +150,7 @@ class LocalJob(Job):
         process.errorOccurred.connect(self._error)
         self.process = process
         args = worker.argv(self.python, self.spec.args)
-        self.log.append("$ " + " ".join(args))
+        self._handle({"event": "log", "message": "$ " + shlex.join(args)})  # the dock's log starts with it
         process.start(args[0], args[1:])
 
     def _stderr(self, chunk: bytes) -> None:
@@ -344,7 +345,7 @@ class RayJob(Job):
         }
         if self.spec.memory_gb > 0:
             body["entrypoint_memory"] = int(self.spec.memory_gb * 1024**3)
-        self.log.append(tr("submitting to {0}: {1}").format(self.url, body["entrypoint"]))
+        self._handle({"event": "log", "message": tr("submitting to {0}: {1}").format(self.url, body["entrypoint"])})
         self._request("POST", "/api/jobs/", body, self._submitted)
 
     def _submitted(self, answer: dict) -> None:
@@ -352,7 +353,7 @@ class RayJob(Job):
         if not self.remote_id:
             self._finish("failed", tr("Ray cluster at {0} did not return a job id").format(self.url))
             return
-        self.log.append(tr("Ray job {0} submitted").format(self.remote_id))
+        self._handle({"event": "log", "message": tr("Ray job {0} submitted").format(self.remote_id)})
         if self._cancelled:
             self.cancel()
         self._schedule()

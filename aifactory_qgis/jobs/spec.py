@@ -55,11 +55,24 @@ class JobRecord:
     finished: float | None = None
     outputs: list[str] = field(default_factory=list)
     remote_id: str = ""
+    # what "Run again" needs besides the command (absent from histories of older versions: defaults)
+    cwd: str = ""
+    cpus: float = 1.0
+    gpus: float = 0.0
+    memory_gb: float = 0.0
+    code_ref: str = ""
 
     @classmethod
     def from_spec(cls, spec: JobSpec) -> JobRecord:
         return cls(id=spec.id, kind=spec.kind, title=spec.title, runner=spec.runner, args=list(spec.args),
-                   outputs=list(spec.outputs))
+                   outputs=list(spec.outputs), cwd=spec.cwd, cpus=spec.cpus, gpus=spec.gpus,
+                   memory_gb=spec.memory_gb, code_ref=spec.code_ref)
+
+    def to_spec(self) -> JobSpec:
+        """The same command, folder, machine and resources as a new job (a new id: both stay in the history)."""
+        return JobSpec(kind=self.kind, title=self.title, args=list(self.args), runner=self.runner, cpus=self.cpus,
+                       gpus=self.gpus, memory_gb=self.memory_gb, code_ref=self.code_ref, cwd=self.cwd,
+                       outputs=list(dict.fromkeys(self.outputs)))
 
     def label(self) -> str:
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(self.started))

@@ -136,6 +136,10 @@
       <translation type="unfinished" />
     </message>
     <message>
+      <source>Layer “{0}” is filtered ({1}) but the dataset would be made from all its features: clear the filter, or save the filtered features as a file of their own (Export ▸ Save Features As…).</source>
+      <translation type="unfinished" />
+    </message>
+    <message>
       <source>Preview answer not understood: {0}</source>
       <translation type="unfinished" />
     </message>
@@ -296,6 +300,14 @@
       <translation>Charger les résultats</translation>
     </message>
     <message>
+      <source>Run again</source>
+      <translation type="unfinished" />
+    </message>
+    <message>
+      <source>Start the selected job's command again, as a new job</source>
+      <translation type="unfinished" />
+    </message>
+    <message>
       <source>CPU </source>
       <translation type="unfinished" />
     </message>
@@ -360,6 +372,10 @@
       <translation type="unfinished" />
     </message>
     <message>
+      <source>Select a job in the history first.</source>
+      <translation type="unfinished" />
+    </message>
+    <message>
       <source>a new folder under {0}</source>
       <translation type="unfinished" />
     </message>
@@ -389,6 +405,10 @@
     </message>
     <message>
       <source>{0}: {1}</source>
+      <translation type="unfinished" />
+    </message>
+    <message>
+      <source>“{0}” is still running: cancel it first, or wait for it to end.</source>
       <translation type="unfinished" />
     </message>
     <message>
@@ -508,6 +528,14 @@
       <translation>Détections</translation>
     </message>
     <message>
+      <source>The detections' score (0–1): “score” for layers written by aifactory predict</source>
+      <translation type="unfinished" />
+    </message>
+    <message>
+      <source>Score field</source>
+      <translation type="unfinished" />
+    </message>
+    <message>
       <source>Score ≥</source>
       <translation>Score ≥</translation>
     </message>
@@ -556,6 +584,10 @@
       <translation type="unfinished" />
     </message>
     <message>
+      <source>not filtered</source>
+      <translation type="unfinished" />
+    </message>
+    <message>
       <source>no score field</source>
       <translation type="unfinished" />
     </message>
@@ -572,7 +604,7 @@
       <translation type="unfinished" />
     </message>
     <message>
-      <source>Layer “{0}” has no “score” field: choose a detections layer written by aifactory predict.</source>
+      <source>Layer “{0}” has no “score” field: choose a detections layer written by aifactory predict, or its score field (0–1) under “Score field”.</source>
       <translation type="unfinished" />
     </message>
     <message>
@@ -584,7 +616,11 @@
       <translation type="unfinished" />
     </message>
     <message>
-      <source>Layer “{0}” refused the filter (is it a GeoPackage or shapefile?)</source>
+      <source>NMS IoU {0:g}</source>
+      <translation type="unfinished" />
+    </message>
+    <message>
+      <source>The operating point also applies {0}: the figures shown include it, the map shows the detections before it.</source>
       <translation type="unfinished" />
     </message>
     <message>
@@ -593,6 +629,14 @@
     </message>
     <message>
       <source>RPS of {0}</source>
+      <translation type="unfinished" />
+    </message>
+    <message>
+      <source>Layer “{0}” is in an edit session: QGIS filters it again once the edits are saved or discarded.</source>
+      <translation type="unfinished" />
+    </message>
+    <message>
+      <source>Layer “{0}” refused the filter {1} (is it a GeoPackage or shapefile?)</source>
       <translation type="unfinished" />
     </message>
     <message>
@@ -728,14 +772,6 @@
       <translation type="unfinished" />
     </message>
     <message>
-      <source>submitting to {0}: {1}</source>
-      <translation type="unfinished" />
-    </message>
-    <message>
-      <source>Ray job {0} submitted</source>
-      <translation type="unfinished" />
-    </message>
-    <message>
       <source>the job failed (exit code {0})</source>
       <translation type="unfinished" />
     </message>
@@ -760,7 +796,15 @@
       <translation type="unfinished" />
     </message>
     <message>
+      <source>submitting to {0}: {1}</source>
+      <translation type="unfinished" />
+    </message>
+    <message>
       <source>Ray cluster at {0} did not return a job id</source>
+      <translation type="unfinished" />
+    </message>
+    <message>
+      <source>Ray job {0} submitted</source>
       <translation type="unfinished" />
     </message>
     <message>

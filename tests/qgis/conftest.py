@@ -43,11 +43,13 @@ def project_layers(qgis_new_project, scene, detections):
 
 
 @pytest.fixture()
-def plugin(qgis_iface, tmp_path):
-    """The plugin loaded through classFactory on the test interface, with the real worker configured."""
+def plugin(qgis_iface, tmp_path, monkeypatch):
+    """The plugin loaded through classFactory on the test interface, with the real worker configured and a job
+    history of its own (not the profile's file, which grew by every test run's jobs)."""
     from aifactory_qgis import classFactory
     from aifactory_qgis.settings import Settings
 
+    monkeypatch.setattr(Settings, "history_path", lambda _self: tmp_path / "history.json")
     settings = Settings()
     settings.set_worker_python(WORKER_PYTHON)
     settings.set_work_dir(str(tmp_path / "jobs"))

@@ -55,3 +55,63 @@ def test_annotations_in_another_crs_are_refused(qgis_app, qgis_iface, project_la
     assert any("reproject" in m for m in qgis_iface.messageBar().get_messages(Qgis.Critical))
     dock.preview()
     assert "EPSG:4326" in dock.status.text() and dock.chart.counts == {}
+
+
+
+def test_catalog_mode_context_filters_reach_the_worker(qgis_app, project_layers, plugin, scene, tmp_path):
+    """The catalog YAML the dock writes is run by the real worker; a context range that excludes the only
+    image (cloud 3.5 %) empties the counts: the previous ones must not stay on the chart."""
+    from plugin_helpers import run_worker
+
+    (tmp_path / "catalog.yaml").write_text(yaml.safe_dump({
+        "images": [{"path": str(scene[0]), "sensor": "synthetic", "date": "2024-05-01",
+                    "context": {"cloud": 3.5, "fog": 0}}],
+        "labels": [{"path": str(scene[1]), "layer": "truth", "class_field": "class"}]}))
+    run_worker("catalog", "build", str(tmp_path / "catalog.yaml"), "-o", str(tmp_path / "catalog.gpkg"),
+               "--events", "none")
+    dock = plugin.docks["dataset"]
+    dock.mode.setCurrentIndex(dock.mode.findData("catalog"))
+    dock.catalog.setFilePath(str(tmp_path / "catalog.gpkg"))
+    check, low, high = dock.context["cloud"]
+    check.setChecked(True)
+    high.setValue(20)
+    assert wait_for(qgis_app, lambda: "objects in" in dock.status.text(), 60), dock.status.text()
+    assert sum(sum(row.values()) for row in dock.chart.counts.values()) == project_layers[1].featureCount()
+    written = yaml.safe_load((plugin.manager.settings.work_dir() / "preview" / "dataset.yaml").read_text())
+    assert written["catalog"]["select"] == {"context": {"cloud": [0.0, 20.0]}} and "sources" not in written
+    low.setValue(10)
+    assert wait_for(qgis_app, lambda: "Preview failed" in dock.status.text(), 60), dock.status.text()
+    assert dock.chart.counts == {} and "no labels selected" in dock.status.text()
+    assert "aifactory: error" not in dock.status.text()
+    low.setValue(0)
+    dock.output.setFilePath(str(tmp_path / "ds"))
+    job = dock.build()
+    assert wait_for(qgis_app, lambda: job.done, 180), list(job.log)
+    assert job.status == "ok", job.message
+    assert json.loads((tmp_path / "ds" / "dataset.json").read_text())["class_level"] == 1
+
+
+def test_filtered_and_removed_layers(qgis_app, qgis_iface, project_layers, plugin, tmp_path):
+    """A filtered annotation layer is refused (the worker would read every feature); a removed layer leaves the
+    pickers, and a preview still running for it does not bring its counts back."""
+    from qgis.core import QgsProject
+
+    dock = plugin.docks["dataset"]
+    tick(dock.rasters, {"scene"})
+    tick(dock.annotations, {"truth"})
+    truth = project_layers[1]
+    truth.setSubsetString("\"class\" = 'building'")
+    assert any("filtered" in p for p in dock.problems())
+    assert dock.build() is None
+    truth.setSubsetString("")
+    assert dock.problems() == []
+    dock.timer.stop()
+    dock.preview()
+    assert dock.preview_call is not None  # counting for scene + truth
+    QgsProject.instance().removeMapLayer(truth.id())
+    assert [dock.annotations.item(i).text() for i in range(dock.annotations.count())] == ["detections"]
+    assert dock.problems() == ["Tick at least one annotation layer."]
+    assert wait_for(qgis_app, lambda: not dock.timer.isActive() and dock.preview_call is None, 60)
+    for _ in range(50):  # the aborted preview's answer, had it come, would be handled by now
+        qgis_app.processEvents()
+    assert dock.chart.counts == {} and "Tick at least one annotation layer." in dock.status.text()

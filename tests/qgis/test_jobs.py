@@ -272,3 +272,46 @@ def test_any_running_job_can_be_cancelled_from_the_history(qgis_app, plugin, tmp
     assert dock.job is first and not dock.cancel_button.isEnabled()
     second.cancel()
     assert wait_for(qgis_app, lambda: second.done, 30)
+
+
+
+def test_the_dock_shows_what_each_of_two_jobs_became_and_runs_one_again(qgis_app, qgis_new_project, plugin, tmp_path):
+    """Two jobs at once in a folder with spaces: one succeeds, one exits 2 with the worker's one-line error, a
+    third is killed (SIGKILL, as the out-of-memory killer does); then "Run again" on the first."""
+    import os
+    import signal
+
+    from aifactory_qgis.jobs.spec import JobSpec
+
+    dock = plugin.docks["jobs"]
+    spaced = tmp_path / "my dir" / "out put"
+    spaced.mkdir(parents=True)
+    ok = plugin.manager.submit(synth_spec(spaced))
+    bad = plugin.manager.submit(JobSpec(kind="synth", title="bad size", args=["synth", "-o", str(spaced / "x.tif"),
+                                        "--size", "12by4", "--events", "jsonl"], cwd=str(spaced)))
+    assert dock.job is bad
+    assert wait_for(qgis_app, lambda: ok.done and bad.done, 120), (ok.log, bad.log)
+    assert ok.status == "ok" and bad.status == "failed"
+    assert dock.step.text() == "failed: The worker failed (exit code 2): --size: expected WIDTHxHEIGHT, got '12by4'"
+    assert dock.log.toPlainText().startswith("$ ")  # the command line opens the log tail (it was not shown)
+    assert f"'{spaced / 'x.tif'}'" in dock.log.toPlainText()  # quoted: copied into a shell, it runs
+    assert [layer.source() for layer in QgsProject.instance().mapLayers().values()] == [str(spaced / "synth.tif")]
+    assert plugin.manager.history.get(ok.spec.id).status == "ok"
+    assert plugin.manager.history.get(bad.spec.id).message.endswith("got '12by4'")
+
+    killed = plugin.manager.submit(synth_spec(tmp_path, size="6000x6000"))
+    assert wait_for(qgis_app, lambda: killed.state.value > 0 or killed.done, 120), killed.log
+    os.kill(killed.process.processId(), signal.SIGKILL)
+    assert wait_for(qgis_app, lambda: killed.done, 30)
+    assert killed.status == "failed" and "SIGKILL" in dock.step.text() and not dock.cancel_button.isEnabled()
+    assert not (tmp_path / "synth.tif").exists()
+
+    rows = [dock.history.item(row) for row in range(dock.history.count())]
+    dock.history.setCurrentItem(next(item for item in rows if item.data(Qt.ItemDataRole.UserRole) == ok.spec.id))
+    again = dock.rerun()
+    assert again is not None and again.spec.id != ok.spec.id
+    assert (again.spec.args, again.spec.cwd, again.spec.runner) == (ok.spec.args, ok.spec.cwd, ok.spec.runner)
+    assert dock.job is again
+    assert wait_for(qgis_app, lambda: again.done, 120), again.log
+    assert again.status == "ok" and plugin.manager.history.get(again.spec.id).status == "ok"
+    assert len(QgsProject.instance().mapLayers()) == 1  # the same output: not loaded twice

@@ -38,6 +38,9 @@ def test_walk_tiles_mark_status_and_launch_next_round(qgis_app, qgis_iface, proj
     dock.tiles_file.setFilePath(str(tmp_path / "tiles.gpkg"))
     tiles = dock.tiles
     assert tiles is not None and tiles.name() == "AL tiles"
+    assert dock.open_tiles(str(tmp_path / "tiles.gpkg")) is tiles  # chosen again: the same layer, no copy
+    assert dock.open_tiles(str(tmp_path / "." / "tiles.gpkg")) is tiles
+    assert len(QgsProject.instance().mapLayersByName("AL tiles")) == 1
     ranks = [tiles.getFeature(fid)["rank"] for fid in dock.order]
     assert ranks == [1, 2, 3, 4] and dock.index == 0
     assert truth.isEditable() and qgis_iface.activeLayer() is truth  # digitizing started on the annotations

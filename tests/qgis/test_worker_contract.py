@@ -44,7 +44,8 @@ def builders():
         "predict": worker.predict("run", "r.tif", "out", geofence="in.gpkg", exclude="out.gpkg"),
         "postprocess": worker.postprocess("d.gpkg", "o.gpkg", "ops.yaml"),
         "evaluate": worker.evaluate("d.gpkg", "t.gpkg", "m.json"),
-        "rps": worker.rps("d.gpkg", "t.gpkg", "out", ["score=0.1:0.9:0.1", "min_area=0,10"], truth_layer="truth"),
+        "rps": worker.rps("d.gpkg", "t.gpkg", "out", ["score=0.1:0.9:0.1", "min_area=0,10"], truth_layer="truth",
+                          score_field="confidence"),
         "run": worker.pipeline("p.yaml", "work"),
         "al round": worker.al_round("round.yaml"),
     }
