@@ -41,6 +41,7 @@ class DatasetDock(BaseDock):
         super().__init__(iface, manager, tr("AI Factory — Dataset"), "AIFactoryDatasetDock")
         self.preview_call: WorkerCall | None = None
         self.counts: dict[str, dict[str, int]] = {}
+        self._filters_followed: set[str] = set()  # vector layers whose filter changes re-preview
         self.timer = QTimer(self, singleShot=True, interval=PREVIEW_DELAY_MS)
         self.timer.timeout.connect(self.preview)
 
@@ -154,6 +155,9 @@ class DatasetDock(BaseDock):
             widget.clear()
             for layer in project_layers(kind):
                 if layer_file(layer):
+                    if kind is QgsVectorLayer and layer.id() not in self._filters_followed:
+                        self._filters_followed.add(layer.id())
+                        layer.subsetStringChanged.connect(self.changed)  # its filter is the source's ``where``
                     item = QListWidgetItem(layer.name(), widget)
                     item.setData(Qt.ItemDataRole.UserRole, layer.id())
                     item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
@@ -200,10 +204,6 @@ class DatasetDock(BaseDock):
         elif not self.class_field.currentField():
             problems.append(tr("Choose the class field."))
         for layer in annotations:
-            if layer.subsetString():  # the worker reads the whole file: a silent filter would change the dataset
-                problems.append(tr("Layer “{0}” is filtered ({1}) but the dataset would be made from all its "
-                                   "features: clear the filter, or save the filtered features as a file of their "
-                                   "own (Export ▸ Save Features As…).").format(layer.name(), layer.subsetString()))
             for raster in rasters:
                 problem = crs_mismatch(layer, raster)
                 if problem:
@@ -224,6 +224,8 @@ class DatasetDock(BaseDock):
                 name = source_layer_name(layer.source())
                 if name:
                     source["layer"] = name
+                if layer.subsetString():  # the layer's filter (OGR SQL), so the dataset is what the map shows
+                    source["where"] = layer.subsetString()
                 sources.append(source)
         return sources
 

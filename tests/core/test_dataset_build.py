@@ -230,7 +230,8 @@ def _run_bad(cli, tmp_path, data):
     return cli("dataset", "preview", str(config))  # bars and warnings on stderr
 
 
-@pytest.mark.parametrize("case", ["unknown_classes", "outside", "missing_raster", "bad_key", "pixel_crs"])
+@pytest.mark.parametrize("case", ["unknown_classes", "outside", "missing_raster", "bad_key", "pixel_crs",
+                                  "bad_where", "csv_where"])
 def test_bad_inputs_exit_2_with_one_line(cli, scene, tmp_path, case):
     data = config_for(*scene)
     if case == "unknown_classes":
@@ -247,6 +248,12 @@ def test_bad_inputs_exit_2_with_one_line(cli, scene, tmp_path, case):
     elif case == "pixel_crs":
         Image.fromarray(np.zeros((64, 64, 3), "uint8")).save(tmp_path / "p.png")
         data["sources"][0]["raster"] = str(tmp_path / "p.png")
+    elif case == "bad_where":
+        data["sources"][0]["where"] = "colour = 'red'"
+    elif case == "csv_where":
+        truth = gpd.read_file(scene[1], layer="truth")
+        pd.DataFrame({"class": truth["class"], "wkt": truth.geometry.to_wkt()}).to_csv(tmp_path / "t.csv")
+        data["sources"][0].update(labels=str(tmp_path / "t.csv"), layer=None, crs="EPSG:32631", where="1 = 1")
     result = _run_bad(cli, tmp_path, data)
     assert result.returncode == 2, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("aifactory: error")]
@@ -255,6 +262,20 @@ def test_bad_inputs_exit_2_with_one_line(cli, scene, tmp_path, case):
         assert "warning: dropped" in result.stderr and "(ship)" not in result.stderr
     if case == "outside":
         assert "lie outside" in result.stderr
+    if case == "bad_where":
+        assert "with where \"colour = 'red'\"" in errors[0] and "no such column: colour" in errors[0]
+    if case == "csv_where":
+        assert "where cannot apply to a CSV file" in errors[0]
+
+
+def test_where_keeps_the_features_a_layer_filter_shows(scene, tmp_path):
+    """``where`` (a QGIS layer filter, passed on by the dataset dock) selects the labels the dataset is made of."""
+    truth = gpd.read_file(scene[1], layer="truth")
+    data = config_for(*scene)
+    data["sources"][0]["where"] = "\"class\" <> 'building'"
+    plan = plan_dataset(DatasetConfig.model_validate(data))
+    assert sum(len(s.labels) for s in plan.sources) == int((truth["class"] != "building").sum())
+    assert {c for s in plan.sources for c in s.labels["class"]} == {"vegetation/tree", "vehicle/car"}
 
 
 def test_invalid_geometries_are_repaired_and_counted(scene, tmp_path, cli):

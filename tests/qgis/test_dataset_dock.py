@@ -92,8 +92,9 @@ def test_catalog_mode_context_filters_reach_the_worker(qgis_app, project_layers,
 
 
 def test_filtered_and_removed_layers(qgis_app, qgis_iface, project_layers, plugin, tmp_path):
-    """A filtered annotation layer is refused (the worker would read every feature); a removed layer leaves the
-    pickers, and a preview still running for it does not bring its counts back."""
+    """A filtered annotation layer gives the dataset of the features the map shows (its filter goes to the worker
+    as ``where``); a removed layer leaves the pickers, and a preview still running for it does not bring its counts
+    back."""
     from qgis.core import QgsProject
 
     dock = plugin.docks["dataset"]
@@ -101,10 +102,11 @@ def test_filtered_and_removed_layers(qgis_app, qgis_iface, project_layers, plugi
     tick(dock.annotations, {"truth"})
     truth = project_layers[1]
     truth.setSubsetString("\"class\" = 'building'")
-    assert any("filtered" in p for p in dock.problems())
-    assert dock.build() is None
+    assert dock.problems() == [] and dock.sources()[0]["where"] == "\"class\" = 'building'"
+    assert wait_for(qgis_app, lambda: set(dock.chart.counts) == {"building"}, 60), dock.status.text()
+    assert sum(sum(row.values()) for row in dock.chart.counts.values()) == truth.featureCount()
     truth.setSubsetString("")
-    assert dock.problems() == []
+    assert dock.problems() == [] and "where" not in dock.sources()[0]
     dock.timer.stop()
     dock.preview()
     assert dock.preview_call is not None  # counting for scene + truth

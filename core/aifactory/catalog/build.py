@@ -32,7 +32,6 @@ image's observation centroids whatever the layer's size.
 from __future__ import annotations
 
 import datetime as dt
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -40,7 +39,6 @@ from typing import Annotated, Any, Literal
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-import pyogrio
 import shapely
 from pydantic import Field
 from pyproj import CRS
@@ -52,8 +50,8 @@ from aifactory.catalog.store import Catalog, ImageRecord, is_postgres, open_cata
 from aifactory.config import CrsText, StrictModel, load_config
 from aifactory.errors import ConfigError, InputError
 from aifactory.io.atomic import atomic_path
-from aifactory.io.raster import RasterInfo, check_file, gsd, raster_info
-from aifactory.io.vector import UNDEFINED_CRS_PREFIX, read_vector
+from aifactory.io.raster import RasterInfo, gsd, raster_info
+from aifactory.io.vector import layer_info, read_vector
 from aifactory.progress import reporter
 
 #: a context value: a percentage (0.8 meant as a fraction would select as 0.8 %, so out of range is refused)
@@ -167,20 +165,7 @@ class _ContextSource:
             columns = [str(c) for c in self.frame.columns]
             self.crs = None if self.frame.crs is None else CRS.from_user_input(self.frame.crs)
         else:
-            check_file(self.path, "vector file")
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", RuntimeWarning)
-                    info = pyogrio.read_info(self.path, layer=entry.layer)
-            except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
-                raise InputError(f"{self.path}: cannot read vector data: {str(exc).splitlines()[0]}") from None
-            if info.get("geometry_type") is None:
-                raise InputError(f"{self.source}: layer has no geometry column")
-            columns = [str(c) for c in info["fields"]]
-            crs = CRS.from_user_input(info["crs"]) if info.get("crs") else None
-            if crs is not None and crs.name.lower().startswith(UNDEFINED_CRS_PREFIX):
-                crs = None
-            self.crs = crs if crs is not None or entry.crs is None else CRS.from_user_input(entry.crs)
+            columns, self.crs = layer_info(self.path, entry.layer, entry.crs)
         self.fields = [f for f in CONTEXT_FIELDS if f in columns]
         if not self.fields:
             raise InputError(f"{self.path}: a context layer needs at least one of the fields "
@@ -260,10 +245,8 @@ class _ContextSource:
     def _read(self, bbox: tuple[float, float, float, float] | None) -> Iterator[gpd.GeoDataFrame]:
         skip = 0
         while True:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                piece = pyogrio.read_dataframe(self.path, layer=self.entry.layer, columns=self.fields, bbox=bbox,
-                                               skip_features=skip, max_features=CONTEXT_CHUNK, fid_as_index=True)
+            piece = read_vector(self.path, self.entry.layer, repair=False, columns=self.fields, bbox=bbox,
+                                skip_features=skip, max_features=CONTEXT_CHUNK, fid_as_index=True)
             if len(piece):
                 yield piece
             if len(piece) < CONTEXT_CHUNK:

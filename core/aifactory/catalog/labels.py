@@ -57,13 +57,14 @@ def class_paths(frame: gpd.GeoDataFrame, class_field: str, source: str) -> gpd.G
 
 
 def load_labels(path: str | Path, info: RasterInfo, layer: str | None = None, class_field: str = "class",
-                crs: Any = None) -> gpd.GeoDataFrame:
+                crs: Any = None, where: str | None = None) -> gpd.GeoDataFrame:
     """Labels of one raster: ``class_path`` + geometry in the raster's CRS, those touching its outline.
 
-    ``crs`` is the labels' CRS when the file has none (CSV). Returns a frame without CRS for pixel space.
+    ``crs`` is the labels' CRS when the file has none (CSV). ``where``: an attribute filter (OGR SQL, as a QGIS
+    layer filter) keeping only some features. Returns a frame without CRS for pixel space.
     """
-    source = f"{path}" + (f" (layer {layer})" if layer else "")
-    frame = read_vector(path, layer=layer, crs=crs)
+    source = f"{path}" + (f" (layer {layer})" if layer else "") + (f" where {where}" if where else "")
+    frame = read_vector(path, layer=layer, crs=crs, **({"where": where} if where else {}))
     frame = class_paths(frame, class_field, source)
     frame = align_to_crs(frame, info.crs if info.georeferenced else None, source)
     frame = frame.loc[~(shapely.is_empty(frame.geometry.array) | shapely.is_missing(frame.geometry.array))]

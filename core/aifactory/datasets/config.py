@@ -36,6 +36,8 @@ class SourceEntry(StrictModel):
     labels: Path
     layer: str | None = None
     class_field: str = "class"
+    where: str | None = Field(default=None, description="attribute filter on the labels (OGR SQL, as a QGIS layer "
+                                                        "filter), e.g. \"status\" = 'checked'")
     crs: CrsText | None = Field(default=None, description="CRS of a label file that has none (CSV with WKT)")
     extent: Path | None = Field(default=None, description="labelled extent (vector file); default: the whole raster")
     name: str | None = Field(default=None, description="default: the raster's file name without suffix")

@@ -117,7 +117,7 @@ def _direct_sources(config: DatasetConfig) -> list[tuple[str, RasterInfo, gpd.Ge
     out = []
     for entry in config.sources:
         info = raster_info(entry.raster)
-        labels = load_labels(entry.labels, info, entry.layer, entry.class_field, entry.crs)
+        labels = load_labels(entry.labels, info, entry.layer, entry.class_field, entry.crs, entry.where)
         extent = None
         if entry.extent is not None:
             frame = read_vector(entry.extent, crs=entry.crs)

@@ -11,7 +11,8 @@ import os
 import sqlite3
 import tempfile
 import warnings
-from contextlib import closing
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -49,27 +50,57 @@ def _read_csv(path: Path, crs: Any = None) -> gpd.GeoDataFrame:
     return gpd.GeoDataFrame(frame.drop(columns=[column]), geometry=geometry, crs=crs)
 
 
+@contextmanager
+def _ogr_errors(path: Path, what: str = "") -> Iterator[None]:
+    """OGR's open/read failures as one error line naming the file; its RuntimeWarnings (a GeoPackage's
+    version, a field type it maps) silenced, as nothing the user can act on."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            yield
+    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
+        raise InputError(f"{path}: cannot read vector data{what}: {str(exc).splitlines()[0]}") from None
+
+
+def _known_crs(crs: CRS | None, fallback: Any) -> CRS | None:
+    """``crs`` unless missing or a GeoPackage's "Undefined" SRS, else ``fallback`` (None: no CRS)."""
+    if crs is not None and crs.name.lower().startswith(UNDEFINED_CRS_PREFIX):
+        crs = None
+    return crs if crs is not None or fallback is None else CRS.from_user_input(fallback)
+
+
+def layer_info(path: str | Path, layer: str | int | None = None, crs: Any = None) -> tuple[list[str], CRS | None]:
+    """The field names and CRS of an OGR layer (``crs`` when it has none), without reading its features."""
+    path = Path(path)
+    check_file(path, "vector file")
+    with _ogr_errors(path):
+        info = pyogrio.read_info(path, layer=layer)
+    if info.get("geometry_type") is None:
+        raise InputError(f"{path}{f' (layer {layer})' if layer is not None else ''}: layer has no geometry column")
+    known = CRS.from_user_input(info["crs"]) if info.get("crs") else None
+    return [str(c) for c in info["fields"]], _known_crs(known, crs)
+
+
 def read_vector(path: str | Path, layer: str | int | None = None, crs: Any = None,
-                repair: bool = True) -> gpd.GeoDataFrame:
+                repair: bool = True, **ogr: Any) -> gpd.GeoDataFrame:
     """Read a vector layer; ``crs`` is assigned to CSVs (and to layers that have none, a GeoPackage's "Undefined"
-    SRS included) when given."""
+    SRS included) when given. ``ogr``: options of ``pyogrio.read_dataframe`` (``where``, ``bbox``, ``columns``,
+    ``skip_features``, ``max_features``, ``fid_as_index``) for OGR formats; a CSV takes none."""
     path = Path(path)
     check_file(path, "vector file")
     if path.suffix.lower() == ".csv":
+        if ogr:
+            raise InputError(f"{path}: {', '.join(sorted(ogr))} cannot apply to a CSV file; save it as a "
+                             "GeoPackage first")
         frame = _read_csv(path, crs)
     else:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                frame = pyogrio.read_dataframe(path, layer=layer)
-        except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
-            raise InputError(f"{path}: cannot read vector data: {str(exc).splitlines()[0]}") from None
+        with _ogr_errors(path, f" with where {ogr['where']!r}" if ogr.get("where") else ""):
+            frame = pyogrio.read_dataframe(path, layer=layer, **ogr)
         if not isinstance(frame, gpd.GeoDataFrame):
             raise InputError(f"{path}: layer has no geometry column")
-        if frame.crs is not None and frame.crs.name.lower().startswith(UNDEFINED_CRS_PREFIX):
-            frame = frame.set_crs(None, allow_override=True)
-        if frame.crs is None and crs is not None:
-            frame = frame.set_crs(crs)
+        known = None if frame.crs is None else CRS.from_user_input(frame.crs)
+        if _known_crs(known, crs) != known:
+            frame = frame.set_crs(_known_crs(known, crs), allow_override=True)
     if repair:
         frame = repair_geometries(frame, str(path))
     return frame
