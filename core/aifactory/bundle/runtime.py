@@ -3,9 +3,10 @@
 :class:`OnnxModel` implements :class:`aifactory.prediction.model_source.ModelSource` the way the torch
 runtime does for run directories: raw tiles are normalised with the bundle's statistics, the network's
 ``logits`` output goes through a softmax (a sigmoid for one class) and the requested channels come back
-as float32 numpy. The network is read from the zip into memory (no extraction) and checked against its
-sha256. TTA and ensembles stay with the torch runtime (they would need their own array code here), and
-ONNX Runtime runs float32 only.
+as float32 numpy. A contact bundle's ``semantic`` and ``contact`` outputs become the probability stack
+of :func:`aifactory.prediction.contact.contact_scores`, the very function the torch runtime uses. The
+network is read from the zip into memory (no extraction) and checked against its sha256. TTA and ensembles
+stay with the torch runtime (they would need their own array code here), and ONNX Runtime runs float32 only.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from scipy.special import expit, softmax
 
 from aifactory.bundle.format import read_meta, read_onnx
 from aifactory.errors import ConfigError, InputError
+from aifactory.prediction.contact import CONTACT_TASK, HEADS, contact_scores
 from aifactory.prediction.model_source import check_card
 
 LOGITS = "logits"
-#: the tasks this predictor runs: the others export (heatmap, contact) but their decoding is torch code for now
-PREDICTED_TASKS = ("segmentation",)
+#: the tasks this predictor runs: heatmap bundles export, but their decoding is torch code for now
+PREDICTED_TASKS = ("segmentation", CONTACT_TASK)
 
 
 def probabilities(logits: np.ndarray) -> np.ndarray:
@@ -68,8 +70,11 @@ class OnnxModel:
         self.meta = read_meta(path)
         card = self.meta.card()
         check_card(card, str(path), PREDICTED_TASKS)
-        if LOGITS not in self.meta.model.outputs:
-            raise InputError(f"{path}: the network has no {LOGITS!r} output (outputs: {self.meta.model.outputs})")
+        self._outputs = list(HEADS) if card.task == CONTACT_TASK else [LOGITS]
+        missing = [name for name in self._outputs if name not in self.meta.model.outputs]
+        if missing:
+            raise InputError(f"{path}: the {card.task} network has no {', '.join(map(repr, missing))} output "
+                             f"(outputs: {self.meta.model.outputs})")
         network, chosen = read_onnx(path, self.meta), providers(device)
         try:
             self.session = ort.InferenceSession(network, providers=chosen)
@@ -88,12 +93,15 @@ class OnnxModel:
         self._mean = np.asarray(card.normalization.mean, dtype="float32")[None, :, None, None]
         self._std = np.asarray(card.normalization.std, dtype="float32")[None, :, None, None]
 
-    def logits(self, x: np.ndarray) -> np.ndarray:
-        """The network's logits for a normalised (N, bands, T, T) float32 batch."""
-        out: np.ndarray = self.session.run([LOGITS], {self.meta.model.input: x})[0]
-        return out
+    def scores(self, x: np.ndarray) -> np.ndarray:
+        """Class probabilities of a normalised batch: softmax of the logits, or a contact model's stack."""
+        outputs = self.session.run(self._outputs, {self.meta.model.input: x})
+        if self.cards[0].task == CONTACT_TASK:
+            return contact_scores(dict(zip(self._outputs, outputs, strict=True)), probabilities,
+                                  self.cards[0].classes)
+        return probabilities(outputs[0])
 
     def __call__(self, batch: np.ndarray, valid: np.ndarray, channels: slice) -> np.ndarray:
         normalised = np.subtract(batch, self._mean, order="C", dtype="float32")  # NCHW, as the network reads it
-        logits = self.logits(np.divide(normalised, self._std, out=normalised))
-        return np.ascontiguousarray(probabilities(logits)[:, channels], dtype="float32")
+        scores = self.scores(np.divide(normalised, self._std, out=normalised))
+        return np.ascontiguousarray(scores[:, channels], dtype="float32")

@@ -5,6 +5,11 @@ outline and the thin band where two objects touch, lets a watershed split the bl
 of the SpaceNet/xView2 winners, e.g. Hamaguchi et al. 2018 "building instance" masks). Cheaper than Mask
 R-CNN on large scenes and not limited to a fixed mask resolution. Output contract in
 :mod:`aifactory.models` (``contact``).
+
+:func:`decode_instances` decodes one batch of tiles in memory (its watershed needs every head of a whole tile in
+float). ``aifactory predict`` does not use it: on rasters of any size it streams, and reads the semantic and
+contact heads as one probability stack that its seam-free vectorizer separates (:mod:`aifactory.prediction.contact`,
+which says why the boundary head is left out there).
 """
 
 from __future__ import annotations

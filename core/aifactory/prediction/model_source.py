@@ -81,9 +81,10 @@ class ModelSource(Protocol):
         ...
 
 
-#: Task families predict handles from run directories; the box families go through :mod:`.detectors`.
+#: Task families predict handles from run directories; the box families go through :mod:`.detectors`, contact
+#: models as a segmentation-like probability stack (:mod:`.contact`).
 BOX_FAMILIES = ("heatmap", "detection", "instance")
-PREDICT_TASKS = ("segmentation", *BOX_FAMILIES)
+PREDICT_TASKS = ("segmentation", "contact", *BOX_FAMILIES)
 
 
 def check_card(card: ModelCard, run: str, tasks: Sequence[str] = ("segmentation",)) -> None:

@@ -18,6 +18,10 @@ while their boxes go from each tile into the streamed cross-tile merge (:mod:`.b
 as rows are finished, to the GeoPackage with the same columns (geometry = the box polygon, or the
 instance polygon for Mask R-CNN).
 
+Contact models (task family ``contact``) take the segmentation path: each tile's heads become one probability
+stack with a last ``contact`` band (:mod:`.contact`), vectorized like ``boundary`` labels (see
+:func:`label_mode_options`).
+
 Both outputs are written to hidden temporary files and renamed only when complete, so a prediction
 killed at any moment leaves no partial ``scores.tif`` or ``detections.gpkg``.
 
@@ -50,6 +54,7 @@ from aifactory.io.output_paths import check_output_folder
 from aifactory.io.raster import SCORES_CLASSES_TAG
 from aifactory.prediction.blending import BlendWindow
 from aifactory.prediction.boxes import BoxMerger
+from aifactory.prediction.contact import CONTACT_TASK
 from aifactory.prediction.detections import DetectionWriter
 from aifactory.prediction.geofence import Geofence
 from aifactory.prediction.model_source import Precision
@@ -88,6 +93,8 @@ OMP_WAIT_POLICY = "PASSIVE"
 #: What a pixel of ``scores.tif`` means for each task family (written into ``prediction.json``).
 SCORES_MEANING = {
     "segmentation": "class probability, blended across tiles",
+    "contact": "class probability away from contacts (semantic head × (1 − contact head)), and in band 'contact' the "
+               "probability that the pixel lies where two objects touch, blended across tiles",
     "heatmap": "probability that an object of the class is centred on the pixel (CenterNet heatmap upsampled "
                "to pixels), blended across tiles",
     "detection": "box-score coverage: the highest score of a detected box of the class covering the pixel, "
@@ -125,14 +132,20 @@ class PredictionResult:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
 
 
-def label_mode_options(extra: dict[str, Any], classes: list[str], instance_h: float) -> dict[str, Any]:
+def label_mode_options(extra: dict[str, Any], classes: list[str], instance_h: float,
+                       task: str = "segmentation") -> dict[str, Any]:
     """Vectorizer options for the label mode the model was trained on (``card.extra["label_mode"]``).
 
     ``core``: objects are already apart, grown back by 1 / ``core_factor`` (0.5 unless the card says);
     ``boundary``: the ``contact`` class is not an object and objects grow back by 1 px over it;
     ``fill`` (default): touching objects are split at distance-map necks of depth ``instance_h``.
+    Contact models (``task`` ``contact``) are read as ``boundary`` whatever their labels: their scores end with a
+    ``contact`` band (:mod:`.contact`). Their training marks contact 2 px deep into each object
+    (:data:`aifactory.training.targets.CONTACT_DISTANCE`), where ``boundary`` labels mark 1: growing back by 1 px
+    still leaves touching objects 1 px short on that side, and growing by 2 would make every lone object 2 px
+    too large all round (the grow is a buffer of the whole outline); 1 px splits the difference.
     """
-    mode = extra.get("label_mode", "fill")
+    mode = "boundary" if task == CONTACT_TASK else extra.get("label_mode", "fill")
     if mode == "core":
         return {"instance_h": 0.0, "grow_factor": 1.0 / float(extra.get("core_factor", 0.5))}
     if mode == "boundary" and CONTACT_CLASS in classes:
@@ -274,7 +287,8 @@ def predict(models: Sequence[str | Path], raster: str | Path, out_dir: str | Pat
             chain, chain_source = source.chain, f"{source.runs[0]} (packaged post-processing)"
         classes, width, height = run.classes, ds.width, ds.height
         vectorizer = None if run.detector is not None else \
-            StreamingVectorizer(width, score_floor=score_floor, **label_mode_options(card.extra, classes, instance_h))
+            StreamingVectorizer(width, score_floor=score_floor,
+                                **label_mode_options(card.extra, classes, instance_h, card.task))
         model_run = "+".join(source.names)
         with scores_writer(out_dir / SCORES_NAME, ds, classes, progress_task="predict") as scores_out, \
                 DetectionWriter(out_dir / DETECTIONS_NAME, classes, ds.transform, ds.crs, model_run, grid, chain,

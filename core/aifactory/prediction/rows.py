@@ -31,6 +31,7 @@ from aifactory.errors import InputError
 from aifactory.io.raster import crs_string, raster_info
 from aifactory.models import TORCHVISION_FAMILIES
 from aifactory.prediction.blending import BlendWindow, RowBandAccumulator, TileWindows, blend_weights
+from aifactory.prediction.contact import CONTACT_TASK, stack_classes
 from aifactory.prediction.geofence import Geofence
 from aifactory.prediction.model_source import BOX_FAMILIES, ModelSource, Precision, open_models
 from aifactory.prediction.source import (
@@ -148,7 +149,9 @@ def open_prediction(spec: PredictSpec) -> Iterator[OpenPrediction]:
     if len(factors) > 1:
         raise InputError("ensemble members were trained at different GSDs; predict them separately")
     card = source.cards[0]
-    classes, channels = foreground_classes(card.classes)
+    # a contact model's source returns its probability stack, background first and ``contact`` last (.contact)
+    classes, channels = foreground_classes(stack_classes(card.classes) if card.task == CONTACT_TASK
+                                           else card.classes)
     detector = None
     if card.task in BOX_FAMILIES:
         from aifactory.prediction.detectors import box_detector  # torch: only for run directories

@@ -32,6 +32,7 @@ from aifactory.heap import applied_heap_policy
 from aifactory.models import TORCHVISION_FAMILIES, min_tile
 from aifactory.models.card import ModelCard, load_run_model
 from aifactory.models.folding import fold_batch_norms
+from aifactory.prediction.contact import CONTACT_TASK, contact_scores
 from aifactory.prediction.ensemble import check_weights, combine
 from aifactory.prediction.model_source import PREDICT_TASKS, Precision, check_card
 from aifactory.prediction.tta import predict_tta, transforms
@@ -102,7 +103,10 @@ def load_models(runs: Sequence[str | Path], device: torch.device) -> list[Loaded
         loaded.append(LoadedModel(str(run), module, card, [], mean, std))
     first = loaded[0].card
     for other in loaded[1:]:
-        if other.card.classes != first.classes or other.card.task != first.task:
+        if other.card.task != first.task:
+            raise InputError(f"{other.run}: a {other.card.task} model cannot join {loaded[0].run}'s "
+                             f"{first.task} model in an ensemble; an ensemble needs one task family")
+        if other.card.classes != first.classes:
             raise InputError(f"{other.run}: classes {other.card.classes} differ from {loaded[0].run}'s "
                              f"{first.classes}; an ensemble needs the same classes")
     return loaded
@@ -132,6 +136,20 @@ def probabilities(logits: torch.Tensor) -> torch.Tensor:
     """Softmax over classes, or a sigmoid for single-class models."""
     logits = logits.float()
     return torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
+
+
+def model_scores(output: torch.Tensor | dict[str, torch.Tensor], card: ModelCard) -> torch.Tensor:
+    """A dense model's class probabilities (N, K, H, W) from its raw output: :func:`probabilities` of the logits,
+    or for a contact model the stack of :func:`aifactory.prediction.contact.contact_scores` (K = its classes + 1).
+
+    Converted pass by pass, before TTA's inverse transform and the ensemble's mean: the conversion is per pixel,
+    so it commutes with the flips and turns, and averaging stacks keeps them joint distributions."""
+    if card.task == CONTACT_TASK:
+        if not isinstance(output, dict):
+            raise TypeError(f"a contact model returns a dict of heads, got {type(output).__name__}")
+        return contact_scores(output, probabilities, card.classes)
+    assert isinstance(output, torch.Tensor)
+    return probabilities(output)
 
 
 class Runner:
@@ -177,7 +195,8 @@ class Runner:
         out = []
         with self._autocast(bf16):
             for model, x in zip(self.models, inputs, strict=True):
-                out.append(predict_tta(lambda t, m=model.module: probabilities(m(t)), x, self.tta))  # type: ignore[misc]
+                out.append(predict_tta(lambda t, m=model.module, c=model.card: model_scores(m(t), c),  # type: ignore[misc]
+                                       x, self.tta))
         return out
 
     def __call__(self, batch: np.ndarray, valid: np.ndarray) -> list[torch.Tensor]:
