@@ -18,13 +18,14 @@ import pytest
 import shapely
 import yaml
 from aifactory.catalog.build import build_catalog
-from aifactory.catalog.pgtemp import TempPostGIS, find_bindir
 from aifactory.catalog.schema import SCHEMA_VERSION, metadata
 from aifactory.catalog.selection import Selection
 from aifactory.catalog.store import open_catalog
 from aifactory.errors import InputError
 from aifactory.io.synthetic import SceneSpec, generate_scene
 from aifactory.io.vector import write_vector
+from test_catalog import postgis_server  # noqa: F401  (module fixture)
+from test_selection_reference import context_kept
 
 FIELDS = ("cloud", "snow")
 VALUES = (0.0, 10.0, 20.0, 45.0, 70.0, 100.0)
@@ -97,16 +98,9 @@ def reference_context(points: np.ndarray, layers: list[gpd.GeoDataFrame]) -> dic
 
 
 def _expected(context: dict[str, np.ndarray], selection: Selection) -> int:
-    keep = np.ones(len(next(iter(context.values()))), dtype=bool)
-    for field, (low, high) in selection.context.items():
-        values = context[field]
-        ok = ~np.isnan(values)
-        if low is not None:
-            ok &= values >= low
-        if high is not None:
-            ok &= values <= high
-        keep &= ok
-    return int(keep.sum())
+    if not selection.context:
+        return len(next(iter(context.values())))
+    return int(context_kept(context, selection).sum())
 
 
 @pytest.fixture(scope="module")
@@ -274,15 +268,9 @@ def test_layer_value_beats_computed_tile_and_image(tmp_path):
 
 
 # ---- both backends -----------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def postgis_server():
-    if find_bindir() is None:
-        pytest.skip("PostgreSQL/PostGIS binaries not installed (Debian packages postgresql, postgresql-postgis)")
-    with TempPostGIS() as server:
-        yield server
 
 
-def test_postgis_gives_the_same_exact_answer(scene, postgis_server):
+def test_postgis_gives_the_same_exact_answer(scene, postgis_server):  # noqa: F811
     points = shapely.centroid(scene["truth"].geometry.array)
     context = reference_context(points, scene["layers"])
     build_catalog(scene["config"], postgis_server.url)

@@ -46,20 +46,27 @@ def reference(tmp_path_factory):
     return folder / "catalog.gpkg", truth
 
 
+def context_kept(values: dict[str, np.ndarray], selection: Selection) -> np.ndarray:
+    """Which objects the selection's context ranges keep, given each field's values (NaN: unknown, never kept)."""
+    keep = np.ones(len(next(iter(values.values()))), dtype=bool)
+    for field, (low, high) in selection.context.items():
+        ok = ~np.isnan(values[field])
+        if low is not None:
+            ok &= values[field] >= low
+        if high is not None:
+            ok &= values[field] <= high
+        keep &= ok
+    return keep
+
+
 def expected_counts(truth, selection: Selection) -> dict[str, int]:
     keep = np.ones(len(truth), dtype=bool)
     if selection.classes:
         keep &= [any(is_under(p, q) for q in selection.classes) for p in truth["class"]]
     if selection.exclude_classes:
         keep &= [not any(is_under(p, q) for q in selection.exclude_classes) for p in truth["class"]]
-    for field, (low, high) in selection.context.items():
-        values = truth[field].to_numpy(dtype="float64")
-        ok = ~np.isnan(values)
-        if low is not None:
-            ok &= values >= low
-        if high is not None:
-            ok &= values <= high
-        keep &= ok
+    if selection.context:
+        keep &= context_kept({f: truth[f].to_numpy(dtype="float64") for f in selection.context}, selection)
     chosen = truth[keep]
     return {k: int(v) for k, v in chosen.groupby([cut(p, selection.level) for p in chosen["class"]]).size().items()}
 
