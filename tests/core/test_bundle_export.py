@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 import torch
 from aifactory.bundle.build import build_bundle
-from aifactory.bundle.export import export_onnx, sample_tiles, verify
+from aifactory.bundle.export import dataset_tiles, export_onnx, sample_tiles, verify
 from aifactory.bundle.format import read_meta
 from aifactory.errors import ConfigError, InputError
 from aifactory.io.synthetic import SceneSpec, generate_scene
@@ -120,3 +120,38 @@ def test_bundle_pipeline_task_verifies_on_the_runs_dataset(tmp_path, scene):
     assert meta.verification.real.source == f"dataset {dataset}" and meta.verification.real.tiles == 2
     with zipfile.ZipFile(zip_path) as archive:
         assert archive.read("config.yaml") == (run_dir / "config.yaml").read_bytes()
+
+
+def test_a_sample_at_another_gsd_warns(scene):
+    from aifactory.progress import CallbackReporter, use_reporter
+
+    events: list[dict] = []
+    with use_reporter(CallbackReporter(events.append)):
+        sample_tiles(scene, make_card(tile=64, gsd=0.5))  # the scene's own GSD
+        assert not [e for e in events if e.get("level") == "warning"]
+        sample_tiles(scene, make_card(tile=64, gsd=2.0))
+    warnings = [e["message"] for e in events if e.get("level") == "warning"]
+    assert len(warnings) == 1 and "GSD 0.5 m differs from the model's 2 m" in warnings[0]
+
+
+def test_dataset_chips_that_are_mostly_nodata_are_not_verified_on(tmp_path):
+    """Chips may hold up to ``max_nodata`` nodata: such a chip verifies the export on nothing."""
+    import pandas as pd
+    import rasterio
+    from aifactory.datasets.format import write_chips
+
+    dataset = tmp_path / "dataset"
+    (dataset / "images").mkdir(parents=True)
+    profile = {"driver": "GTiff", "width": 64, "height": 64, "count": 4, "dtype": "uint16", "nodata": 0}
+    for name, value in (("empty", 0), ("full", 4000)):
+        with rasterio.open(dataset / "images" / f"{name}.tif", "w", **profile) as ds:
+            ds.write(np.full((4, 64, 64), value, dtype="uint16"))
+    chips = pd.DataFrame({"chip_id": ["a", "b"], "split": ["val", "val"],
+                          "image": ["images/empty.tif", "images/full.tif"], "mask": ["", ""], "source": ["s", "s"],
+                          "source_crs": ["", ""], "col_off": [0, 64], "row_off": [0, 0], "width": [64, 64],
+                          "height": [64, 64], "footprint_wkt": ["", ""], "n_objects": [0, 0], "boxes": [[], []]})
+    write_chips(chips, dataset / "chips.csv")
+    run_dir = write_run(tmp_path / "run", make_card(tile=64))
+    (run_dir / "config.yaml").write_text(f"dataset: {dataset}\n")
+    tiles, source = dataset_tiles(run_dir, make_card(tile=64), count=1)
+    assert source == f"dataset {dataset}" and (tiles == 4000).all()

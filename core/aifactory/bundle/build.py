@@ -67,8 +67,8 @@ def real_tiles(run_dir: Path, card: ModelCard, sample: Path | None) -> tuple[Any
         return sample_tiles(sample, card), f"raster {sample}"
     found = dataset_tiles(run_dir, card)
     if found is None:
-        raise InputError(f"{run_dir}: the run's dataset is not here to verify the ONNX export on real tiles; "
-                         "give --sample RASTER")
+        raise InputError(f"{run_dir}: the run's dataset is not here (or has no mostly valid chip) to verify the "
+                         "ONNX export on real tiles; give --sample RASTER")
     return found
 
 

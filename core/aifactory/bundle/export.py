@@ -24,6 +24,7 @@ from __future__ import annotations
 import warnings
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,7 +34,7 @@ from torch import nn
 from aifactory.bundle.format import InputCheck, OutputCheck, Verification
 from aifactory.bundle.runtime import LOGITS, probabilities
 from aifactory.errors import InputError
-from aifactory.io.raster import open_raster, read_valid_mask, read_window, tile_windows
+from aifactory.io.raster import open_raster, raster_info, read_valid_mask, read_window, tile_windows
 from aifactory.models.card import ModelCard
 from aifactory.progress import reporter
 
@@ -101,14 +102,28 @@ def normalise(data: np.ndarray, card: ModelCard) -> np.ndarray:
     return ((data.astype("float32") - mean) / std).astype("float32")
 
 
+def _mostly_valid(ds: Any, window: Window) -> bool:
+    """A tile worth verifying on: at least half of its pixels valid (nodata edges verify nothing)."""
+    return bool(read_valid_mask(ds, window).mean() >= 0.5)
+
+
 def sample_tiles(raster: Path, card: ModelCard, count: int = REAL_TILES) -> np.ndarray:
-    """Up to ``count`` tiles of ``raster`` (the card's bands) that are mostly valid pixels, raw values."""
+    """Up to ``count`` tiles of ``raster`` (the card's bands) that are mostly valid pixels, raw values.
+
+    A raster at another GSD than the model's still verifies the export (the same tiles go to torch and ONNX
+    Runtime), but on tiles unlike those the model will see: that gets a warning, not a refusal."""
+    from aifactory.prediction.source import GSD_TOLERANCE, raster_gsd_m
+
+    gsd = raster_gsd_m(raster_info(raster))
+    if card.gsd is not None and gsd is not None and abs(card.gsd / gsd - 1.0) > GSD_TOLERANCE:
+        reporter().warning(f"{raster}: GSD {gsd:.3g} m differs from the model's {card.gsd:.3g} m: the export is "
+                           "verified on tiles unlike those the model will see")
     tiles = []
     with open_raster(raster) as ds:
         if max(card.bands) > ds.count:
             raise InputError(f"{raster}: has {ds.count} band(s) but the model reads bands {card.bands}")
         for window in tile_windows(ds.width, ds.height, card.tile_size)[:SCAN_WINDOWS]:
-            if read_valid_mask(ds, window).mean() >= 0.5:
+            if _mostly_valid(ds, window):
                 tiles.append(read_window(ds, window, card.bands))
             if len(tiles) == count:
                 break
@@ -118,7 +133,8 @@ def sample_tiles(raster: Path, card: ModelCard, count: int = REAL_TILES) -> np.n
 
 
 def dataset_tiles(run_dir: Path, card: ModelCard, count: int = REAL_TILES) -> tuple[np.ndarray, str] | None:
-    """Up to ``count`` chips of the run's own dataset (validation first), or None when it is not here."""
+    """Up to ``count`` mostly valid chips of the run's own dataset (validation first), or None when it is not here
+    or has none."""
     from aifactory.config import load_yaml
     from aifactory.datasets.format import read_chips
 
@@ -128,11 +144,15 @@ def dataset_tiles(run_dir: Path, card: ModelCard, count: int = REAL_TILES) -> tu
         return None
     chips = read_chips(dataset)
     order = {"val": 0, "test": 1, "train": 2}
-    chips = chips.sort_values("split", key=lambda s: s.map(order)).head(count)
+    chips = chips.sort_values("split", key=lambda s: s.map(order), kind="stable").head(SCAN_WINDOWS)
     tiles = []
+    window = Window(0, 0, card.tile_size, card.tile_size)
     for image in chips["image"]:
         with open_raster(Path(dataset) / image) as ds:
-            tiles.append(read_window(ds, Window(0, 0, card.tile_size, card.tile_size), card.bands))
+            if _mostly_valid(ds, window):
+                tiles.append(read_window(ds, window, card.bands))
+        if len(tiles) == count:
+            break
     return (np.stack(tiles), f"dataset {dataset}") if tiles else None
 
 
