@@ -119,3 +119,19 @@ def test_truth_raster_on_another_grid_is_refused(tmp_path: Path) -> None:
     truth_path = _write(tmp_path / "truth.tif", np.zeros((32, 40), "uint8"))
     with pytest.raises(InputError, match="must share the grid"):
         evaluate_pixels(pred_path, truth_path)
+
+
+def test_a_contact_band_gives_its_pixels_their_best_object_class(tmp_path: Path) -> None:
+    """Contact models (and boundary labels) write a last ``contact`` band where objects touch: those are object
+    pixels, scored as their best object class, not a class the truth never has."""
+    truth = np.zeros((64, 64), dtype="uint8")
+    truth[8:40, 8:28] = 1  # two touching buildings, rows 8..40, cols 8..48
+    truth[8:40, 28:48] = 1
+    building = np.where(truth == 1, 230, 5).astype("uint8")
+    contact = np.zeros_like(building)
+    contact[8:40, 27:29] = 250  # the 2-px band where they touch
+    building[8:40, 27:29] = 3
+    pred = _write(tmp_path / "scores.tif", np.stack([building, contact]), descriptions=["building", "contact"])
+    result = evaluate_pixels(pred, _write(tmp_path / "truth.tif", truth), kind="scores")
+    assert result.labels == ["background", "building"]
+    assert result.per_class()["building"]["iou"] == pytest.approx(1.0)

@@ -22,6 +22,10 @@ on the prediction's grid: same size, transform and CRS. Both are proved readable
 ``kind="auto"`` takes a raster of several bands, or one that predict wrote (tagged with its classes, a one-class
 model's scores have one band), for scores.
 
+A ``contact`` band (the scores of contact models and of models trained on ``boundary`` labels: where two objects
+touch) is no class of its own: it counts toward the foreground like any band, and its pixels take their best object
+class (they are object pixels, the truth has no contact class).
+
 With ``level`` (:mod:`aifactory.evaluation.levels`) the prediction's class names and the truth's are cut to that
 level of the class hierarchy: a pixel keeps the class of its best band, cut, and classes that become one after the
 cut share their counts (the confusion matrix summed over them, as if both sides had been relabelled).
@@ -41,6 +45,7 @@ import shapely
 from rasterio.features import rasterize
 from rasterio.windows import Window
 
+from aifactory.datasets.render import CONTACT_CLASS
 from aifactory.errors import InputError
 from aifactory.evaluation.levels import check_level, cut_classes, level_hint
 from aifactory.evaluation.metrics import f1, precision, recall
@@ -155,13 +160,18 @@ def _vector_truth(frame: gpd.GeoDataFrame, ds: Any, labels: list[str], class_fie
     return geoms[order], codes[order], shapely.STRtree(geoms[order])
 
 
-def _predicted(data: np.ndarray, is_scores: bool, has_background: bool, threshold: float | None) -> np.ndarray:
-    """Class index of each pixel of a window (see the module docstring for the scores rule)."""
+def _predicted(data: np.ndarray, is_scores: bool, has_background: bool, threshold: float | None,
+               contact: int | None = None) -> np.ndarray:
+    """Class index of each pixel of a window (see the module docstring for the scores rule); ``contact``: the band
+    of a ``contact`` class, which counts for the foreground decision but gives its pixels their best object class."""
     if not is_scores:
         return data[0].astype("int64")
-    predicted = np.argmax(data, axis=0).astype("int64")
+    objects = data if contact is None else np.delete(data, contact, axis=0)
     if has_background:
-        return predicted
+        if contact is None:
+            return np.argmax(data, axis=0).astype("int64")
+        return np.where(np.argmax(data, axis=0) != 0, np.argmax(objects[1:], axis=0) + 1, 0).astype("int64")
+    predicted = np.argmax(objects, axis=0).astype("int64")
     best = data.max(axis=0).astype("int64")
     if threshold is not None:
         return np.where(best >= threshold * 255, predicted + 1, 0)
@@ -185,8 +195,10 @@ def evaluate_pixels(pred: str | Path, truth: str | Path | gpd.GeoDataFrame, *, c
         is_scores = kind == "scores" or (kind == "auto" and (ds.count > 1 or SCORES_CLASSES_TAG in ds.tags()))
         descriptions = tuple(ds.descriptions) if is_scores else ()
         has_background = bool(descriptions) and (descriptions[0] or "").lower() == BACKGROUND
-        labels = _names(descriptions, ds.count if is_scores else 0, classes)
-        _check_prediction(ds, is_scores, len(labels) - 1 + has_background, pred)
+        contact = descriptions.index(CONTACT_CLASS) if ds.count > 1 and CONTACT_CLASS in descriptions else None
+        named = descriptions if contact is None else descriptions[:contact] + descriptions[contact + 1:]
+        labels = _names(named, ds.count - (contact is not None) if is_scores else 0, classes)
+        _check_prediction(ds, is_scores, len(labels) - 1 + has_background + (contact is not None), pred)
         top_index = len(labels) - 1 if classes and not is_scores else MAX_CLASS_INDEX
         labels = list(cut_classes(labels, level))  # indices keep their place; same names are summed at the end
         source = truth_source or ("truth" if isinstance(truth, gpd.GeoDataFrame) else str(truth))
@@ -209,7 +221,7 @@ def evaluate_pixels(pred: str | Path, truth: str | Path | gpd.GeoDataFrame, *, c
                 _check_same_grid(ds, tds, source)
             for window in reporter().track(windows, task="evaluate", message="pixels"):
                 valid = read_valid_mask(ds, window)
-                predicted = _predicted(read_window(ds, window), is_scores, has_background, threshold)
+                predicted = _predicted(read_window(ds, window), is_scores, has_background, threshold, contact)
                 if not is_scores:
                     _check_indices(predicted[valid], top_index, pred, classes)
                 if tds is not None:
