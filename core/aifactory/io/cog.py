@@ -94,6 +94,9 @@ class COGWriter(AtomicWriter):
             "blockxsize": blocksize, "blockysize": blocksize if stream_overviews or not cog
             else min(blocksize, STREAM_BLOCK_ROWS), "compress": compress, "predictor": predictor,
             "BIGTIFF": "IF_SAFER", "interleave": "pixel" if count <= 4 else "band", "num_threads": self._threads,
+            # GDAL makes the 4th of 4 bytes an alpha band by default: an NIR band (or a 4th class's scores) then
+            # became the dataset's mask, every pixel with 0 in it invalid. Validity is carried by nodata or a mask.
+            "alpha": "UNSPECIFIED",
         }
         if stream_overviews:  # these tiles are the COG's
             if level is not None:

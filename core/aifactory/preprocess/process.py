@@ -8,8 +8,12 @@ Memory is one window, whatever the raster size. (``WarpedVRT`` would do the same
 but ignores RPC transformer options, so one warp path serves both.)
 
 Nodata is carried through: pixels that are nodata in the source, or fall outside it after warping, are
-nodata in the output (0 for 8-bit output, whose valid values are 1..255; the source's nodata otherwise,
-or 0 when it has none and warping creates empty areas). The warper's alpha band tells valid pixels apart.
+nodata in the output (0 for 8-bit output, whose valid values are 1..255; the source's nodata otherwise).
+The warper's alpha band tells valid pixels apart. A band whose own nodata differs from the others' (a VRT's)
+has its nodata pixels written as the output's nodata, in that band only: a GeoTIFF holds one nodata value.
+A source without a nodata value has no value to spare: every value, 0 included, is valid, so validity (what a
+warp leaves empty, the source's own mask or alpha band) goes in an internal mask rather than in a nodata value
+(nodata 0 made a valid 0 nodata, and GDAL 3.10.1's warper moved valid 0s to 1 to keep them apart).
 
 RPC orthorectification uses GDAL's RPC transformer with a DEM (``RPC_DEM``) or a constant height above
 the ellipsoid (``RPC_HEIGHT``); a raster without RPCs is refused, and so is bad terrain (:mod:`.ortho`).
@@ -23,10 +27,13 @@ line as well, and the writer leaves nothing.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from rasterio.enums import MaskFlags
 from rasterio.windows import Window
 
 from aifactory.errors import InputError
@@ -105,8 +112,12 @@ def preprocess_raster(source: str | Path, output: str | Path, options: Preproces
         stretch: Stretch | None = None
         if options.to_8bit:
             stretch = reused or compute_stretch(ds, bands, options.percentiles)
-        fill = ds.nodata if ds.nodata is not None else 0
-        out_nodata = 0 if stretch is not None else (fill if warp is not None else ds.nodata)
+        nodatas: list[float | None] = [ds.nodatavals[b - 1] for b in bands]
+        source_nodata = next((value for value in nodatas if value is not None), None)
+        fill = source_nodata if source_nodata is not None else 0
+        out_nodata = 0 if stretch is not None else source_nodata
+        # no value to spare for nodata: validity goes in a mask when some pixel may be invalid
+        mask = out_nodata is None and stretch is None and (warp is not None or _has_mask(ds))
         dtype = "uint8" if stretch is not None else ds.dtypes[bands[0] - 1]
         if warp is not None:
             crs, transform, width, height = warp.crs, warp.transform, warp.width, warp.height
@@ -114,19 +125,26 @@ def preprocess_raster(source: str | Path, output: str | Path, options: Preproces
             crs, transform, width, height = ds.crs, ds.transform, ds.width, ds.height
         descriptions = [ds.descriptions[b - 1] or f"band {b}" for b in bands]
         with COGWriter(output, width, height, len(bands), dtype, crs=crs, transform=transform, nodata=out_nodata,
-                       band_descriptions=descriptions, progress_task="preprocess") as writer:
+                       band_descriptions=descriptions, progress_task="preprocess", mask=mask) as writer:
             any_valid = False
             for window in reporter().track(_windows(width, height), task="preprocess", message=Path(source).name):
-                if warp is not None:
+                if warp is not None:  # every band's nodata pixels now hold ``source_nodata`` (None: ``valid`` says)
                     data, valid = warp.read(ds, bands, window, fill)
+                    band_nodata: list[float | None] = [source_nodata] * len(bands)
                 else:
                     data, valid = read_window(ds, window, bands), read_valid_mask(ds, window)
+                    band_nodata = nodatas
                 any_valid = any_valid or bool(valid.any())
                 if stretch is not None:
-                    data = stretch.apply(data, valid, ds.nodata)
+                    data = stretch.apply(data, valid, band_nodata)
                 elif out_nodata is not None:
+                    _own_nodata_to(data, band_nodata, out_nodata)
                     data[:, ~valid] = out_nodata
+                elif warp is not None:  # under the mask: 0 rather than what the warper left there
+                    data[:, ~valid] = 0
                 writer.write(data, window)
+                if mask:
+                    writer.write_mask(valid, window)
             if warp is not None and not any_valid:
                 raise InputError(_empty_warp_message(source, options))
     summary: dict[str, Any] = {"output": str(output), "width": width, "height": height, "bands": len(bands),
@@ -134,6 +152,19 @@ def preprocess_raster(source: str | Path, output: str | Path, options: Preproces
     if stretch is not None:
         summary["stretch"] = str(save_stretch(stretch, sidecar_path(output)))
     return summary
+
+
+def _has_mask(ds: Any) -> bool:
+    """Whether some pixel of ``ds`` may be invalid without a nodata value: a mask or an alpha band."""
+    return any(flags != [MaskFlags.all_valid] for flags in ds.mask_flag_enums)
+
+
+def _own_nodata_to(data: np.ndarray, nodatas: list[float | None], out_nodata: float) -> None:
+    """Write ``out_nodata`` where a (bands, h, w) band holds its own, different, nodata value (in place)."""
+    for plane, value in zip(data, nodatas, strict=True):
+        if value is None or value == out_nodata or (math.isnan(value) and math.isnan(out_nodata)):
+            continue
+        plane[np.isnan(plane) if math.isnan(value) else plane == value] = out_nodata
 
 
 def _empty_warp_message(source: str | Path, options: PreprocessOptions) -> str:

@@ -16,7 +16,7 @@ import rasterio
 from affine import Affine
 from rasterio._err import CPLE_BaseError
 from rasterio.crs import CRS
-from rasterio.enums import Resampling
+from rasterio.enums import ColorInterp, Resampling
 from rasterio.errors import CRSError, RasterioError
 from rasterio.transform import array_bounds
 from rasterio.warp import calculate_default_transform, reproject
@@ -54,24 +54,67 @@ class Warp:
         return west, south, east, north
 
     def read(self, ds: Any, bands: list[int], window: Window, nodata: float) -> tuple[np.ndarray, np.ndarray]:
-        """Warped (bands, h, w) data and its validity for an output window.
+        """Warped (bands, h, w) data and its validity for an output window; ``nodata`` fills what no valid source
+        pixel reaches, in each band.
 
         Each distinct band is warped once, into a masked array of exactly that many bands: rasterio then maps
         the i-th source band to the i-th destination band and turns the warper's alpha into the mask. (A plain
         array with one more band for the alpha makes rasterio write source band ``b`` into destination band
-        ``b``: any selection but ``1..n`` came out in the wrong bands, or failed.)"""
+        ``b``: any selection but ``1..n`` came out in the wrong bands, or failed.)
+
+        rasterio gives the warper one source nodata for every band (the dataset's first band's) and has it treat
+        a pixel as nodata only when all bands are (``UNIFIED_SRC_NODATA=YES``): a band whose own nodata differs
+        (a VRT's) had its nodata warped as values, and valid. Bands are therefore warped in groups of one source
+        nodata; when the bands have several, each band's nodata is its own (``UNIFIED_SRC_NODATA=NO``, as
+        ``gdalwarp -wo UNIFIED_SRC_NODATA=NO``): it becomes ``nodata`` in that band only, and a pixel is valid
+        where any band is. One nodata for all bands (the common case) is one group, warped as before."""
         distinct = list(dict.fromkeys(bands))
-        shape = (len(distinct), int(window.height), int(window.width))
-        out: np.ma.MaskedArray = np.ma.masked_array(np.full(shape, nodata, dtype=ds.dtypes[bands[0] - 1]))
-        try:
-            warped, _ = reproject(rasterio.band(ds, distinct), out, src_nodata=ds.nodata, dst_crs=self.crs,
-                                  dst_transform=window_transform(self.transform, window), dst_nodata=nodata,
-                                  resampling=self.resampling, **self.options)
-        except RasterioError as exc:
-            raise InputError(f"{ds.name}: cannot read the pixels of output window {window}: "
-                             f"{gdal_message(exc)}") from None
-        data = np.ma.getdata(warped)[[distinct.index(b) for b in bands]]
-        return data, ~np.ma.getmaskarray(warped)[0]
+        groups = source_nodata_groups(ds, distinct, nodata)
+        options = dict(self.options, UNIFIED_SRC_NODATA="NO") if len(groups) > 1 else self.options
+        shape = (int(window.height), int(window.width))
+        planes: dict[int, np.ndarray] = {}
+        valid = np.zeros(shape, dtype=bool)
+        for src_nodata, members in groups:
+            out: np.ma.MaskedArray = np.ma.masked_array(
+                np.full((len(members), *shape), nodata, dtype=ds.dtypes[bands[0] - 1]))
+            try:
+                warped, _ = reproject(rasterio.band(ds, members), out, src_nodata=src_nodata, dst_crs=self.crs,
+                                      dst_transform=window_transform(self.transform, window), dst_nodata=nodata,
+                                      resampling=self.resampling, src_alpha=alpha_band(ds) if src_nodata is None
+                                      else 0, **options)
+            except RasterioError as exc:
+                raise InputError(f"{ds.name}: cannot read the pixels of output window {window}: "
+                                 f"{gdal_message(exc)}") from None
+            group_valid = ~np.ma.getmaskarray(warped)[0]
+            valid |= group_valid
+            for band, plane in zip(members, np.ma.getdata(warped), strict=True):
+                if len(groups) > 1:  # where this group is nodata, the warper leaves source values
+                    plane[~group_valid] = nodata
+                    if src_nodata is not None:
+                        plane[np.isnan(plane) if np.isnan(src_nodata) else plane == src_nodata] = nodata
+                planes[band] = plane
+        return np.stack([planes[band] for band in bands]), valid
+
+
+def alpha_band(ds: Any) -> int:
+    """The 1-based index of the source's alpha band, 0 without one. The warper honours a source's internal mask by
+    itself, but an alpha band only when told: without it, what the alpha hides came out valid."""
+    return next((index for index, interp in enumerate(ds.colorinterp, start=1) if interp == ColorInterp.alpha), 0)
+
+
+def source_nodata_groups(ds: Any, bands: list[int], fill: float) -> list[tuple[float | None, list[int]]]:
+    """``bands`` grouped by their source nodata, in order of first appearance: (nodata, bands).
+
+    A band that declares none, among bands that do, gets ``fill`` (the output's nodata, which it cannot hold as a
+    valid value anyway). NaN nodata values are one group."""
+    values = [ds.nodatavals[band - 1] for band in bands]
+    if all(value is None for value in values):
+        return [(None, bands)]
+    groups: dict[str, tuple[float | None, list[int]]] = {}
+    for band, value in zip(bands, values, strict=True):
+        value = fill if value is None else value
+        groups.setdefault(repr(float(value)), (value, []))[1].append(band)
+    return list(groups.values())
 
 
 def parse_crs(value: str, flag: str) -> CRS:
