@@ -64,7 +64,8 @@ def load_labels(path: str | Path, info: RasterInfo, layer: str | None = None, cl
     layer filter) keeping only some features. Returns a frame without CRS for pixel space.
     """
     source = f"{path}" + (f" (layer {layer})" if layer else "") + (f" where {where}" if where else "")
-    frame = read_vector(path, layer=layer, crs=crs, **({"where": where} if where else {}))
+    ogr: dict[str, Any] = {"where": where} if where else {}
+    frame = read_vector(path, layer=layer, crs=crs, **ogr)
     frame = class_paths(frame, class_field, source)
     frame = align_to_crs(frame, info.crs if info.georeferenced else None, source)
     frame = frame.loc[~(shapely.is_empty(frame.geometry.array) | shapely.is_missing(frame.geometry.array))]
