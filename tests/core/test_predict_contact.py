@@ -120,9 +120,9 @@ def expected_scores(image: np.ndarray) -> np.ndarray:
     return np.rint(np.stack([building * (1 - contact), contact * building]) * 255).astype("uint8")
 
 
-def map_box(r0: int, r1: int, c0: int, c1: int, grow: float) -> shapely.Geometry:
-    """A pixel box grown by ``grow`` px, in map coordinates."""
-    (x0, y0), (x1, y1) = TRANSFORM * (c0 - grow, r0 - grow), TRANSFORM * (c1 + grow, r1 + grow)
+def map_box(r0: int, r1: int, c0: int, c1: int) -> shapely.Geometry:
+    """A pixel box in map coordinates."""
+    (x0, y0), (x1, y1) = TRANSFORM * (c0, r0), TRANSFORM * (c1, r1)
     return shapely.box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
 
 
@@ -232,9 +232,10 @@ def test_touching_objects_come_apart_with_no_seam_at_tile_lines(probe_scene, tmp
     reference = expected_scores(image)
     assert np.abs(scores.astype("int16") - reference).max() <= 1
     detections = gpd.read_file(result.detections, layer="detections")
-    # two squares, not one blob; each whole though tile lines cross it; grown back by 1 px over the contact band
-    expected = [map_box(LEFT[0], LEFT[1], LEFT[2], CONTACT[2], 1), map_box(RIGHT[0], RIGHT[1], CONTACT[3], RIGHT[3], 1),
-                map_box(*ALONE, 1)]
+    # two squares, not one blob; each whole though tile lines cross it; each claims the contact pixels beside it
+    # (1 px of the 2 px band on its side: 1 px short there) and nothing else: the lone square is exactly its pixels
+    expected = [map_box(LEFT[0], LEFT[1], LEFT[2], CONTACT[2] + 1),
+                map_box(RIGHT[0], RIGHT[1], CONTACT[3] - 1, RIGHT[3]), map_box(*ALONE)]
     assert len(detections) == 3 and set(detections["class"]) == {"building"}
     for box in expected:
         assert any(shapely.equals(box, geometry) for geometry in detections.geometry), box

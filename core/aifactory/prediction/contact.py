@@ -3,10 +3,10 @@ tile and before blending, into one class-probability stack that the streaming pi
 and vectorizes exactly like a segmentation model trained on ``boundary`` labels.
 
 Why this shape: the vectorizer already separates touching objects of ``boundary`` label models (their
-``contact`` class is not an object; objects are grown back over it by 1 px, :mod:`.vectorize`) in strips, with no
-seam along tile or strip lines. A contact model says the same thing with two heads instead of one extra class:
-softmax ``semantic`` s (background s0 and the object classes s_k) and sigmoid ``contact`` c. Read as a joint
-distribution over background, "object of class k away from a contact" and "contact between two objects"::
+``contact`` class is not an object; objects claim back the contact pixels beside them, :mod:`.vectorize`) in
+strips, with no seam along tile or strip lines. A contact model says the same thing with two heads instead of one
+extra class: softmax ``semantic`` s (background s0 and the object classes s_k) and sigmoid ``contact`` c. Read as a
+joint distribution over background, "object of class k away from a contact" and "contact between two objects"::
 
     P(background) = s0,   P(k) = s_k · (1 − c),   P(contact) = c · (1 − s0)
 

@@ -4,7 +4,8 @@ Scores of a polygon from the vectorizer (segmentation models): ``score`` is the 
 ``score_max`` the highest of its class's uint8 scores in ``scores.tif`` over the pixels it covers, divided by
 255, i.e. computed from the stored (quantized) scores, so that they can be checked against the file (the pixels
 of an instance split into diagonal-only parts are those of the whole instance; models trained on ``core``
-or ``boundary`` labels: the pixels before the polygon is grown back). Box detectors (``heatmap``,
+labels: the pixels before the polygon is grown back; ``boundary`` labels: the object's own pixels, not the contact
+pixels it claims). Box detectors (``heatmap``,
 ``detection``, ``instance``): ``score`` is the box's own score and ``score_max`` the highest score among the
 boxes merged into it (:mod:`.boxes`).
 

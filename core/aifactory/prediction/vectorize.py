@@ -28,12 +28,22 @@ than ``max_separate_px`` are not separated (land-cover patches, not objects) and
 polygon pieces. Models trained on the datasets stage's other label modes separate objects themselves and get
 them grown back: ``core`` labels (objects shrunk around their centroid by ``core_factor``) are scaled
 back by ``grow_factor = 1 / core_factor`` around their centroid; ``boundary`` labels (a ``contact`` class
-where objects touch) have the contact class in ``ignore`` and ``grow_px = 1`` (a mitred buffer, so
-rectangles stay rectangles) closes the gap it leaves.
+where objects touch) have the contact class in ``ignore`` and ``claim = True``: each ignored pixel goes back to
+the object it is 4-adjacent to (the first of its north, west, east, south neighbours that is one), in raster
+space, so objects get their contact side back and nothing else: a lone object is exactly its pixels (a buffer of
+the outline, used before, made every object 1 px larger all round: +13 % area on a 32 × 32 px building).
+4-adjacency, not 8: the datasets stage marks as contact the background pixels diagonal to the ends of a touching
+line (their 3 × 3 neighbourhood holds both objects), and a diagonal claim would give each object such a pixel,
+joined by a corner only. The claim is a pure function of the class map, so it is seam-free like the rest: a
+strip's first row claims into the groups along the previous strip's last row (still open), and the last row's
+contact pixels that nothing above or beside claims wait for the next strip's first row (their south neighbour).
+Claimed pixels are traced with the strip (as pixels of the neighbour's component, or pieces of their own) and
+never count in an object's scores or pixels.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -158,8 +168,10 @@ class StreamingVectorizer:
     """Feed row strips top to bottom with :meth:`feed`, then call :meth:`finish`; both return detections."""
 
     def __init__(self, width: int, *, score_floor: float = 0.0, min_pixels: int = 1, instance_h: float = 2.0,
-                 max_separate_px: int = 1 << 20, grow_px: float = 0.0, grow_factor: float = 1.0,
-                 ignore: tuple[int, ...] = ()) -> None:
+                 max_separate_px: int = 1 << 20, grow_factor: float = 1.0, ignore: tuple[int, ...] = (),
+                 claim: bool = False) -> None:
+        if claim and instance_h > 0:
+            raise ValueError("claiming ignored pixels needs instance_h 0 (objects separated by the model)")
         self.width = width
         self.grow_factor = grow_factor
         self.ignore = np.asarray(ignore, dtype="uint8")
@@ -167,7 +179,8 @@ class StreamingVectorizer:
         self.min_pixels = min_pixels
         self.instance_h = instance_h
         self.max_separate_px = max_separate_px
-        self.grow_px = grow_px
+        self.claim = claim and len(self.ignore) > 0
+        self._pending = np.zeros(width, dtype=bool)  # last row's ignored pixels nothing above or beside claimed
         self._groups: dict[int, _Group] = {}
         self._next_id = 1
         self._next_row = 0
@@ -183,8 +196,10 @@ class StreamingVectorizer:
         height = scores.shape[1]
         self._next_row = row0 + height
         classes, best = classes_and_best(scores, valid)
+        ignored = None
         if len(self.ignore):
-            classes[np.isin(classes, self.ignore)] = 0
+            ignored = np.isin(classes, self.ignore)
+            classes[ignored] = 0
         local, count = label_classes(classes)
         offset = self._next_id - 1
         self._next_id += count
@@ -208,18 +223,22 @@ class StreamingVectorizer:
                 lost = self._groups[root_a].absorb(self._groups.pop(root_b), self.max_separate_px)
                 if lost:
                     dropped.append((root_a, lost))
-        # crops given up from earlier strips are traced from the crops; this strip's own, from the strip
-        self._trace_pieces(row0, local, slices, [find(k + offset) for k in range(1, count + 1)],
-                           [(find(gid), crop) for gid, crops in dropped for crop in crops if crop[0] < row0])
+        roots = [find(k + offset) for k in range(1, count + 1)]
+        if self.claim and ignored is not None:
+            self._trace_claimed(row0, local, roots, ignored, find)
+        else:
+            # crops given up from earlier strips are traced from the crops; this strip's own, from the strip
+            self._trace_pieces(row0, local, slices, roots,
+                               [(find(gid), crop) for gid, crops in dropped for crop in crops if crop[0] < row0])
         last = local[-1].astype("int64")
         last_ids = np.where(last > 0, last + offset, 0)
         unique_ids = np.unique(last_ids[last_ids > 0])
-        roots = {int(i): find(int(i)) for i in unique_ids}
+        last_roots = {int(i): find(int(i)) for i in unique_ids}
         self._last_ids = np.zeros(self.width, dtype="int64")
-        for gid, root in roots.items():
+        for gid, root in last_roots.items():
             self._last_ids[last_ids == gid] = root
         self._last_cls = classes[-1].copy()
-        still_open = set(roots.values())
+        still_open = set(last_roots.values())
         closed = [gid for gid in self._groups if gid not in still_open]
         return self._close([self._groups.pop(gid) for gid in closed])
 
@@ -228,6 +247,7 @@ class StreamingVectorizer:
         out = self._close(list(self._groups.values()))
         self._groups.clear()
         self._last_ids[:] = 0
+        self._pending[:] = False  # below the last row there is nothing to claim them
         return out
 
     def _add_groups(self, row0: int, local: np.ndarray, count: int, offset: int, classes: np.ndarray,
@@ -270,6 +290,60 @@ class StreamingVectorizer:
             for geometry, value in polygons:
                 self._groups[item_owners[value]].pieces.append(geometry)
 
+    def _trace_claimed(self, row0: int, local: np.ndarray, roots: list[int], ignored: np.ndarray,
+                       find: Callable[[int], int]) -> None:
+        """Trace this strip's components (all untraced: ``instance_h`` is 0) with the ignored pixels they claim.
+
+        An ignored pixel goes to the first object among its north, west, east and south neighbours (a fixed order:
+        a pixel between two objects goes to one, the same whatever the strips). One image of the strip and the row
+        above it is traced: a claimed pixel takes the label of the neighbour it goes to, so it is traced with that
+        component (4-adjacent to it: one polygon). The row above holds the previous strip's pending pixels, now
+        claimed by their south neighbour (a component of this strip, whose label they take); pixels of the first
+        row claimed by a group of the previous strip's last row (north) get one label per such group, traced as
+        pieces of their own that the union at closing joins to the group's outline.
+        """
+        height, width = local.shape
+        count = len(roots)
+        image = np.zeros((height + 1, width), dtype="int64")
+        image[1:] = local
+        above = np.zeros(width, dtype="int64")  # root of the open group over each column of the first row
+        for root in np.unique(self._last_ids[self._last_ids > 0]):
+            above[self._last_ids == root] = find(int(root))
+        extra: list[int] = []  # groups of the previous strip's last row claiming pixels of the first row
+        rows, cols = np.nonzero(ignored)
+        if len(rows):
+            padded = np.pad(local, 1)  # nothing below the last row yet: its pixels may wait for the next strip
+            north = padded[rows, cols + 1]
+            owner = north.astype("int64")
+            from_above = np.where(rows == 0, above[cols], 0)
+            decided = (owner > 0) | (from_above > 0)
+            for neighbour in (padded[rows + 1, cols], padded[rows + 1, cols + 2], padded[rows + 2, cols + 1]):
+                take = ~decided & (neighbour > 0)
+                owner[take] = neighbour[take]
+                decided |= take
+            if from_above.any():
+                groups, index = np.unique(from_above[from_above > 0], return_inverse=True)
+                owner[from_above > 0] = count + 1 + index
+                extra = [int(root) for root in groups]
+            image[rows + 1, cols] = np.where(owner > 0, owner, image[rows + 1, cols])
+            pending = ~decided & (rows == height - 1)
+            waiting = np.zeros(width, dtype=bool)
+            waiting[cols[pending]] = True
+        else:
+            waiting = np.zeros(width, dtype=bool)
+        image[0] = np.where(self._pending, local[0], 0)  # south neighbours claim what waited in the row above
+        self._pending = waiting
+        filled = image > 0
+        if not filled.any():
+            return
+        used_rows = np.flatnonzero(filled.any(axis=1))
+        used_cols = np.flatnonzero(filled.any(axis=0))
+        r0, r1, c0, c1 = used_rows[0], used_rows[-1] + 1, used_cols[0], used_cols[-1] + 1
+        owners = [0, *roots, *extra]
+        (polygons,) = _trace([(row0 - 1 + int(r0), int(c0), image[r0:r1, c0:c1])])
+        for geometry, value in polygons:
+            self._groups[owners[value]].pieces.append(geometry)
+
     def _close(self, groups: list[_Group]) -> Detections:
         """Detections of closed groups; those still holding crops are separated or traced whole, in one trace."""
         kept = [group for group in groups
@@ -309,8 +383,6 @@ class StreamingVectorizer:
         if self.grow_factor != 1.0:
             centre = shapely.get_coordinates(shapely.centroid(geometry))[0]
             geometry = shapely.transform(geometry, lambda xy: centre + self.grow_factor * (xy - centre))
-        if self.grow_px:
-            geometry = shapely.buffer(geometry, self.grow_px, join_style="mitre")
         return geometry
 
     def _instances(self, cls: int, instances: np.ndarray, scores: np.ndarray,
