@@ -40,12 +40,21 @@ def check_html(path: Path) -> list[str]:
     return images
 
 
-def test_object_report_with_imagery(small_scene: tuple[Path, Path], tmp_path: Path) -> None:
+def test_object_report_with_imagery(small_scene: tuple[Path, Path], tmp_path: Path, monkeypatch) -> None:
+    from aifactory.evaluation import plots
+
     raster, truth_path = small_scene
     truth = gpd.read_file(truth_path)
     result = evaluate_objects(jittered(truth), truth)
     assert result.overall["fp"] >= 4 and result.overall["fn"] >= 3
+    legends = {}
+    save = plots.save
+    monkeypatch.setattr(plots, "save", lambda fig, path: (legends.update({Path(path).name: [
+        t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]}), save(fig, path))[1])
     html = write_report(result, tmp_path / "report", raster=raster)
+    overall = result.overall  # the overview's legend says what each colour is, with its count: it is shared alone
+    assert legends["overview.png"] == [f"matched truth: {overall['tp']}", f"missed truth (FN): {overall['fn']}",
+                                       f"true positive: {overall['tp']}", f"false positive: {overall['fp']}"]
     images = check_html(html)
     assert {"pr_curve.png", "f1_curve.png", "confusion.png", "worst_fp.png", "worst_fn.png"} <= set(images)
     saved = json.loads((html.parent / "metrics.json").read_text())

@@ -201,12 +201,16 @@ def _overview(result: EvaluationResult, raster: str | Path, path: Path) -> None:
     width = 12.0
     fig, ax = plt.subplots(figsize=(width, width * (y1 - y0) / max(x1 - x0, 1) + 0.5))
     ax.imshow(image, extent=(x0, x1, y1, y0))
-    styles = (("truth", "tp", "lime", "-"), ("truth", "fn", "orange", "--"),
-              ("pred", "tp", "deepskyblue", "-"), ("pred", "fp", "red", "-"))
-    for key, status, color, line in styles:  # one collection per style: a line per ring took seconds at 10⁴ objects
+    styles = (("truth", "tp", "lime", "-", "matched truth"), ("truth", "fn", "orange", "--", "missed truth (FN)"),
+              ("pred", "tp", "deepskyblue", "-", "true positive"), ("pred", "fp", "red", "-", "false positive"))
+    for key, status, color, line, label in styles:  # one collection per style: a line per ring took seconds at 10⁴
         frame = truth if key == "truth" else pred
-        rings = [ring for geom in geoms[key][(frame["status"] == status).to_numpy()] for ring in _rings(geom)]
-        ax.add_collection(LineCollection(rings, colors=color, linewidths=0.9, linestyles=line))
+        chosen = (frame["status"] == status).to_numpy()
+        rings = [ring for geom in geoms[key][chosen] for ring in _rings(geom)]
+        ax.add_collection(LineCollection(rings, colors=color, linewidths=0.9, linestyles=line,
+                                         label=f"{label}: {int(chosen.sum())}"))
+    # in the picture itself, so that it still reads when shared without the report around it
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
     ax.set_xlim(x0, x1)
     ax.set_ylim(y1, y0)
     ax.set_axis_off()
