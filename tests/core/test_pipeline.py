@@ -140,6 +140,14 @@ def test_a_task_skipped_under_other_code_says_which(tmp_path):
                and m.endswith(": --from scene redoes it)") for m in logs), logs
 
 
+def test_a_machine_without_git_still_runs_pipelines(tmp_path, monkeypatch):
+    path = write(tmp_path / "p.yaml", "tasks:\n  scene: {task: synth, params: {width: 32, height: 32}}\n")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no git executable to find
+    run(load_pipeline(path))
+    state = json.loads((tmp_path / "runs" / "pipeline" / ".pipeline-state.json").read_text())
+    assert state["scene"]["status"] == "done" and state["scene"]["code"] is None
+
+
 def test_a_parameter_a_new_version_adds_with_a_default_does_not_rerun(tmp_path):
     from pydantic import create_model
 

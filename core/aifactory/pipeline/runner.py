@@ -345,10 +345,11 @@ def _run(pipeline: Pipeline, from_task: str | None) -> dict[str, dict[str, Any]]
 
 
 def _code_commit() -> str | None:
-    """The commit this process runs (``-dirty`` with uncommitted changes), None outside a git checkout."""
+    """The commit this process runs (``-dirty`` with uncommitted changes), None outside a git checkout or
+    without git (an informative note must not stop a run)."""
     try:
         return current_code().commit
-    except InputError:  # a checkout git cannot read (no commit yet): nothing to compare with
+    except (InputError, OSError):  # a checkout git cannot read (no commit yet), or no git installed
         return None
 
 
