@@ -27,7 +27,6 @@ line as well, and the writer leaves nothing.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +41,7 @@ from aifactory.io.output_paths import refuse_inputs_as_output
 from aifactory.io.raster import check_readable, open_raster, read_valid_mask, read_window
 from aifactory.preprocess.ortho import WGS84, check_dem_cover, terrain_options
 from aifactory.preprocess.stretch import Stretch, compute_stretch, load_stretch, save_stretch, sidecar_path
-from aifactory.preprocess.warp import Warp, parse_crs, plan_warp
+from aifactory.preprocess.warp import Warp, holds, parse_crs, plan_warp
 from aifactory.progress import reporter
 
 WINDOW = 1024
@@ -162,9 +161,8 @@ def _has_mask(ds: Any) -> bool:
 def _own_nodata_to(data: np.ndarray, nodatas: list[float | None], out_nodata: float) -> None:
     """Write ``out_nodata`` where a (bands, h, w) band holds its own, different, nodata value (in place)."""
     for plane, value in zip(data, nodatas, strict=True):
-        if value is None or value == out_nodata or (math.isnan(value) and math.isnan(out_nodata)):
-            continue
-        plane[np.isnan(plane) if math.isnan(value) else plane == value] = out_nodata
+        if value is not None and not holds(np.asarray(value), out_nodata):  # already the output's nodata
+            plane[holds(plane, value)] = out_nodata
 
 
 def _empty_warp_message(source: str | Path, options: PreprocessOptions) -> str:

@@ -8,6 +8,7 @@ asks for 256000² px and fills the disk for hours; metres to a degree CRS: ``--d
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,9 +92,14 @@ class Warp:
                 if len(groups) > 1:  # where this group is nodata, the warper leaves source values
                     plane[~group_valid] = nodata
                     if src_nodata is not None:
-                        plane[np.isnan(plane) if np.isnan(src_nodata) else plane == src_nodata] = nodata
+                        plane[holds(plane, src_nodata)] = nodata
                 planes[band] = plane
         return np.stack([planes[band] for band in bands]), valid
+
+
+def holds(plane: np.ndarray, value: float) -> np.ndarray:
+    """Where ``plane`` holds ``value``, NaN included (NaN equals nothing, itself neither)."""
+    return np.isnan(plane) if math.isnan(value) else plane == value
 
 
 def alpha_band(ds: Any) -> int:
