@@ -51,7 +51,7 @@ from aifactory.config import CrsText, StrictModel, load_config
 from aifactory.errors import ConfigError, InputError
 from aifactory.io.atomic import atomic_path
 from aifactory.io.raster import RasterInfo, gsd, raster_info
-from aifactory.io.vector import layer_info, read_vector
+from aifactory.io.vector import layer_info, raster_crs_for, read_vector
 from aifactory.progress import reporter
 
 #: a context value: a percentage (0.8 meant as a fraction would select as 0.8 %, so out of range is refused)
@@ -178,15 +178,9 @@ class _ContextSource:
 
     def target(self, info: RasterInfo) -> CRS | None:
         """The image's CRS, after the checks :func:`aifactory.io.vector.align_to_crs` makes (one warning per layer)."""
-        if not info.georeferenced:
-            if self.crs is not None:
-                raise InputError(f"{self.source}: vector data has a CRS ({self.crs.to_string()}) but the raster has "
-                                 "no georeferencing; give pixel coordinates without a CRS")
-            return None
-        target = CRS.from_user_input(info.crs)
-        if self.crs is None and not self._warned_crs:
-            self._warned_crs = True
-            reporter().warning(f"{self.source}: vector data has no CRS; assuming the raster's ({target.to_string()})")
+        target = raster_crs_for(self.crs, info.crs if info.georeferenced else None, self.source,
+                                warn=not self._warned_crs)
+        self._warned_crs = self._warned_crs or (self.crs is None and target is not None)
         return target
 
     def _bbox(self, target: CRS | None, area: shapely.Geometry) -> tuple[float, float, float, float] | None:

@@ -121,16 +121,27 @@ def repair_geometries(frame: gpd.GeoDataFrame, source: str = "") -> gpd.GeoDataF
     return frame
 
 
+def raster_crs_for(vector_crs: Any, target_crs: Any, source: str = "", warn: bool = True) -> CRS | None:
+    """The CRS vector data in ``vector_crs`` is brought to for a raster in ``target_crs`` (None = pixel space of a
+    non-georeferenced raster): refused when the data has a CRS and the raster none; a warning (``warn``) when the
+    data has none and is taken to be in the raster's."""
+    if target_crs is None:
+        if vector_crs is not None:
+            raise InputError(f"{source}: vector data has a CRS ({CRS.from_user_input(vector_crs).to_string()}) but "
+                             "the raster has no georeferencing; give pixel coordinates without a CRS")
+        return None
+    target = CRS.from_user_input(target_crs)
+    if vector_crs is None and warn:
+        reporter().warning(f"{source}: vector data has no CRS; assuming the raster's ({target.to_string()})")
+    return target
+
+
 def align_to_crs(frame: gpd.GeoDataFrame, target_crs: Any, source: str = "") -> gpd.GeoDataFrame:
     """Reproject ``frame`` into ``target_crs`` (None = pixel space of a non-georeferenced raster)."""
-    if target_crs is None:
-        if frame.crs is not None:
-            raise InputError(f"{source}: vector data has a CRS ({frame.crs.to_string()}) but the raster has no "
-                             "georeferencing; give pixel coordinates without a CRS")
+    target = raster_crs_for(frame.crs, target_crs, source)
+    if target is None:
         return frame
-    target = CRS.from_user_input(target_crs)
     if frame.crs is None:
-        reporter().warning(f"{source}: vector data has no CRS; assuming the raster's ({target.to_string()})")
         return frame.set_crs(target)
     if CRS.from_user_input(frame.crs) == target:
         return frame
